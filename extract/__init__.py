@@ -1,0 +1,1 @@
+"""Stage 1: frozen backbones, image decoding and the extraction loop into a feature store."""

@@ -1,0 +1,1 @@
+"""Datasets (importers, splits, the demo set), DVC helpers and reports."""
