@@ -1,0 +1,114 @@
+"""Helpers of ``cache.store``: creating the layout, row indexing and row selections."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cache.backends import STRING, Backend
+from cache.schema import DIGEST_BYTES, ArraySpec
+
+
+def _check_layout(
+    arrays: Sequence[ArraySpec], image_ids: Sequence[str], views: Sequence[str], shard_size: int
+) -> None:
+    if not arrays:
+        raise ValueError("a store needs at least one ArraySpec")
+    names = [a.name for a in arrays]
+    if len(set(names)) != len(names):
+        raise ValueError(f"array names must be unique, got {names}")
+    if not image_ids:
+        raise ValueError("a store needs at least one image id")
+    seen: set[str] = set()
+    for i, image in enumerate(image_ids):
+        if not isinstance(image, str) or not image:
+            raise ValueError(f"image id #{i} must be a non-empty string, got {image!r}")
+        if image in seen:
+            raise ValueError(f"image id {image!r} appears twice (#{i})")
+        seen.add(image)
+    if not views or len(set(views)) != len(views) or not all(views):
+        raise ValueError(f"views must be unique non-empty names, got {list(views)}")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+
+
+def create_layout(
+    b: Backend,
+    arrays: Sequence[ArraySpec],
+    image_ids: list[str],
+    views: tuple[str, ...],
+    shard_size: int,
+    codec: str,
+) -> dict[str, Any]:
+    """Create every array of a new store (see ``cache.schema``); return the layout attrs."""
+    _check_layout(arrays, image_ids, views, shard_size)
+    n_views = len(views)
+    n_rows, sr = len(image_ids) * n_views, shard_size * n_views
+    n_shards = -(-len(image_ids) // shard_size)
+    codec_config = {}
+    for a in arrays:
+        codec_config[a.name] = b.create_array(
+            a.key, (n_rows, *a.shape), a.dtype, chunks=(1, *a.shape), shard_rows=sr,
+            fill_value=np.nan, codec=codec,
+        )  # fmt: skip
+    b.create_array("image_id", (n_rows,), STRING, chunks=(n_rows,))
+    b.create_array("view", (n_rows,), STRING, chunks=(n_rows,))
+    b.write("image_id", 0, np.repeat(np.array(image_ids, dtype=object), n_views))
+    b.write("view", 0, np.tile(np.array(views, dtype=object), len(image_ids)))
+    b.create_array("written", (n_rows,), "bool", chunks=(sr,), fill_value=False)
+    b.create_array("sizes", (n_rows, 4), "int32", chunks=(sr, 4), fill_value=-1)
+    b.create_array("failure", (n_rows,), STRING, chunks=(sr,))
+    width = 1 + DIGEST_BYTES * len(arrays)
+    b.create_array("commit", (n_shards, width), "uint8", chunks=(1, width), fill_value=0)
+    return {
+        "arrays": {a.name: a.to_json() for a in arrays},
+        "views": list(views),
+        "n_images": len(image_ids),
+        "shard_size": shard_size,
+        "codec": codec,
+        "codec_config": codec_config,
+    }
+
+
+class RowIndex:
+    """Maps (image id, view) to a row: ``row = image_index * n_views + view_index``."""
+
+    def __init__(self, image_ids: Sequence[str], views: Sequence[str], url: str) -> None:
+        self._image = {image: i for i, image in enumerate(image_ids)}
+        self._view = {view: j for j, view in enumerate(views)}
+        self._url = url
+
+    def row_of(self, image_id: str, view: str = "identity") -> int:
+        try:
+            i = self._image[image_id]
+        except KeyError:
+            raise KeyError(f"image id {image_id!r} is not in store {self._url}") from None
+        try:
+            j = self._view[view]
+        except KeyError:
+            raise KeyError(
+                f"view {view!r} is not in store {self._url} (views {list(self._view)})"
+            ) from None
+        return i * len(self._view) + j
+
+
+def normalise_rows(rows: Any, n_rows: int, url: str) -> tuple[slice | np.ndarray, np.ndarray]:
+    """Turn an int, slice, range or index sequence into (backend selection, row indices).
+
+    Contiguous increasing rows become a slice, which every backend reads in one go.
+    """
+    if isinstance(rows, slice):
+        rows = range(*rows.indices(n_rows))
+    idx = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+    if idx.ndim != 1:
+        raise IndexError(f"{url}: rows must be one-dimensional, got shape {idx.shape}")
+    if len(idx) and (idx.min() < 0 or idx.max() >= n_rows):
+        bad = int(idx[(idx < 0) | (idx >= n_rows)][0])
+        raise IndexError(f"{url}: row {bad} out of range 0..{n_rows - 1}")
+    if len(idx) == 0:
+        return slice(0, 0), idx
+    if len(idx) == 1 or (np.diff(idx) == 1).all():
+        return slice(int(idx[0]), int(idx[-1]) + 1), idx
+    return idx, idx

@@ -1,0 +1,124 @@
+"""Zarr v3 backend: a local directory (``LocalStore``) or any fsspec URL (``FsspecStore``).
+
+Follows the zarr-python 3.1 API (``zarr.open_group``, ``Group.create_array`` with
+``shards=``). Feature arrays use one chunk per row inside shards of ``shard_rows`` rows, so
+a 10k-image store is a few hundred shard files rather than one file per image; small
+per-row metadata arrays use plain chunks of ``shard_rows`` rows (one file per shard).
+
+Temporary files: ``LocalStore`` writes each key to ``<key>.<uuid>.partial`` and renames it,
+so a killed writer leaves at most ``*.partial`` files, never a torn shard. They are not
+data: ``clean_partial`` removes them when a store is opened for appending, and a DVC
+project should list ``*.partial`` in its ``.dvcignore``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import fsspec
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
+
+from cache.backends import STRING, Backend, RowSelection, StoreError, local_path, sorted_read
+
+
+def zarr_compressors(codec: str) -> Any:
+    """The Zarr v3 compressor list for one of ``cache.backends.CODECS``."""
+    table: dict[str, Any] = {
+        "none": None,
+        "zstd": [ZstdCodec(level=3)],
+        "blosc-zstd": [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.shuffle)],
+        "blosc-lz4": [BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle)],
+    }
+    if codec not in table:
+        raise StoreError(f"unknown codec {codec!r}; choose one of {sorted(table)}")
+    return table[codec]
+
+
+class ZarrBackend(Backend):
+    """A Zarr v3 group holding the store's arrays; attributes in the group's ``zarr.json``."""
+
+    name = "zarr"
+
+    def __init__(self, url: str, mode: str, storage_options: dict[str, Any] | None = None):
+        super().__init__(url, writable=mode != "r")
+        self._options = dict(storage_options or {})
+        self._path = local_path(url)
+        store = self._make_store(mode == "r")
+        try:
+            self._group = zarr.open_group(store, mode=mode)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
+            raise StoreError(f"no Zarr store at {url}") from err
+        self._arrays: dict[str, zarr.Array] = {}
+
+    def _make_store(self, read_only: bool) -> Any:
+        if self._path is not None:
+            if read_only and not self._path.is_dir():
+                raise StoreError(f"no Zarr store at {self.url} (not a directory)")
+            return zarr.storage.LocalStore(self._path, read_only=read_only)
+        return zarr.storage.FsspecStore.from_url(
+            self.url, storage_options=self._options or None, read_only=read_only
+        )
+
+    def _array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            try:
+                self._arrays[name] = self._group[name]  # type: ignore[assignment]
+            except KeyError as err:
+                raise StoreError(f"{self.url}: no array {name!r}") from err
+        return self._arrays[name]
+
+    def create_array(self, name, shape, dtype, *, chunks, shard_rows=None, fill_value=None,
+                     codec="none"):  # fmt: skip
+        kwargs: dict[str, Any] = {"shape": shape, "chunks": chunks, "fill_value": fill_value}
+        if dtype == STRING:
+            kwargs.update(dtype=str, fill_value="")
+        else:
+            kwargs.update(dtype=dtype, compressors=zarr_compressors(codec))
+        if shard_rows is not None:
+            kwargs["shards"] = (min(shard_rows, shape[0]), *shape[1:])
+        arr = self._group.create_array(name, overwrite=True, **kwargs)
+        self._arrays[name] = arr
+        return {"codecs": [c.to_dict() for c in arr.metadata.codecs]}  # type: ignore[union-attr]
+
+    def write(self, name: str, start: int, data: np.ndarray) -> None:
+        if data.dtype == object:
+            data = data.astype(str)
+        self._array(name)[start : start + len(data)] = data
+
+    def read(self, name: str, rows: RowSelection) -> np.ndarray:
+        arr = self._array(name)
+        if isinstance(rows, slice):
+            out = arr[rows]
+        else:
+            out = sorted_read(lambda r: arr.oindex[r], np.asarray(rows, dtype=np.int64))
+        out = np.asarray(out)
+        return out.astype(object) if out.dtype.kind in "TU" else out
+
+    def read_attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs.asdict())
+
+    def write_attrs(self, attrs: dict[str, Any]) -> None:
+        self._group.attrs.put(attrs)
+
+    def _fs(self) -> tuple[Any, str]:
+        return fsspec.core.url_to_fs(self.url, **self._options)
+
+    def stored_bytes(self) -> int:
+        fs, root = self._fs()
+        return int(sum(fs.du(root, total=False).values())) if fs.exists(root) else 0
+
+    def file_count(self) -> int:
+        fs, root = self._fs()
+        return len(fs.find(root)) if fs.exists(root) else 0
+
+    def clean_partial(self) -> list[str]:
+        if self._path is None:
+            return []
+        removed = []
+        for p in self._path.rglob("*.partial"):
+            p.unlink(missing_ok=True)
+            removed.append(os.fspath(p))
+        return removed

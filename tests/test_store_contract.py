@@ -1,0 +1,231 @@
+"""One contract every store backend passes (memory, Zarr on disk, Zarr on fsspec, HDF5)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+import pytest
+
+from cache.backends import MemoryBackend
+from cache.fingerprint import FingerprintMismatch, check_fingerprint, fingerprint_of
+from cache.store import (
+    ArraySpec,
+    IncompleteStoreError,
+    StoreError,
+    create_store,
+    open_store,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+IDS = [f"img/{i:02d}.png" for i in range(5)]
+VIEWS = ("identity", "flip")
+ARRAYS = [ArraySpec("embed", (3, 4, 4)), ArraySpec("feature", (6,), "float32")]
+FIELDS = {"backbone": "tiny", "weights_sha256": "random-init", "mean": [0.485, 0.456]}
+
+
+def shard_data(store, k: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Smooth, deterministic features for shard ``k``."""
+    rng = np.random.default_rng(seed + k)
+    n = len(store.shard_rows(k))
+    return {
+        a.name: rng.normal(size=(n, *a.shape)).astype(a.dtype) for a in store.arrays.values()
+    }
+
+
+def write_all(store, seed: int = 0, failures=None) -> None:
+    for k in store.missing_shards():
+        n = len(store.shard_rows(k))
+        sizes = np.tile([[4, 3]], (n, 1))
+        store.write_shard(k, shard_data(store, k, seed), sizes, sizes * 16, failures)
+
+
+class StoreContract:
+    """Subclass with a ``url`` fixture (and ``backend`` when the URL does not decide it)."""
+
+    backend: str | None = None
+
+    @pytest.fixture
+    def url(self, tmp_path) -> str:
+        raise NotImplementedError
+
+    def make(self, url, **kw):
+        args = dict(arrays=ARRAYS, image_ids=IDS, views=VIEWS, fingerprint_fields=FIELDS)
+        args.update(shard_size=2, backend=self.backend)
+        args.update(kw)
+        return create_store(url, **args)
+
+    def reopen(self, url, mode="r"):
+        return open_store(url, mode, backend=self.backend)
+
+    def test_layout_is_image_major(self, url):
+        s = self.make(url)
+        assert (s.n_images, s.n_views, s.n_rows, s.n_shards) == (5, 2, 10, 3)
+        assert s.row_of("img/01.png", "flip") == 3
+        assert list(s.rows_of(["img/04.png", "img/00.png"])) == [8, 0]
+        assert list(s.shard_rows(0)) == [0, 1, 2, 3]
+        assert list(s.shard_rows(2)) == [8, 9]
+        assert s.missing_shards() == [0, 1, 2]
+        assert not s.written.any()
+        with pytest.raises(KeyError, match="nope.png"):
+            s.row_of("nope.png")
+        with pytest.raises(KeyError, match="view 'rot90'"):
+            s.row_of("img/00.png", "rot90")
+
+    def test_round_trip_is_exact(self, url):
+        s = self.make(url)
+        write_all(s)
+        r = self.reopen(url)
+        got = r.read(list(r.shard_rows(1)))
+        want = shard_data(r, 1)
+        for name in want:
+            assert got[name].dtype == np.float32
+            assert got[name].shape == (4, *r.arrays[name].shape)
+            np.testing.assert_array_equal(got[name], want[name].astype(np.float32))
+        assert r.read([9, 0, 9], ["embed"])["embed"].shape == (3, 3, 4, 4)
+        np.testing.assert_array_equal(r.read([9, 0])["feature"][1], r.read(0)["feature"][0])
+        np.testing.assert_array_equal(r.valid_size([0, 9]), [[4, 3], [4, 3]])
+        np.testing.assert_array_equal(r.orig_size(slice(0, 1)), [[64, 48]])
+        assert r.missing_shards() == []
+        r.require_complete()
+
+    def test_unwritten_rows_are_refused(self, url):
+        s = self.make(url)
+        k = 1
+        n = len(s.shard_rows(k))
+        s.write_shard(k, shard_data(s, k), np.ones((n, 2)), np.ones((n, 2)))
+        with pytest.raises(IncompleteStoreError, match="2 of 3 requested rows are not written"):
+            s.read([0, 4, 9])
+        loose = s.read([0, 4], allow_unwritten=True)
+        assert np.isnan(loose["embed"][0]).all() and np.isfinite(loose["embed"][1]).all()
+        with pytest.raises(IncompleteStoreError, match="6 of 10 rows are not written"):
+            s.require_complete()
+        assert s.missing_shards() == [0, 2]
+
+    def test_failures_are_recorded_not_written(self, url):
+        s = self.make(url)
+        write_all(s, failures={1: "decode error: truncated"})
+        assert s.failures == {"img/00.png": "decode error: truncated", "img/02.png": "decode "
+                              "error: truncated", "img/04.png": "decode error: truncated"}  # fmt: skip
+        assert s.written.sum() == 10 - 3
+        assert s.missing_shards() == []
+        assert np.isnan(s.read(1, allow_unwritten=True)["embed"]).all()
+        assert (s.valid_size([1]) == -1).all()
+        with pytest.raises(IncompleteStoreError, match="row 1, image 'img/00.png'"):
+            s.read([0, 1])
+
+    def test_non_finite_rows_become_failures(self, url):
+        s = self.make(url)
+        data = shard_data(s, 0)
+        data["embed"] = data["embed"].astype(np.float32)
+        data["embed"][2, 0, 0, 0] = 1e6  # float16 overflow -> inf
+        s.write_shard(0, data, np.ones((4, 2)), np.ones((4, 2)))
+        assert "overflow" in s.failures["img/01.png"]
+        assert list(s.written[:4]) == [True, True, False, True]
+
+    def test_write_shard_checks_inputs(self, url):
+        s = self.make(url)
+        data = shard_data(s, 0)
+        sizes = np.ones((4, 2))
+        with pytest.raises(StoreError, match="array 'embed' has shape"):
+            s.write_shard(0, {**data, "embed": data["embed"][:3]}, sizes, sizes)
+        with pytest.raises(StoreError, match="has arrays \\['embed'\\]"):
+            s.write_shard(0, {"embed": data["embed"]}, sizes, sizes)
+        with pytest.raises(StoreError, match="valid_size shape"):
+            s.write_shard(0, data, sizes[:2], sizes)
+        with pytest.raises(IndexError, match="shard 3 out of range"):
+            s.write_shard(3, data, sizes, sizes)
+        write_all(s)
+        with pytest.raises(StoreError, match="read-only"):
+            self.reopen(url).write_shard(0, data, sizes, sizes)
+
+    def test_verify_finds_corruption(self, url):
+        s = self.make(url)
+        write_all(s)
+        assert s.verify().ok
+        bad = np.zeros((4, 3, 4, 4), dtype=np.float16)
+        s._b.write("features/embed", 4, bad)  # bypasses write_shard: no new checksum
+        report = s.verify()
+        assert not report.ok
+        assert report.corrupt_shards == {1: ["embed: checksum mismatch"]}
+        assert "1 corrupt" in report.summary()
+
+    def test_resume_and_fingerprint_refusal(self, url):
+        s = self.make(url)
+        k = 0
+        s.write_shard(k, shard_data(s, k), np.ones((4, 2)), np.ones((4, 2)))
+        s.close()
+        again = self.make(url)
+        assert again.missing_shards() == [1, 2]
+        assert again.fingerprint == s.fingerprint
+        again.close()
+        with pytest.raises(FingerprintMismatch, match=r"\['backbone'\].*'tiny' != 'other'"):
+            self.make(url, fingerprint_fields={**FIELDS, "backbone": "other"})
+        with pytest.raises(FingerprintMismatch, match="image_ids"):
+            self.make(url, image_ids=IDS[:4])
+        with pytest.raises(FingerprintMismatch, match="_store.views"):
+            self.make(url, views=("identity",))
+
+    def test_attributes_record_provenance(self, url):
+        s = self.make(url, provenance={"backbone": "tiny", "manifest_sha256": "ab" * 32})
+        assert s.fingerprint == fingerprint_of(s.fingerprint_fields)
+        assert s.fingerprint_fields["_store"]["views"] == list(VIEWS)
+        for key in ("backbone", "manifest_sha256", "created_at", "package_version", "dtype"):
+            assert key in s.attrs
+        assert s.attrs["dtype"] == {"embed": "float16", "feature": "float32"}
+        check_fingerprint(s.fingerprint, s)
+        check_fingerprint(FIELDS, s)
+        with pytest.raises(FingerprintMismatch, match="weights_sha256"):
+            check_fingerprint({**FIELDS, "weights_sha256": "00"}, s)
+
+    def test_bitround_is_explicit_and_recorded(self, url):
+        s = self.make(url, keepbits=4)
+        write_all(s)
+        bits = s.read(list(range(4)), ["embed"])["embed"].astype(np.float16).view(np.uint16)
+        assert not (bits & 0b111111).any()  # the 6 low mantissa bits are zero
+        assert s.fingerprint_fields["_store"]["keepbits"] == 4
+        assert s.attrs["lossy"] == {"bitround_keepbits": 4}
+        assert s.verify().ok
+        assert s.fingerprint != fingerprint_of({**s.fingerprint_fields, "_store": {}})
+        with pytest.raises(ValueError, match="keepbits=12 invalid for 'embed'"):
+            self.make(url, keepbits=12)  # checked before the existing store is opened
+
+    def test_open_missing_store_fails(self, url):
+        with pytest.raises(StoreError, match="no feature store at"):
+            self.reopen(url)
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def url(self):
+        url = f"memory://contract-{uuid.uuid4().hex}"
+        yield url
+        MemoryBackend.remove(url)
+
+
+class TestZarrLocalStore(StoreContract):
+    @pytest.fixture
+    def url(self, tmp_path):
+        return str(tmp_path / "feats.zarr")
+
+    def test_shards_are_few_files(self, url):
+        s = self.make(url)
+        write_all(s)
+        embed_files = [p for p in os.listdir(os.path.join(url, "features/embed/c"))]
+        assert len(embed_files) == s.n_shards  # one shard file per shard, not per row
+
+
+class TestZarrFsspecMemoryStore(StoreContract):
+    backend = "zarr"
+
+    @pytest.fixture
+    def url(self):
+        return f"memory://zarr-contract-{uuid.uuid4().hex}"
+
+
+class TestHDF5Store(StoreContract):
+    @pytest.fixture
+    def url(self, tmp_path):
+        return str(tmp_path / "feats.h5")
