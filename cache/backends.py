@@ -35,6 +35,10 @@ class StoreError(RuntimeError):
     """A store cannot be opened, created or written as asked."""
 
 
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """No feature store exists at the URL."""
+
+
 RowSelection = slice | np.ndarray
 
 

@@ -21,26 +21,31 @@ of disk. Lossy mantissa bit-rounding (numcodecs ``BitRound``) is applied only wh
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from numcodecs import BitRound
 
-from cache.backends import CODECS, Backend, StoreError, open_backend, store_exists
+from cache.backends import (
+    CODECS,
+    Backend,
+    StoreError,
+    StoreNotFoundError,
+    open_backend,
+    store_exists,
+)
 from cache.fingerprint import STORE_KEY, FingerprintMismatch, describe_diff, diff_fields
 from cache.fingerprint import fingerprint_of as _fingerprint_of
 from cache.schema import (
-    DIGEST_BYTES,
     FORMAT_VERSION,
     ArraySpec,
     IncompleteStoreError,
     VerifyReport,
     specs_from_json,
 )
+from cache.shard_writer import ShardWriter
 from cache.store_io import RowIndex, create_layout, normalise_rows
 
 DEFAULT_CODEC = "blosc-lz4"
@@ -52,6 +57,7 @@ __all__ = [
     "FingerprintMismatch",
     "IncompleteStoreError",
     "StoreError",
+    "StoreNotFoundError",
     "VerifyReport",
     "create_store",
     "open_store",
@@ -65,11 +71,7 @@ def _package_version() -> str:
         return "0+unknown"
 
 
-def _digest(data: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(data).tobytes(), digest_size=DIGEST_BYTES).digest()
-
-
-class FeatureStore:
+class FeatureStore(ShardWriter):
     """A fingerprinted, sharded feature store (open it with ``create_store``/``open_store``).
 
     Attributes:
@@ -181,96 +183,6 @@ class FeatureStore:
                 "failed); resume the extraction or read only the written rows"
             )
 
-    # ------------------------------------------------------------ writing
-    def write_shard(
-        self,
-        k: int,
-        features: Mapping[str, np.ndarray],
-        valid_size: np.ndarray,
-        orig_size: np.ndarray,
-        failures: Mapping[int, str] | None = None,
-    ) -> None:
-        """Write shard ``k`` whole and commit it (see the module docstring for the order).
-
-        Args:
-            k: shard index.
-            features: ``{name: (rows_in_shard, *shape)}`` for every array of the store.
-            valid_size: ``(rows_in_shard, 2)`` valid (h, w) per row.
-            orig_size: ``(rows_in_shard, 2)`` original image (h, w) per row.
-            failures: local row -> reason; those rows are stored as NaN and not written.
-                Rows with non-finite values are recorded as failures too.
-        """
-        if not self._b.writable:
-            raise StoreError(f"{self.url} is open read-only; open it with mode 'a' to write")
-        rows = self.shard_rows(k)
-        data = self._prepare_features(k, features, len(rows))
-        failed = self._collect_failures(k, data, dict(failures or {}), len(rows))
-        for name, arr in data.items():
-            arr[sorted(failed)] = np.nan
-            self._b.write(self.arrays[name].key, rows.start, arr)
-        sizes = self._prepare_sizes(k, valid_size, orig_size, len(rows), failed)
-        written = np.ones(len(rows), dtype=bool)
-        written[sorted(failed)] = False
-        reasons = np.array([failed.get(i, "") for i in range(len(rows))], dtype=object)
-        self._b.write("written", rows.start, written)
-        self._b.write("sizes", rows.start, sizes)
-        self._b.write("failure", rows.start, reasons)
-        self._b.write("commit", k, self._commit_row(data)[None])
-        self._b.flush()
-
-    def _prepare_features(
-        self, k: int, features: Mapping[str, np.ndarray], n: int
-    ) -> dict[str, np.ndarray]:
-        if set(features) != set(self.arrays):
-            raise StoreError(
-                f"{self.url}: shard {k} has arrays {sorted(features)}, "
-                f"the store has {sorted(self.arrays)}"
-            )
-        out = {}
-        for name, spec in self.arrays.items():
-            with np.errstate(over="ignore"):  # overflow becomes inf: a recorded failure
-                arr = np.array(features[name], dtype=spec.dtype, copy=True)
-            if arr.shape != (n, *spec.shape):
-                raise StoreError(
-                    f"{self.url}: shard {k} array {name!r} has shape {arr.shape}, "
-                    f"expected {(n, *spec.shape)}"
-                )
-            out[name] = self._round(arr)
-        return out
-
-    def _round(self, arr: np.ndarray) -> np.ndarray:
-        if self.keepbits is None:
-            return arr
-        return BitRound(keepbits=self.keepbits).encode(arr).view(arr.dtype).reshape(arr.shape)
-
-    def _collect_failures(
-        self, k: int, data: dict[str, np.ndarray], failures: dict[int, str], n: int
-    ) -> dict[int, str]:
-        bad = [r for r in failures if not 0 <= int(r) < n]
-        if bad:
-            raise StoreError(f"{self.url}: shard {k} failure rows {bad} outside 0..{n - 1}")
-        out = {int(r): str(why) or "failed" for r, why in failures.items()}
-        for name, arr in data.items():
-            finite = np.isfinite(arr.reshape(n, -1)).all(axis=1)  # (rows, features)
-            for r in np.flatnonzero(~finite):
-                out.setdefault(int(r), f"non-finite values in {name!r} ({arr.dtype} overflow?)")
-        return out
-
-    def _prepare_sizes(
-        self, k: int, valid: np.ndarray, orig: np.ndarray, n: int, failed: dict[int, str]
-    ) -> np.ndarray:
-        valid, orig = np.asarray(valid), np.asarray(orig)
-        for label, a in (("valid_size", valid), ("orig_size", orig)):
-            if a.shape != (n, 2):
-                raise StoreError(f"{self.url}: shard {k} {label} shape {a.shape}, want {(n, 2)}")
-        sizes = np.concatenate([orig, valid], axis=1).astype(np.int32)  # (rows, 4)
-        sizes[sorted(failed)] = -1
-        return sizes
-
-    def _commit_row(self, data: dict[str, np.ndarray]) -> np.ndarray:
-        digests = b"".join(_digest(data[name]) for name in self.arrays)
-        return np.frombuffer(b"\x01" + digests, dtype=np.uint8).copy()
-
     # ------------------------------------------------------------ reading
     def read(
         self,
@@ -278,8 +190,15 @@ class FeatureStore:
         names: Sequence[str] | None = None,
         *,
         allow_unwritten: bool = False,
+        dtype: str | None = "float32",
     ) -> dict[str, np.ndarray]:
         """Read rows as float32 ``{name: (len(rows), *shape)}``.
+
+        Args:
+            rows: an int, slice, range or sequence of row indices (any order, repeats ok).
+            names: arrays to read (all when None).
+            allow_unwritten: serve unwritten rows (as NaN) instead of failing.
+            dtype: output dtype; None keeps the stored dtype (float16 for compact RAM).
 
         Raises:
             IncompleteStoreError: when a row is not written, unless ``allow_unwritten``
@@ -292,7 +211,8 @@ class FeatureStore:
         for name in names if names is not None else self.arrays:
             if name not in self.arrays:
                 raise KeyError(f"{self.url} has no array {name!r} (has {sorted(self.arrays)})")
-            out[name] = self._b.read(self.arrays[name].key, sel).astype(np.float32)
+            data = self._b.read(self.arrays[name].key, sel)
+            out[name] = data if dtype is None else data.astype(dtype, copy=False)
         return out
 
     def _check_written(self, idx: np.ndarray) -> None:
@@ -319,35 +239,6 @@ class FeatureStore:
     def orig_size(self, rows: Any) -> np.ndarray:
         """Original image (h, w) per row, ``(n, 2)``; -1 for unwritten rows."""
         return self._sizes(rows)[:, 0:2]
-
-    # ------------------------------------------------------------ integrity
-    def verify(self) -> VerifyReport:
-        """Recompute every committed shard's checksums; report corrupt and missing parts."""
-        commit = self._b.read("commit", slice(None))
-        written = self.written
-        report = VerifyReport(self.url, self.n_shards)
-        report.missing_shards = [int(k) for k in np.flatnonzero(commit[:, 0] != 1)]
-        report.missing_rows = int((~written).sum())
-        report.failed_rows = sum(1 for r in self._b.read("failure", slice(None)) if r)
-        for k in np.flatnonzero(commit[:, 0] == 1):
-            reasons = self._verify_shard(int(k), commit[k])
-            if reasons:
-                report.corrupt_shards[int(k)] = reasons
-        return report
-
-    def _verify_shard(self, k: int, commit_row: np.ndarray) -> list[str]:
-        rows = self.shard_rows(k)
-        reasons = []
-        for i, (name, spec) in enumerate(self.arrays.items()):
-            want = commit_row[1 + i * DIGEST_BYTES : 1 + (i + 1) * DIGEST_BYTES].tobytes()
-            try:
-                data = self._b.read(spec.key, slice(rows.start, rows.stop))
-            except Exception as err:  # noqa: BLE001 - any decode error means corruption
-                reasons.append(f"{name}: unreadable ({type(err).__name__}: {err})")
-                continue
-            if _digest(data.astype(spec.dtype)) != want:
-                reasons.append(f"{name}: checksum mismatch")
-        return reasons
 
     # ------------------------------------------------------------ misc
     def stored_bytes(self) -> int:
@@ -486,7 +377,7 @@ def open_store(
     if mode not in ("r", "a"):
         raise ValueError(f"open_store mode must be 'r' or 'a', got {mode!r}")
     if not store_exists(url, backend, storage_options):
-        raise StoreError(f"no feature store at {url}")
+        raise StoreNotFoundError(f"no feature store at {url}")
     b = open_backend(url, mode, backend, storage_options)
     if mode == "a":
         b.clean_partial()

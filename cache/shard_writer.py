@@ -1,0 +1,159 @@
+"""Writing and verifying shards: the half of ``FeatureStore`` that changes or checks data.
+
+``ShardWriter`` is a mixin of ``cache.store.FeatureStore``; it relies on the store's
+layout attributes (``arrays``, ``shard_rows``, ``keepbits``, ``_b`` the backend). See
+``cache.store`` for the write order and why it makes a killed writer harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numcodecs import BitRound
+
+from cache.backends import Backend, StoreError
+from cache.schema import DIGEST_BYTES, ArraySpec, VerifyReport
+
+
+def digest(data: np.ndarray) -> bytes:
+    """16-byte blake2b digest of an array's raw bytes (C order)."""
+    return hashlib.blake2b(np.ascontiguousarray(data).tobytes(), digest_size=DIGEST_BYTES).digest()
+
+
+class ShardWriter:
+    """``write_shard`` and ``verify`` for ``FeatureStore``."""
+
+    _b: Backend
+    url: str
+    arrays: dict[str, ArraySpec]
+    keepbits: int | None
+    n_shards: int
+    image_ids: list[str]
+    n_views: int
+
+    if TYPE_CHECKING:
+
+        def shard_rows(self, k: int) -> range: ...
+
+        @property
+        def written(self) -> np.ndarray: ...
+
+    def write_shard(
+        self,
+        k: int,
+        features: Mapping[str, np.ndarray],
+        valid_size: np.ndarray,
+        orig_size: np.ndarray,
+        failures: Mapping[int, str] | None = None,
+    ) -> None:
+        """Write shard ``k`` whole and commit it (see the module docstring for the order).
+
+        Args:
+            k: shard index.
+            features: ``{name: (rows_in_shard, *shape)}`` for every array of the store.
+            valid_size: ``(rows_in_shard, 2)`` valid (h, w) per row.
+            orig_size: ``(rows_in_shard, 2)`` original image (h, w) per row.
+            failures: local row -> reason; those rows are stored as NaN and not written.
+                Rows with non-finite values are recorded as failures too.
+        """
+        if not self._b.writable:
+            raise StoreError(f"{self.url} is open read-only; open it with mode 'a' to write")
+        rows = self.shard_rows(k)
+        data = self._prepare_features(k, features, len(rows))
+        failed = self._collect_failures(k, data, dict(failures or {}), len(rows))
+        for name, arr in data.items():
+            arr[sorted(failed)] = np.nan
+            self._b.write(self.arrays[name].key, rows.start, arr)
+        sizes = self._prepare_sizes(k, valid_size, orig_size, len(rows), failed)
+        written = np.ones(len(rows), dtype=bool)
+        written[sorted(failed)] = False
+        reasons = np.array([failed.get(i, "") for i in range(len(rows))], dtype=object)
+        self._b.write("written", rows.start, written)
+        self._b.write("sizes", rows.start, sizes)
+        self._b.write("failure", rows.start, reasons)
+        self._b.write("commit", k, self._commit_row(data)[None])
+        self._b.flush()
+
+    def _prepare_features(
+        self, k: int, features: Mapping[str, np.ndarray], n: int
+    ) -> dict[str, np.ndarray]:
+        if set(features) != set(self.arrays):
+            raise StoreError(
+                f"{self.url}: shard {k} has arrays {sorted(features)}, "
+                f"the store has {sorted(self.arrays)}"
+            )
+        out = {}
+        for name, spec in self.arrays.items():
+            with np.errstate(over="ignore"):  # overflow becomes inf: a recorded failure
+                arr = np.array(features[name], dtype=spec.dtype, copy=True)
+            if arr.shape != (n, *spec.shape):
+                raise StoreError(
+                    f"{self.url}: shard {k} array {name!r} has shape {arr.shape}, "
+                    f"expected {(n, *spec.shape)}"
+                )
+            out[name] = self._round(arr)
+        return out
+
+    def _round(self, arr: np.ndarray) -> np.ndarray:
+        if self.keepbits is None:
+            return arr
+        return BitRound(keepbits=self.keepbits).encode(arr).view(arr.dtype).reshape(arr.shape)
+
+    def _collect_failures(
+        self, k: int, data: dict[str, np.ndarray], failures: dict[int, str], n: int
+    ) -> dict[int, str]:
+        bad = [r for r in failures if not 0 <= int(r) < n]
+        if bad:
+            raise StoreError(f"{self.url}: shard {k} failure rows {bad} outside 0..{n - 1}")
+        out = {int(r): str(why) or "failed" for r, why in failures.items()}
+        for name, arr in data.items():
+            finite = np.isfinite(arr.reshape(n, -1)).all(axis=1)  # (rows, features)
+            for r in np.flatnonzero(~finite):
+                out.setdefault(int(r), f"non-finite values in {name!r} ({arr.dtype} overflow?)")
+        return out
+
+    def _prepare_sizes(
+        self, k: int, valid: np.ndarray, orig: np.ndarray, n: int, failed: dict[int, str]
+    ) -> np.ndarray:
+        valid, orig = np.asarray(valid), np.asarray(orig)
+        for label, a in (("valid_size", valid), ("orig_size", orig)):
+            if a.shape != (n, 2):
+                raise StoreError(f"{self.url}: shard {k} {label} shape {a.shape}, want {(n, 2)}")
+        sizes = np.concatenate([orig, valid], axis=1).astype(np.int32)  # (rows, 4)
+        sizes[sorted(failed)] = -1
+        return sizes
+
+    def _commit_row(self, data: dict[str, np.ndarray]) -> np.ndarray:
+        digests = b"".join(digest(data[name]) for name in self.arrays)
+        return np.frombuffer(b"\x01" + digests, dtype=np.uint8).copy()
+
+    def verify(self) -> VerifyReport:
+        """Recompute every committed shard's checksums; report corrupt and missing parts."""
+        commit = self._b.read("commit", slice(None))
+        written = self.written
+        report = VerifyReport(self.url, self.n_shards)
+        report.missing_shards = [int(k) for k in np.flatnonzero(commit[:, 0] != 1)]
+        report.missing_rows = int((~written).sum())
+        report.failed_rows = sum(1 for r in self._b.read("failure", slice(None)) if r)
+        for k in np.flatnonzero(commit[:, 0] == 1):
+            reasons = self._verify_shard(int(k), commit[k])
+            if reasons:
+                report.corrupt_shards[int(k)] = reasons
+        return report
+
+    def _verify_shard(self, k: int, commit_row: np.ndarray) -> list[str]:
+        rows = self.shard_rows(k)
+        reasons = []
+        for i, (name, spec) in enumerate(self.arrays.items()):
+            want = commit_row[1 + i * DIGEST_BYTES : 1 + (i + 1) * DIGEST_BYTES].tobytes()
+            try:
+                data = self._b.read(spec.key, slice(rows.start, rows.stop))
+            except Exception as err:  # noqa: BLE001 - any decode error means corruption
+                reasons.append(f"{name}: unreadable ({type(err).__name__}: {err})")
+                continue
+            if digest(data.astype(spec.dtype)) != want:
+                reasons.append(f"{name}: checksum mismatch")
+        return reasons
