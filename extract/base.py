@@ -82,7 +82,10 @@ def check_rgb(image: np.ndarray) -> np.ndarray:
 
 def to_chw_float(image: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 to a ``(3, H, W)`` float32 tensor on the 0-255 scale."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()  # (3, H, W)
+    array = np.ascontiguousarray(image)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array).permute(2, 0, 1).float()  # (3, H, W)
 
 
 def longest_side_shape(h: int, w: int, target: int) -> tuple[int, int]:
