@@ -1,0 +1,234 @@
+"""A small, synthetic, KADID-style demo dataset built from photographs in scikit-image.
+
+**The labels are synthetic.** No human rated these images: each distorted image's
+pseudo-MOS is computed from its SSIM against its reference (Wang et al. 2004, via
+:func:`skimage.metrics.structural_similarity` on RGB with ``channel_axis``, data range
+255) mapped linearly onto a KADID-10k-like 1-5 scale::
+
+    pseudo_mos = 1 + 4 * clip(ssim, 0, 1)        # 5 = identical to the reference
+
+The set exists so the whole pipeline (import, split, extract, train, evaluate) runs
+with meaningful numbers on a fresh machine with no dataset download.
+
+References: colour photographs that ship inside the scikit-image wheel and load with no
+network (``skimage.data``: astronaut, chelsea, coffee, rocket, immunohistochemistry,
+retina, hubble_deep_field, stereo_motorcycle). The last two are large, so each also
+gives a second, non-overlapping half; halves of one photo share a ``group``, so splits
+stay content-disjoint. Grey-scale photos are left out: a saturation change would not
+alter them. Each reference is centre-cropped to the target aspect ratio and resized
+(Lanczos) to ``size``.
+
+Distortions follow KADID-10k's types (Lin et al. 2019) in spirit, not its exact
+parameters: the levels below were chosen so SSIM (hence the label) falls strictly with
+the level for every reference, which the tests check.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from skimage import data as skdata
+from skimage.metrics import structural_similarity
+from tqdm import tqdm
+
+from cache.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
+from pipelines.splits import make_splits, write_splits
+
+MAX_LEVELS = 5
+
+Distortion = Callable[[Image.Image, float, np.random.Generator], Image.Image]
+
+
+def _blur(img: Image.Image, radius: float, rng: np.random.Generator) -> Image.Image:
+    return img.filter(ImageFilter.GaussianBlur(radius))
+
+
+def _white_noise(img: Image.Image, sigma: float, rng: np.random.Generator) -> Image.Image:
+    arr = np.asarray(img, dtype=np.float64)
+    noisy = arr + rng.normal(0.0, sigma, size=arr.shape)
+    return Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8))
+
+
+def _impulse_noise(img: Image.Image, amount: float, rng: np.random.Generator) -> Image.Image:
+    arr = np.array(img)
+    hit = rng.random(arr.shape[:2]) < amount
+    arr[hit] = np.where(rng.random((int(hit.sum()), 1)) < 0.5, 0, 255)
+    return Image.fromarray(arr)
+
+
+def _jpeg(img: Image.Image, quality: float, rng: np.random.Generator) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(quality))
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _resample(img: Image.Image, factor: float, method: Image.Resampling) -> Image.Image:
+    small = (max(1, round(img.width / factor)), max(1, round(img.height / factor)))
+    return img.resize(small, method).resize(img.size, method)
+
+
+def _resampling_blur(img: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
+    return _resample(img, factor, Image.Resampling.BILINEAR)
+
+
+def _pixelate(img: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
+    return _resample(img, factor, Image.Resampling.NEAREST)
+
+
+def _enhance(kind: type[ImageEnhance._Enhance]) -> Distortion:
+    def apply(img: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
+        return kind(img).enhance(factor)
+
+    return apply
+
+
+def _quantize(img: Image.Image, bits: float, rng: np.random.Generator) -> Image.Image:
+    return ImageOps.posterize(img, int(bits))
+
+
+# name -> (function, one parameter per level, mildest first)
+DISTORTIONS: dict[str, tuple[Distortion, tuple[float, ...]]] = {
+    "gaussian_blur": (_blur, (0.6, 1.2, 2.0, 3.2, 5.0)),
+    "white_noise": (_white_noise, (4.0, 9.0, 16.0, 28.0, 45.0)),
+    "jpeg": (_jpeg, (60, 30, 15, 8, 3)),
+    "contrast_change": (_enhance(ImageEnhance.Contrast), (0.75, 0.55, 0.4, 0.27, 0.15)),
+    "color_saturation": (_enhance(ImageEnhance.Color), (0.6, 0.4, 0.25, 0.1, 0.0)),
+    "resampling_blur": (_resampling_blur, (1.5, 2.0, 3.0, 4.0, 6.0)),
+    "pixelate": (_pixelate, (2.0, 3.0, 4.0, 6.0, 8.0)),
+    "impulse_noise": (_impulse_noise, (0.01, 0.03, 0.06, 0.1, 0.16)),
+    "darken": (_enhance(ImageEnhance.Brightness), (0.85, 0.7, 0.55, 0.4, 0.25)),
+    "quantization": (_quantize, (5, 4, 3, 2, 1)),
+}
+
+# reference name -> (skimage.data loader, group, horizontal half or None)
+REFERENCES: dict[str, tuple[str, str, int | None]] = {
+    "astronaut": ("astronaut", "astronaut", None),
+    "chelsea": ("chelsea", "chelsea", None),
+    "coffee": ("coffee", "coffee", None),
+    "rocket": ("rocket", "rocket", None),
+    "immunohistochemistry": ("immunohistochemistry", "immunohistochemistry", None),
+    "retina": ("retina", "retina", None),
+    "hubble_a": ("hubble_deep_field", "hubble_deep_field", 0),
+    "motorcycle_a": ("stereo_motorcycle", "motorcycle", 0),
+    "hubble_b": ("hubble_deep_field", "hubble_deep_field", 1),
+    "motorcycle_b": ("stereo_motorcycle", "motorcycle", 1),
+}
+
+
+def pseudo_mos(ssim: float) -> float:
+    """The documented SSIM -> 1..5 mapping (5 = identical to the reference)."""
+    return 1.0 + 4.0 * float(np.clip(ssim, 0.0, 1.0))
+
+
+def _source_array(loader: str, half: int | None) -> np.ndarray:
+    arr = getattr(skdata, loader)()
+    if isinstance(arr, tuple):  # stereo_motorcycle -> (left, right, disparity)
+        arr = arr[0]
+    if half is not None:
+        mid = arr.shape[1] // 2
+        arr = arr[:, :mid] if half == 0 else arr[:, mid:]  # (H, W/2, 3)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def load_reference(name: str, size: tuple[int, int]) -> Image.Image:
+    """Reference ``name`` centre-cropped to the aspect of ``size`` (h, w) and resized."""
+    loader, _, half = REFERENCES[name]
+    img = Image.fromarray(_source_array(loader, half)).convert("RGB")
+    return ImageOps.fit(img, (size[1], size[0]), Image.Resampling.LANCZOS)
+
+
+def _level_indices(levels: int) -> list[int]:
+    if not 1 <= levels <= MAX_LEVELS:
+        raise ValueError(f"levels must be between 1 and {MAX_LEVELS}, got {levels}")
+    return [int(i) for i in np.rint(np.linspace(0, MAX_LEVELS - 1, levels))] if levels > 1 else [2]
+
+
+def _check_args(n_refs: int, distortions: Sequence[str], size: tuple[int, int]) -> None:
+    if not 1 <= n_refs <= len(REFERENCES):
+        raise ValueError(f"n_refs must be between 1 and {len(REFERENCES)}, got {n_refs}")
+    unknown = [d for d in distortions if d not in DISTORTIONS]
+    if unknown:
+        raise ValueError(f"unknown distortion(s) {unknown}; known: {list(DISTORTIONS)}")
+    if min(size) < 16:
+        raise ValueError(f"size must be at least 16x16 (SSIM needs a 7x7 window), got {size}")
+
+
+def _save_png(img: Image.Image, path: Path) -> np.ndarray:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format="PNG", compress_level=1)
+    return np.asarray(img)
+
+
+def _distorted_rows(
+    out: Path, ref_name: str, ref_index: int, ref_img: Image.Image, plan: list, seed: int
+) -> list[ManifestRow]:
+    ref_arr = np.asarray(ref_img)
+    rows = []
+    for type_index, (dname, level, param) in plan:
+        rng = np.random.default_rng([seed, ref_index, type_index, level])
+        fn = DISTORTIONS[dname][0]
+        image = f"images/{ref_name}_{dname}_{level}.png"
+        arr = _save_png(fn(ref_img, param, rng), out / image)
+        ssim = structural_similarity(ref_arr, arr, channel_axis=-1, data_range=255)
+        extra = {"level": str(level), "ssim": f"{ssim:.6f}"}
+        group = REFERENCES[ref_name][1]
+        score = round(pseudo_mos(ssim), 6)
+        rows.append(
+            ManifestRow(image, score, group, f"refs/{ref_name}.png", dname, extra)  # type: ignore[arg-type]
+        )
+    return rows
+
+
+def build_demo(
+    out_dir: str | os.PathLike[str],
+    seed: int = 0,
+    n_refs: int = 10,
+    levels: int = 5,
+    size: tuple[int, int] = (192, 256),
+    *,
+    distortions: Sequence[str] | None = None,
+    splits: int = 10,
+    ratios: Sequence[float] = (0.6, 0.2, 0.2),
+    progress: bool = False,
+) -> Manifest:
+    """Build the demo set: PNGs, ``manifest.csv`` (root ``.``) and ``splits/split_NN.json``.
+
+    Args:
+        out_dir: output folder (``refs/``, ``images/``, ``manifest.csv``, ``splits/``).
+        seed: seeds the noise patterns and the splits; same seed, byte-identical files.
+        n_refs: number of references (up to 10), taken in :data:`REFERENCES` order.
+        levels: levels per distortion (1-5, spread over the 5 defined levels).
+        size: (height, width) of every image.
+        distortions: distortion names (default: all of :data:`DISTORTIONS`).
+        splits: number of split files to write (0 for none).
+        ratios: split ratios, (train, val, test) or (train, test).
+        progress: show a tqdm bar over references.
+
+    Returns:
+        The manifest, read back from ``manifest.csv``.
+    """
+    names = list(distortions or DISTORTIONS)
+    _check_args(n_refs, names, size)
+    plan = [
+        (t, (d, lv + 1, DISTORTIONS[d][1][lv]))
+        for t, d in enumerate(names)
+        for lv in _level_indices(levels)
+    ]
+    out = Path(out_dir)
+    rows: list[ManifestRow] = []
+    refs = list(REFERENCES)[:n_refs]
+    for i, ref_name in enumerate(tqdm(refs, desc="demo set", unit="ref", disable=not progress)):
+        ref_img = load_reference(ref_name, size)
+        _save_png(ref_img, out / "refs" / f"{ref_name}.png")
+        rows.extend(_distorted_rows(out, ref_name, i, ref_img, plan, seed))
+    info = DatasetInfo("demo", "pseudo-MOS", False, (1.0, 5.0), ".")
+    write_manifest(Manifest(info=info, rows=tuple(rows)), out / "manifest.csv")
+    manifest = read_manifest(out / "manifest.csv")
+    if splits > 0:
+        write_splits(make_splits(manifest, ratios, splits, seed), out / "splits")
+    return manifest
