@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import numpy as np
 
 FLOAT_DIGITS = 12
-STORE_KEY = "_store"
 
 
 class FingerprintMismatch(ValueError):
@@ -116,8 +115,7 @@ def check_fingerprint(expected: Mapping[str, Any] | str, store: _HasFingerprint)
 
     Args:
         expected: a fingerprint hash (as a head checkpoint records it) or the fields
-            mapping. Fields without the store's own ``_store`` section (arrays, views,
-            lossy options) are compared against the store's fields minus that section.
+            mapping (``store.fingerprint_fields``).
         store: an open ``FeatureStore`` (anything with ``fingerprint`` and
             ``fingerprint_fields``).
 
@@ -132,8 +130,6 @@ def check_fingerprint(expected: Mapping[str, Any] | str, store: _HasFingerprint)
             )
         return
     have = dict(store.fingerprint_fields)
-    if STORE_KEY not in expected:
-        have.pop(STORE_KEY, None)
     fields = diff_fields(expected, have)
     if fields:
         raise FingerprintMismatch(

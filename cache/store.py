@@ -36,7 +36,7 @@ from cache.backends import (
     open_backend,
     store_exists,
 )
-from cache.fingerprint import STORE_KEY, FingerprintMismatch, describe_diff, diff_fields
+from cache.fingerprint import FingerprintMismatch, describe_diff, diff_fields
 from cache.fingerprint import fingerprint_of as _fingerprint_of
 from cache.schema import (
     FORMAT_VERSION,
@@ -61,6 +61,7 @@ __all__ = [
     "VerifyReport",
     "create_store",
     "open_store",
+    "store_fields",
 ]
 
 
@@ -266,12 +267,16 @@ class FeatureStore(ShardWriter):
 # ---------------------------------------------------------------- create / open
 
 
-def _store_fields(
-    fields: Mapping[str, Any], arrays: Sequence[ArraySpec], views: Sequence[str], keepbits: Any
-) -> dict[str, Any]:
-    own = {"arrays": {a.name: a.to_json() for a in arrays}, "views": list(views)}
-    own["keepbits"] = keepbits
-    return {**dict(fields), STORE_KEY: own}
+def store_fields(fields: Mapping[str, Any], keepbits: int | None = None) -> dict[str, Any]:
+    """The fingerprint fields a store records: the caller's, plus ``lossy`` when bit-rounded.
+
+    Lossless stores record the caller's fields unchanged, so ``fingerprint_of(fields)`` is
+    the store's fingerprint; ``fingerprint_of(store_fields(fields, keepbits))`` in general.
+    """
+    out = dict(fields)
+    if keepbits is not None:
+        out["lossy"] = {"bitround_keepbits": keepbits}
+    return out
 
 
 def _check_keepbits(keepbits: int | None, arrays: Sequence[ArraySpec]) -> None:
@@ -311,10 +316,10 @@ def create_store(
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; choose 'default' or one of {CODECS}")
     _check_keepbits(keepbits, arrays)
-    fields = _store_fields(fingerprint_fields, arrays, views, keepbits)
+    fields = store_fields(fingerprint_fields, keepbits)
     if store_exists(url, backend, storage_options):
         store = open_store(url, "a", backend=backend, storage_options=storage_options)
-        _check_same(store, fields, image_ids, shard_size)
+        _check_same(store, fields, (arrays, image_ids, views), shard_size)
         return store
     b = open_backend(url, "w", backend, storage_options)
     meta = create_layout(b, arrays, list(image_ids), tuple(views), shard_size, codec)
@@ -343,24 +348,37 @@ def _provenance(
 
 
 def _check_same(
-    store: FeatureStore, fields: dict[str, Any], image_ids: Sequence[str], shard_size: int
+    store: FeatureStore,
+    fields: dict[str, Any],
+    layout: tuple[Sequence[ArraySpec], Sequence[str], Sequence[str]],
+    shard_size: int,
 ) -> None:
+    arrays, image_ids, views = layout
     differ = diff_fields(fields, store.fingerprint_fields)
-    detail = describe_diff(store.fingerprint_fields, fields) if differ else ""
-    if list(image_ids) != store.image_ids:
-        differ.append("image_ids")
-        detail += f"; image ids: {len(image_ids)} given vs {store.n_images} in the store"
-    if shard_size != store.shard_size:
-        differ.append("shard_size")
-        detail += f"; shard_size {shard_size} vs {store.shard_size}"
+    details = [describe_diff(store.fingerprint_fields, fields)] if differ else []
+    checks = [
+        ("arrays", sorted(store.arrays.values(), key=str), sorted(arrays, key=str)),
+        ("views", list(store.views), list(views)),
+        ("image_ids", store.image_ids, list(image_ids)),
+        ("shard_size", store.shard_size, shard_size),
+    ]
+    for name, have, given in checks:
+        if have != given:
+            differ.append(name)
+            details.append(_layout_detail(name, have, given))
     if differ:
         store.close()
         raise FingerprintMismatch(
             f"existing store {store.url} differs in {differ} (store != given: "
-            f"{detail.strip('; ')}); "
-            "write to another URL or delete the old store",
+            f"{'; '.join(details)}); write to another URL or delete the old store",
             differ,
         )
+
+
+def _layout_detail(name: str, have: Any, given: Any) -> str:
+    if name == "image_ids":
+        return f"image ids: {len(have)} in the store vs {len(given)} given"
+    return f"{name}: {have} != {given}"
 
 
 def open_store(

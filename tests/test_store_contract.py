@@ -16,6 +16,7 @@ from cache.store import (
     StoreError,
     create_store,
     open_store,
+    store_fields,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,9 +31,7 @@ def shard_data(store, k: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Smooth, deterministic features for shard ``k``."""
     rng = np.random.default_rng(seed + k)
     n = len(store.shard_rows(k))
-    return {
-        a.name: rng.normal(size=(n, *a.shape)).astype(a.dtype) for a in store.arrays.values()
-    }
+    return {a.name: rng.normal(size=(n, *a.shape)).astype(a.dtype) for a in store.arrays.values()}
 
 
 def write_all(store, seed: int = 0, failures=None) -> None:
@@ -163,15 +162,17 @@ class StoreContract:
         again.close()
         with pytest.raises(FingerprintMismatch, match=r"\['backbone'\].*'tiny' != 'other'"):
             self.make(url, fingerprint_fields={**FIELDS, "backbone": "other"})
-        with pytest.raises(FingerprintMismatch, match="image_ids"):
+        with pytest.raises(FingerprintMismatch, match="image ids: 5 in the store vs 4 given"):
             self.make(url, image_ids=IDS[:4])
-        with pytest.raises(FingerprintMismatch, match="_store.views"):
+        with pytest.raises(FingerprintMismatch, match=r"\['arrays'\]"):
+            self.make(url, arrays=ARRAYS[:1])
+        with pytest.raises(FingerprintMismatch, match=r"\['views'\]"):
             self.make(url, views=("identity",))
 
     def test_attributes_record_provenance(self, url):
         s = self.make(url, provenance={"backbone": "tiny", "manifest_sha256": "ab" * 32})
-        assert s.fingerprint == fingerprint_of(s.fingerprint_fields)
-        assert s.fingerprint_fields["_store"]["views"] == list(VIEWS)
+        assert s.fingerprint == fingerprint_of(FIELDS)  # lossless: the caller's fields as given
+        assert s.fingerprint_fields == FIELDS
         for key in ("backbone", "manifest_sha256", "created_at", "package_version", "dtype"):
             assert key in s.attrs
         assert s.attrs["dtype"] == {"embed": "float16", "feature": "float32"}
@@ -185,10 +186,10 @@ class StoreContract:
         write_all(s)
         bits = s.read(list(range(4)), ["embed"])["embed"].astype(np.float16).view(np.uint16)
         assert not (bits & 0b111111).any()  # the 6 low mantissa bits are zero
-        assert s.fingerprint_fields["_store"]["keepbits"] == 4
+        assert s.fingerprint_fields == {**FIELDS, "lossy": {"bitround_keepbits": 4}}
         assert s.attrs["lossy"] == {"bitround_keepbits": 4}
         assert s.verify().ok
-        assert s.fingerprint != fingerprint_of({**s.fingerprint_fields, "_store": {}})
+        assert s.fingerprint == fingerprint_of(store_fields(FIELDS, 4)) != fingerprint_of(FIELDS)
         with pytest.raises(ValueError, match="keepbits=12 invalid for 'embed'"):
             self.make(url, keepbits=12)  # checked before the existing store is opened
 
