@@ -1,0 +1,208 @@
+"""PromptIQA prompt head: image-score-pair prompts fused with the target image feature.
+
+Follows PromptIQA (Chen et al., ECCV 2024; repository ``chencn2020/PromptIQA``, file
+``PromptIQA/models/promptiqa.py``): an image-score pair (ISP) is the image feature plus its
+score expanded to a token; a prompt encoder of 3 transformer blocks, the mean of the two
+tokens and an MLP 128 -> 64 -> 128 give one ISP embedding; an ISPP fusion of 3 blocks mixes
+the n prompt embeddings; an image-prompt fusion of 8 blocks runs over [image token; prompt
+tokens]; LayerNorm; regression on the first token.
+
+Matches the reference code (not the paper) where they differ, and says so here:
+
+* the regression is Linear 128 -> 64, ReLU, Dropout(0.1), Linear 64 -> 1, Sigmoid (the paper
+  names only the two linear layers);
+* the "reduction" after the prompt encoder is the code's 128 -> 64 -> 128 MLP with GELU;
+* prompt encoder and ISPP fusion blocks have no qkv bias and LayerNorm eps 1e-5; the fusion
+  blocks have a qkv bias and eps 1e-6 (timm 0.5.4 ``Block`` settings in the reference).
+
+The transformer block is a small local pre-norm block (LayerNorm, multi-head
+self-attention through ``F.scaled_dot_product_attention``, LayerNorm, GELU MLP) because timm
+is not a dependency here and ``nn.TransformerEncoderLayer`` cannot drop the qkv bias while
+keeping the projection bias. With default sizes the head has 2,798,657 parameters, the
+reference count.
+
+Input: the cached image feature. A vector feature of width ``dim`` is used as is; another
+width gets a linear projection to ``dim``; a (C, H, W) map is first reduced by global
+average pooling over its valid region (then projected if C != dim). Deviation from the
+reference: MoNet is frozen and cached, so only this head trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from heads.specs import HeadConfigError, valid_mask
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Sizes of the PromptIQA head (defaults are the reference's).
+
+    Attributes:
+        in_dim: channels of the cached feature (vector width, or map channels); from the store.
+        feature: name of the cached feature.
+        dim: model width N = M.
+        heads: attention heads per block.
+        mlp_ratio: block MLP hidden width / dim.
+        encoder_depth: prompt encoder blocks.
+        ispp_depth: ISPP fusion blocks.
+        fusion_depth: image-prompt fusion blocks.
+        reduce_hidden: hidden width of the ISP MLP.
+        head_hidden: hidden width of the regression.
+        dropout: dropout in the regression.
+        sigmoid: squash the score to (0, 1) as the reference does.
+    """
+
+    in_dim: int = 128
+    feature: str = "feature"
+    dim: int = 128
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    encoder_depth: int = 3
+    ispp_depth: int = 3
+    fusion_depth: int = 8
+    reduce_hidden: int = 64
+    head_hidden: int = 64
+    dropout: float = 0.1
+    sigmoid: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise HeadConfigError(f"prompt: dim {self.dim} is not divisible by heads {self.heads}")
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads)  # (B, N, 3, h, d/h)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, N, d/h)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d/h)
+        return self.proj(y.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(
+        self, dim: int, heads: int, mlp_ratio: float, *, qkv_bias: bool, eps: float
+    ) -> None:
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = _Attention(dim, heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def _blocks(c: PromptConfig, depth: int, *, qkv_bias: bool, eps: float) -> nn.Sequential:
+    return nn.Sequential(
+        *(Block(c.dim, c.heads, c.mlp_ratio, qkv_bias=qkv_bias, eps=eps) for _ in range(depth))
+    )
+
+
+def leave_one_out(n: int, device: torch.device | None = None) -> Tensor:
+    """Index matrix (n, n - 1): row i lists every member of the group except i."""
+    full = torch.arange(n, device=device).repeat(n, 1)  # (n, n)
+    keep = ~torch.eye(n, dtype=torch.bool, device=device)
+    return full[keep].view(n, n - 1)  # (n, n-1)
+
+
+class PromptHead(nn.Module):
+    """The PromptIQA head over cached image features."""
+
+    needs_ref = False
+    grouped = True
+
+    def __init__(self, config: PromptConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        self.project = nn.Identity() if c.in_dim == c.dim else nn.Linear(c.in_dim, c.dim)
+        self.i_p_fusion = _blocks(c, c.encoder_depth, qkv_bias=False, eps=1e-5)
+        self.mlp = nn.Sequential(
+            nn.Linear(c.dim, c.reduce_hidden), nn.GELU(), nn.Linear(c.reduce_hidden, c.dim)
+        )
+        self.prompt_fusion = _blocks(c, c.ispp_depth, qkv_bias=False, eps=1e-5)
+        self.blocks = _blocks(c, c.fusion_depth, qkv_bias=True, eps=1e-6)
+        self.norm = nn.LayerNorm(c.dim)
+        self.score_block = nn.Sequential(
+            nn.Linear(c.dim, c.head_hidden),
+            nn.ReLU(),
+            nn.Dropout(c.dropout),
+            nn.Linear(c.head_hidden, 1),
+            nn.Sigmoid() if c.sigmoid else nn.Identity(),
+        )
+
+    def image_tokens(self, features: dict[str, Tensor], valid: Tensor | None = None) -> Tensor:
+        """Image tokens (B, dim) from a vector (B, D) or a map (B, C, H, W) feature."""
+        x = features[self.config.feature]
+        if x.dim() == 4:
+            mask = valid_mask(valid, x.shape[0], x.shape[2], x.shape[3], x.device)
+            x = (x * mask).sum(dim=(2, 3)) / mask.sum(dim=(2, 3)).clamp_min(1.0)  # (B, C)
+        return self.project(x)
+
+    def isp_embeddings(self, tokens: Tensor, scores: Tensor) -> Tensor:
+        """ISP embeddings (B, dim) of image tokens (B, dim) and their scores (B,)."""
+        score_tok = scores.to(tokens.dtype).view(-1, 1).expand_as(tokens)  # (B, dim)
+        pair = torch.stack((tokens, score_tok), dim=1)  # (B, 2, dim)
+        return self.mlp(self.i_p_fusion(pair).mean(dim=1))  # (B, dim)
+
+    def forward_prompt(
+        self,
+        prompt_features: dict[str, Tensor],
+        prompt_scores: Tensor,
+        valid: Tensor | None = None,
+    ) -> Tensor:
+        """Embed a prompt of n image-score pairs once; returns (1, n, dim) to reuse."""
+        tokens = self.image_tokens(prompt_features, valid)
+        return self.isp_embeddings(tokens, prompt_scores).unsqueeze(0)  # (1, n, dim)
+
+    def predict(
+        self, features: dict[str, Tensor], prompt: Tensor, valid: Tensor | None = None
+    ) -> Tensor:
+        """Scores (B,) of images under a prompt (1, n, dim) or per-row prompts (B, n, dim)."""
+        tokens = self.image_tokens(features, valid)
+        return self._fuse(tokens, prompt.expand(tokens.shape[0], -1, -1))
+
+    def forward_group(
+        self, features: dict[str, Tensor], scores: Tensor, valid: Tensor | None = None
+    ) -> Tensor:
+        """Training pass over one group: each member's prompt is the other members."""
+        n = scores.shape[0]
+        if n < 2:
+            raise HeadConfigError(f"prompt: a training group needs at least 2 images, got {n}")
+        tokens = self.image_tokens(features, valid)
+        isp = self.isp_embeddings(tokens, scores)  # (B, dim)
+        return self._fuse(tokens, isp[leave_one_out(n, isp.device)])  # prompts (B, B-1, dim)
+
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        valid: Tensor | None = None,
+        ref: dict[str, Tensor] | None = None,
+        *,
+        prompt: Tensor | None = None,
+    ) -> Tensor:
+        """Scores under a cached prompt (see ``forward_prompt``)."""
+        if prompt is None:
+            raise HeadConfigError("prompt: forward needs prompt=forward_prompt(...) output")
+        return self.predict(features, prompt, valid)
+
+    def _fuse(self, tokens: Tensor, prompts: Tensor) -> Tensor:
+        prompts = self.prompt_fusion(prompts)  # (B, n, dim)
+        x = torch.cat((tokens.unsqueeze(1), prompts), dim=1)  # (B, 1 + n, dim)
+        x = self.norm(self.blocks(x))
+        return self.score_block(x[:, 0]).squeeze(-1)  # (B,)

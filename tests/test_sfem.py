@@ -1,0 +1,120 @@
+"""SAM-IQA heads: Fourier unit properties, shapes, gradients, masking, overfitting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from heads.fourier import FourierUnit
+from heads.registry import build_head
+from heads.sfem import SFEMConfig
+from heads.specs import HeadConfigError
+
+SPECS = {"embed": (8, 16, 16)}
+TINY = {"width": 16, "scales": (1, 2), "pool_size": 4}
+
+
+def _identity_unit(channels: int) -> FourierUnit:
+    unit = FourierUnit(channels, channels, norm=False, activation=False)
+    with torch.no_grad():
+        unit.conv.weight.copy_(torch.eye(2 * channels).view(2 * channels, 2 * channels, 1, 1))
+    return unit
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 10)])
+def test_fourier_identity_reconstructs_input(size: tuple[int, int]) -> None:
+    x = torch.randn(2, 3, *size)
+    assert torch.allclose(_identity_unit(3)(x), x, atol=1e-5)
+
+
+def test_fourier_spectrum_interleaves_real_and_imaginary() -> None:
+    x = torch.randn(1, 2, 6, 6)
+    spec = torch.fft.rfft2(x, norm="ortho")
+    stacked = FourierUnit(2, 2).spectrum(x)
+    assert stacked.shape == (1, 4, 6, 4)
+    assert torch.allclose(stacked[:, 1], spec[:, 0].imag)
+    assert torch.allclose(stacked[:, 2], spec[:, 1].real)
+
+
+def test_fourier_shift_changes_only_phase() -> None:
+    x = torch.randn(1, 2, 8, 8)
+    unit = FourierUnit(2, 2)
+
+    def amplitude(t: torch.Tensor) -> torch.Tensor:
+        s = unit.spectrum(t)  # (1, 4, 8, 5)
+        return (s[:, 0::2] ** 2 + s[:, 1::2] ** 2).sqrt()
+
+    shifted = torch.roll(x, shifts=(3, 5), dims=(2, 3))
+    assert torch.allclose(amplitude(shifted), amplitude(x), atol=1e-5)
+    assert not torch.allclose(unit.spectrum(shifted), unit.spectrum(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["sfem_nr", "sfem_fr"])
+@pytest.mark.parametrize("branches", [("spatial", "frequency"), ("spatial",), ("frequency",)])
+def test_every_parameter_gets_a_gradient(name: str, branches: tuple[str, ...]) -> None:
+    torch.manual_seed(0)
+    model = build_head(name, SPECS, branches=branches, **TINY)
+    x = {"embed": torch.randn(3, 8, 16, 16)}
+    ref = {"embed": torch.randn(3, 8, 16, 16)}
+    valid = torch.tensor([[16, 16], [12, 16], [16, 9]])
+    out = model(x, valid, ref)
+    assert out.shape == (3,)
+    out.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not missing
+
+
+@pytest.mark.parametrize("name", ["sfem_nr", "sfem_fr"])
+def test_padded_cells_do_not_change_the_output(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_head(name, SPECS, **TINY).eval()
+    x = torch.randn(2, 8, 16, 16)
+    ref = torch.randn(2, 8, 16, 16)
+    valid = torch.tensor([[12, 16], [16, 10]])
+    base = model({"embed": x}, valid, {"embed": ref})
+    noisy_x, noisy_ref = x.clone(), ref.clone()
+    for t in (noisy_x, noisy_ref):
+        t[0, :, 12:] = 100 * torch.randn_like(t[0, :, 12:])
+        t[1, :, :, 10:] = 100 * torch.randn_like(t[1, :, :, 10:])
+    again = model({"embed": noisy_x}, valid, {"embed": noisy_ref})
+    assert torch.allclose(base, again, atol=1e-5)
+    inside = noisy_x.clone()
+    inside[0, :, :2] += 1.0
+    assert not torch.allclose(model({"embed": inside}, valid, {"embed": noisy_ref})[0], base[0])
+
+
+def test_fr_of_identical_pair_ignores_the_content() -> None:
+    torch.manual_seed(0)
+    model = build_head("sfem_fr", SPECS, **TINY).eval()
+    a, b = torch.randn(1, 8, 16, 16), torch.randn(1, 8, 16, 16)
+    assert torch.allclose(
+        model({"embed": a}, None, {"embed": a}), model({"embed": b}, None, {"embed": b})
+    )
+
+
+def test_tiny_batch_overfits() -> None:
+    torch.manual_seed(0)
+    model = build_head("sfem_nr", SPECS, **TINY)
+    x = {"embed": torch.randn(8, 8, 16, 16)}
+    y = torch.linspace(0, 1, 8)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(150):
+        opt.zero_grad()
+        loss = nn.functional.l1_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
+
+
+def test_default_size_and_errors() -> None:
+    model = build_head("sfem_nr", {"embed": (256, 64, 64)})
+    assert sum(p.numel() for p in model.parameters()) == 281_985
+    with pytest.raises(HeadConfigError, match="feature map"):
+        build_head("sfem_nr", {"feature": (128,)})
+    with pytest.raises(HeadConfigError, match="branches"):
+        SFEMConfig(branches=("wavelet",))
+    with pytest.raises(HeadConfigError, match="reference"):
+        build_head("sfem_fr", SPECS, **TINY)({"embed": torch.randn(1, 8, 16, 16)})
