@@ -80,7 +80,7 @@ def _pixelate(img: Image.Image, factor: float, rng: np.random.Generator) -> Imag
     return _resample(img, factor, Image.Resampling.NEAREST)
 
 
-def _enhance(kind: type[ImageEnhance._Enhance]) -> Distortion:
+def _enhance(kind: Callable[[Image.Image], ImageEnhance._Enhance]) -> Distortion:
     def apply(img: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
         return kind(img).enhance(factor)
 
@@ -165,7 +165,12 @@ def _save_png(img: Image.Image, path: Path) -> np.ndarray:
 
 
 def _distorted_rows(
-    out: Path, ref_name: str, ref_index: int, ref_img: Image.Image, plan: list, seed: int
+    out: Path,
+    ref_name: str,
+    ref_index: int,
+    ref_img: Image.Image,
+    plan: list[tuple[int, tuple[str, int, float]]],
+    seed: int,
 ) -> list[ManifestRow]:
     ref_arr = np.asarray(ref_img)
     rows = []
@@ -179,7 +184,14 @@ def _distorted_rows(
         group = REFERENCES[ref_name][1]
         score = round(pseudo_mos(ssim), 6)
         rows.append(
-            ManifestRow(image, score, group, f"refs/{ref_name}.png", dname, extra)  # type: ignore[arg-type]
+            ManifestRow(
+                image=image,
+                score=score,
+                group=group,
+                ref=f"refs/{ref_name}.png",
+                distortion=dname,
+                extra=extra,
+            )
         )
     return rows
 

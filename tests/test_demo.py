@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,7 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("IQA_RUN_SLOW"), reason="set IQA_RUN_SLOW=1 (20 s)")
 def test_labels_fall_with_level_at_default_size(tmp_path: Path) -> None:
     m = build_demo(tmp_path, splits=0)
     by_type = collections.defaultdict(list)
