@@ -102,8 +102,8 @@ class Backend(ABC):
         """Number of files or objects the store is made of."""
         return 1
 
-    def clean_partial(self) -> list[str]:
-        """Remove temporary files left by a killed writer; return what was removed."""
+    def clean_partial(self, older_than_s: float = 900.0) -> list[str]:
+        """Remove stale temporary files left by a killed writer; return what was removed."""
         return []
 
     def flush(self) -> None:

@@ -7,13 +7,16 @@ per-row metadata arrays use plain chunks of ``shard_rows`` rows (one file per sh
 
 Temporary files: ``LocalStore`` writes each key to ``<key>.<uuid>.partial`` and renames it,
 so a killed writer leaves at most ``*.partial`` files, never a torn shard. They are not
-data: ``clean_partial`` removes them when a store is opened for appending, and a DVC
-project should list ``*.partial`` in its ``.dvcignore``.
+data (Zarr reads keys by exact name) and a DVC project should list ``*.partial`` in its
+``.dvcignore``. ``clean_partial`` removes them when a store is opened for appending, but
+only those older than ``PARTIAL_STALE_S``: a fresh one may belong to a parallel writer
+whose rename is still to come.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import fsspec
@@ -22,6 +25,8 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
 from cache.backends import STRING, Backend, RowSelection, StoreError, local_path, sorted_read
+
+PARTIAL_STALE_S = 900.0
 
 
 def zarr_compressors(codec: str) -> Any:
@@ -114,11 +119,15 @@ class ZarrBackend(Backend):
         fs, root = self._fs()
         return len(fs.find(root)) if fs.exists(root) else 0
 
-    def clean_partial(self) -> list[str]:
+    def clean_partial(self, older_than_s: float = PARTIAL_STALE_S) -> list[str]:
         if self._path is None:
             return []
-        removed = []
+        removed, now = [], time.time()
         for p in self._path.rglob("*.partial"):
-            p.unlink(missing_ok=True)
-            removed.append(os.fspath(p))
+            try:
+                if now - p.stat().st_mtime >= older_than_s:
+                    p.unlink()
+                    removed.append(os.fspath(p))
+            except FileNotFoundError:  # renamed by its writer meanwhile
+                continue
         return removed
