@@ -47,7 +47,7 @@ def main() -> None:
     A store holds the cached backbone features of one dataset (Zarr directory, HDF5 file,
     or an s3:// / memory:// URL). A cache root is a folder or URL holding stores as
     <root>/<dataset>/<backbone>-<fingerprint>.zarr, shared by a team. ROOT defaults to
-    $IQA_CACHE_ROOT. Every command takes --json for machine-readable output.
+    $IQA_CACHE_ROOT. ls, info, verify, du and gc take --json for machine-readable output.
 
     \b
     Examples:
