@@ -57,6 +57,7 @@ class ZarrBackend(Backend):
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
             raise StoreError(f"no Zarr store at {url}") from err
         self._arrays: dict[str, zarr.Array] = {}
+        self._fresh = mode == "w"  # a cleared group: no old array to overwrite (saves listings)
 
     def _make_store(self, read_only: bool) -> Any:
         if self._path is not None:
@@ -84,7 +85,7 @@ class ZarrBackend(Backend):
             kwargs.update(dtype=dtype, compressors=zarr_compressors(codec))
         if shard_rows is not None:
             kwargs["shards"] = (min(shard_rows, shape[0]), *shape[1:])
-        arr = self._group.create_array(name, overwrite=True, **kwargs)
+        arr = self._group.create_array(name, overwrite=not self._fresh, **kwargs)
         self._arrays[name] = arr
         return {"codecs": [c.to_dict() for c in arr.metadata.codecs]}  # type: ignore[union-attr]
 

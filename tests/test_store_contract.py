@@ -45,6 +45,7 @@ class StoreContract:
     """Subclass with a ``url`` fixture (and ``backend`` when the URL does not decide it)."""
 
     backend: str | None = None
+    storage_options: dict | None = None
 
     @pytest.fixture
     def url(self, tmp_path) -> str:
@@ -52,12 +53,12 @@ class StoreContract:
 
     def make(self, url, **kw):
         args = dict(arrays=ARRAYS, image_ids=IDS, views=VIEWS, fingerprint_fields=FIELDS)
-        args.update(shard_size=2, backend=self.backend)
+        args.update(shard_size=2, backend=self.backend, storage_options=self.storage_options)
         args.update(kw)
         return create_store(url, **args)
 
     def reopen(self, url, mode="r"):
-        return open_store(url, mode, backend=self.backend)
+        return open_store(url, mode, backend=self.backend, storage_options=self.storage_options)
 
     def test_layout_is_image_major(self, url):
         s = self.make(url)
