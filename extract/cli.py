@@ -1,0 +1,136 @@
+"""``iqa-extract``: run a frozen backbone once over a dataset into a feature store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from cache.manifest import ManifestError
+from extract.registry import BACKBONES
+from extract.run import ExtractConfig, arch_overrides, run_extract
+
+
+def _parse_arch(values: tuple[str, ...]) -> dict[str, Any]:
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--arch")
+        out[key] = yaml.safe_load(raw)
+    return out
+
+
+def _checkpoint(opts: dict[str, Any]) -> str | None:
+    if opts["checkpoint"] or not opts["checkpoints_from"]:
+        return opts["checkpoint"]
+    with open(opts["checkpoints_from"], encoding="utf-8") as fh:
+        table = (yaml.safe_load(fh) or {}).get("checkpoints") or {}
+    path = table.get(opts["backbone"]) or None
+    if path is not None and not Path(path).exists():
+        raise click.BadParameter(
+            f"checkpoint {path!r} for {opts['backbone']} (from {opts['checkpoints_from']}) "
+            "does not exist", param_hint="--checkpoints-from",
+        )
+    return path
+
+
+def _views(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--backbone", required=True, type=click.Choice(sorted(BACKBONES)),
+              help="Frozen backbone to run.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=True),
+              help="Local weights: SAM .pth, SD 1.5 diffusers folder, PromptIQA checkpoint. "
+                   "Never downloaded. Not needed for the weight-free nss backbones.")
+@click.option("--checkpoints-from", type=click.Path(exists=True, dir_okay=False),
+              help="YAML file (e.g. params.yaml) whose 'checkpoints' mapping gives the "
+                   "checkpoint of each backbone; an empty entry means none.")
+@click.option("--random-init", is_flag=True,
+              help="Random weights (tests and benchmarks only; recorded in the fingerprint).")
+@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Dataset manifest CSV (see 'iqa-data import').")
+@click.option("--out", help="Store to write: a .zarr folder, an fsspec URL or a .h5 file.")
+@click.option("--cache-root", help="Shared cache root: reuse a store with the same "
+              "fingerprint if one is there, otherwise extract into it.")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default="fp32",
+              show_default=True, help="Compute dtype (autocast). bf16 is ~3x faster on CPU.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--views", default="identity", show_default=True,
+              help="Comma-separated pixel views stored as extra rows: identity,hflip,vflip.")
+@click.option("--which", type=click.Choice(["all", "images", "refs"]), default="all",
+              show_default=True, help="Rows: distorted images and their references, or one.")
+@click.option("--storage-dtype", type=click.Choice(["float16", "float32"]), default="float16",
+              show_default=True)
+@click.option("--shard-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images per shard file (the unit of writing and of distributed work).")
+@click.option("--codec", default="default", show_default=True, help="Store codec name.")
+@click.option("--arch", multiple=True, metavar="KEY=VALUE",
+              help="Architecture override (e.g. tiny test configs); repeatable.")
+@click.option("--resume", is_flag=True,
+              help="Continue an existing store with the same fingerprint: write only what is "
+                   "missing.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Run on a local dask cluster with N worker processes.")
+@click.option("--scheduler", help="Run on an existing dask cluster (scheduler address).")
+@click.option("--decode-workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Threads decoding images ahead of the forward pass.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def main(**opts: Any) -> None:
+    """Extract frozen-backbone features for every image of a manifest into a store.
+
+    The store is fingerprinted (backbone, weights, preprocessing, dtypes, views): the same
+    fingerprint and image id always mean the same features. Images that cannot be decoded
+    are recorded in the store's failure list; the run goes on and exits with status 1.
+    Ctrl-C finishes the shard in flight; --resume continues later.
+
+    Example: iqa-extract --backbone sam_vit_h --checkpoint sam_vit_h_4b8939.pth
+    --manifest kadid.csv --out features/sam_vit_h/kadid10k.zarr --dtype bf16
+    """
+    try:
+        cfg = ExtractConfig(
+            backbone=opts["backbone"], checkpoint=_checkpoint(opts),
+            random_init=opts["random_init"], arch=arch_overrides(_parse_arch(opts["arch"])),
+            device=opts["device"], dtype=opts["dtype"], batch_size=opts["batch_size"],
+            views=_views(opts["views"]), storage_dtype=opts["storage_dtype"],
+            shard_size=opts["shard_size"], codec=opts["codec"], which=opts["which"],
+            decode_workers=opts["decode_workers"],
+        )
+        result = run_extract(
+            cfg, opts["manifest"], out=opts["out"], cache_root=opts["cache_root"],
+            resume=opts["resume"], workers=opts["workers"], scheduler=opts["scheduler"],
+        )
+    except (ValueError, FileExistsError, FileNotFoundError, ManifestError) as err:
+        raise click.ClickException(str(err)) from err
+    _report(result, opts["as_json"])
+    if result.interrupted:
+        sys.exit(130)
+    if result.failures:
+        sys.exit(1)
+
+
+def _report(result: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(vars(result), indent=1))
+        return
+    if result.reused:
+        click.echo(f"{result.store}: complete store with fingerprint {result.fingerprint[:16]} "
+                   "found; nothing recomputed")
+    else:
+        click.echo(f"{result.store}: wrote {result.computed_rows} rows of {result.rows} "
+                   f"in {result.seconds:.1f} s (fingerprint {result.fingerprint[:16]})")
+    if result.interrupted:
+        click.echo("stopped early: run again with --resume to finish", err=True)
+    if result.failures:
+        click.echo(f"{len(result.failures)} image(s) failed and have no features:", err=True)
+        for image, reason in sorted(result.failures.items())[:20]:
+            click.echo(f"  {image}: {reason}", err=True)
+        if len(result.failures) > 20:
+            click.echo(f"  ... and {len(result.failures) - 20} more (iqa-cache info)", err=True)
