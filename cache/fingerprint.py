@@ -36,21 +36,28 @@ class _HasFingerprint(Protocol):
     fingerprint_fields: dict[str, Any]
 
 
-def canonical(value: Any) -> Any:
-    """Convert ``value`` to plain JSON types in canonical form (see the module docstring)."""
+def canonical(value: Any, where: str = "") -> Any:
+    """Convert ``value`` to plain JSON types in canonical form (see the module docstring).
+
+    Raises:
+        TypeError: naming the dotted field whose value is not JSON-able.
+    """
     if isinstance(value, Mapping):
-        return {str(k): canonical(v) for k, v in value.items()}
+        return {str(k): canonical(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
     if isinstance(value, np.ndarray):
-        return canonical(value.tolist())
+        return canonical(value.tolist(), where)
     if isinstance(value, list | tuple):
-        return [canonical(v) for v in value]
+        return [canonical(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, np.generic):
-        return canonical(value.item())
+        return canonical(value.item(), where)
     if isinstance(value, bool) or value is None or isinstance(value, int | str):
         return value
     if isinstance(value, float):
         return _canonical_float(value)
-    raise TypeError(f"fingerprint field of type {type(value).__name__} is not JSON-able: {value!r}")
+    raise TypeError(
+        f"fingerprint field {where or '<root>'!r} of type {type(value).__name__} "
+        f"is not JSON-able: {value!r}"
+    )
 
 
 def _canonical_float(x: float) -> float | int | str:
