@@ -15,11 +15,9 @@ Matches the reference code (not the paper) where they differ, and says so here:
 * prompt encoder and ISPP fusion blocks have no qkv bias and LayerNorm eps 1e-5; the fusion
   blocks have a qkv bias and eps 1e-6 (timm 0.5.4 ``Block`` settings in the reference).
 
-The transformer block is a small local pre-norm block (LayerNorm, multi-head
-self-attention through ``F.scaled_dot_product_attention``, LayerNorm, GELU MLP) because timm
-is not a dependency here and ``nn.TransformerEncoderLayer`` cannot drop the qkv bias while
-keeping the projection bias. With default sizes the head has 2,798,657 parameters, the
-reference count.
+The transformer blocks are timm's ``Block`` (pre-norm, no layer scale, no drop path), as in
+the reference, so parameter names match its checkpoint (``blocks.0.attn.qkv.weight``...).
+With default sizes the head has 2,798,657 parameters, the reference count.
 
 Input: the cached image feature. A vector feature of width ``dim`` is used as is; another
 width gets a linear projection to ``dim``; a (C, H, W) map is first reduced by global
@@ -30,9 +28,10 @@ reference: MoNet is frozen and cached, so only this head trains.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
-import torch.nn.functional as F
+from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from heads.specs import HeadConfigError, valid_mask
@@ -75,42 +74,13 @@ class PromptConfig:
             raise HeadConfigError(f"prompt: dim {self.dim} is not divisible by heads {self.heads}")
 
 
-class _Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, qkv_bias: bool) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads)  # (B, N, 3, h, d/h)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, N, d/h)
-        y = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d/h)
-        return self.proj(y.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
-
-    def __init__(
-        self, dim: int, heads: int, mlp_ratio: float, *, qkv_bias: bool, eps: float
-    ) -> None:
-        super().__init__()
-        hidden = int(dim * mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = _Attention(dim, heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 def _blocks(c: PromptConfig, depth: int, *, qkv_bias: bool, eps: float) -> nn.Sequential:
+    norm = partial(nn.LayerNorm, eps=eps)
     return nn.Sequential(
-        *(Block(c.dim, c.heads, c.mlp_ratio, qkv_bias=qkv_bias, eps=eps) for _ in range(depth))
+        *(
+            Block(c.dim, c.heads, c.mlp_ratio, qkv_bias=qkv_bias, norm_layer=norm)
+            for _ in range(depth)
+        )
     )
 
 
