@@ -66,7 +66,9 @@ class DatasetInfo:
             raise ManifestError(f"score_kind must be one of {SCORE_KINDS}, got {self.score_kind!r}")
         low, high = self.score_range
         if not low < high:
-            raise ManifestError(f"score_range must be (low, high) with low < high, got {self.score_range}")
+            raise ManifestError(
+                f"score_range must be (low, high) with low < high, got {self.score_range}"
+            )
 
 
 @dataclass(frozen=True)
