@@ -15,6 +15,14 @@ SPECS = {"embed": (8, 16, 16)}
 TINY = {"width": 16, "scales": (1, 2), "pool_size": 4}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _identity_unit(channels: int) -> FourierUnit:
     unit = FourierUnit(channels, channels, norm=False, activation=False)
     with torch.no_grad():
