@@ -1,0 +1,205 @@
+"""Training loop: improvement, determinism, validation-only selection, checkpoints, resume."""
+
+from __future__ import annotations
+
+import csv
+import inspect
+
+import pytest
+import torch
+
+import heads.train as train_mod
+from heads.checkpoint import CheckpointError, load_head, read_checkpoint
+from heads.evaluate import evaluate, make_prompt
+from heads.registry import build_head
+from heads.train import fit
+from heads.traindata import TrainData, TrainDataError
+
+SFEM = {"width": 8, "scales": (1, 2), "pool_size": 4}
+PROMPT = {"dim": 16, "heads": 2, "encoder_depth": 1, "ispp_depth": 1, "fusion_depth": 1,
+          "reduce_hidden": 8, "head_hidden": 8}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _maps(n: int, seed: int, name: str, *, views: int = 1, refs: bool = False) -> TrainData:
+    """Maps (4, 8, 8): quality = amplitude of a zero-mean checkerboard in channel 0, plus noise.
+
+    Some rows are padded (valid 6 x 8).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.rand(n, generator=gen)
+    x = torch.randn(n, views, 4, 8, 8, generator=gen)
+    checker = (torch.arange(8).view(8, 1) + torch.arange(8)) % 2 * 2.0 - 1  # (8, 8) of +-1
+    x[:, :, 0] += 2 * y.view(n, 1, 1, 1) * checker
+    valid = torch.tensor([[8, 8] if i % 3 else [6, 8] for i in range(n)])
+    ref = {"embed": 0.3 * torch.randn(n, views, 4, 8, 8, generator=gen)} if refs else None
+    ids = [f"{name}/{i:03d}.png" for i in range(n)]
+    return TrainData({"embed": x}, y, ids, valid, ref, name=name)
+
+
+def _vectors(n: int, seed: int, name: str) -> TrainData:
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.rand(n, generator=gen)
+    x = 0.3 * torch.randn(n, 2, 12, generator=gen)
+    x[:, :, 0] += 2 * y.view(n, 1)
+    return TrainData({"feature": x}, y, [f"{name}{i}" for i in range(n)], name=name)
+
+
+def test_fit_improves_val_srcc_and_writes_curves(tmp_path) -> None:
+    train, val = _maps(48, 0, "train"), _maps(16, 1, "val")
+    torch.manual_seed(0)
+    before = evaluate(build_head("sfem_nr", train.feature_specs, **SFEM), val)["metrics"]["srcc"]
+    res = fit(
+        "sfem_nr", SFEM, train, val, epochs=6, batch_size=8, lr=3e-3, seed=0, out_dir=tmp_path
+    )
+    srccs = [row["val_srcc"] for row in res.history]
+    assert res.val_metrics["srcc"] == pytest.approx(max(srccs))
+    assert res.val_metrics["srcc"] > max(before, 0.0) + 0.3  # 0.14 untrained -> 0.78
+    assert res.val_metrics["srcc"] > 0.7
+    assert res.best_epoch == srccs.index(max(srccs))
+    assert "validation" in res.selection
+    with open(tmp_path / "curves.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["epoch", "train_loss", "val_srcc", "val_plcc"]
+    assert [int(r["epoch"]) for r in rows] == list(range(6))
+
+
+def test_selection_never_sees_test(monkeypatch) -> None:
+    assert not any("test" in p for p in inspect.signature(fit).parameters)
+    seen = []
+    real = train_mod.evaluate
+
+    def spy(model, data, **kw):
+        seen.append(data.name)
+        return real(model, data, **kw)
+
+    monkeypatch.setattr(train_mod, "evaluate", spy)
+    fit(
+        "sfem_nr",
+        SFEM,
+        _maps(16, 0, "train"),
+        _maps(8, 1, "val"),
+        epochs=2,
+        batch_size=8,
+        lr=1e-3,
+        seed=0,
+    )
+    assert seen and set(seen) == {"val"}
+
+
+def test_deterministic_for_a_seed() -> None:
+    train, val = _maps(16, 0, "train", views=2), _maps(8, 1, "val", views=2)
+    kw = {"epochs": 2, "batch_size": 4, "lr": 1e-3}
+    a = fit("sfem_nr", SFEM, train, val, seed=3, **kw)
+    b = fit("sfem_nr", SFEM, train, val, seed=3, **kw)
+    c = fit("sfem_nr", SFEM, train, val, seed=4, **kw)
+    assert a.history == b.history
+    assert a.history != c.history
+
+
+def test_empty_validation_keeps_the_last_epoch() -> None:
+    empty = TrainData({"embed": torch.zeros(0, 1, 4, 8, 8)}, torch.zeros(0), [], name="val")
+    res = fit(
+        "sfem_nr", SFEM, _maps(16, 0, "train"), empty, epochs=2, batch_size=8, lr=1e-3, seed=0
+    )
+    assert res.best_epoch == 1 and "last epoch" in res.selection and res.val_metrics == {}
+
+
+def test_checkpoint_round_trip_and_fingerprint_refusal(tmp_path) -> None:
+    train, val = _maps(16, 0, "train", refs=True), _maps(8, 1, "val", refs=True)
+    res = fit(
+        "sfem_fr",
+        SFEM,
+        train,
+        val,
+        epochs=2,
+        batch_size=8,
+        lr=1e-3,
+        seed=0,
+        out_dir=tmp_path,
+        store_fingerprint="abc123",
+        label_norm={"low": 1, "high": 5},
+    )
+    model, ckpt = load_head(tmp_path / "model.pt", store_fingerprint="abc123")
+    assert ckpt["head"] == "sfem_fr" and ckpt["label_norm"] == {"low": 1, "high": 5}
+    assert ckpt["epoch"] == res.best_epoch and ckpt["feature_specs"] == {"embed": [4, 8, 8]}
+    assert ckpt["optimizer"] is not None
+    same = evaluate(model, val)["pred"]
+    assert torch.allclose(
+        torch.from_numpy(same), torch.from_numpy(evaluate(res.model, val)["pred"])
+    )
+    with pytest.raises(CheckpointError, match="'abc123'.*'zzz999'"):
+        load_head(tmp_path / "model.pt", store_fingerprint="zzz999")
+    with pytest.raises(CheckpointError, match="not found"):
+        read_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        read_checkpoint(tmp_path / "junk.pt")
+
+
+def test_resume_continues_exactly(tmp_path) -> None:
+    train, val = _maps(16, 0, "train", views=2), _maps(8, 1, "val")
+    kw = {"batch_size": 4, "lr": 1e-3, "seed": 1, "store_fingerprint": "fp"}
+    straight = fit("sfem_nr", SFEM, train, val, epochs=3, out_dir=tmp_path / "a", **kw)
+    fit("sfem_nr", SFEM, train, val, epochs=2, out_dir=tmp_path / "b", **kw)
+    resumed = fit("sfem_nr", SFEM, train, val, epochs=3, out_dir=tmp_path / "b", resume=True, **kw)
+    assert resumed.history == straight.history
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        fit(
+            "sfem_nr",
+            SFEM,
+            train,
+            val,
+            epochs=3,
+            out_dir=tmp_path / "b",
+            resume=True,
+            **{**kw, "store_fingerprint": "other"},
+        )
+
+
+def test_prompt_head_trains_in_groups_and_evaluates_with_a_prompt() -> None:
+    train, val = _vectors(40, 0, "train"), _vectors(16, 1, "val")
+    res = fit("prompt", PROMPT, train, val, epochs=4, batch_size=10, lr=1e-3, seed=0, prompt_size=6)
+    assert res.prompt is not None and res.prompt.shape == (1, 6, 16)
+    assert len(res.prompt_ids) == 6 and set(res.prompt_ids) <= set(train.ids)
+    prompt, _ = make_prompt(res.model, train, 6)
+    assert evaluate(res.model, val, prompt=prompt)["metrics"]["srcc"] == pytest.approx(
+        res.val_metrics["srcc"]
+    )
+    with pytest.raises(ValueError, match="prompt"):
+        evaluate(res.model, val)
+
+
+def test_qfd_and_fr_need_the_right_data() -> None:
+    data = _maps(8, 0, "train")
+    res = fit(
+        "qfd",
+        {"width": 8, "se_reduction": 4, "reduce": (2,), "hidden": 8},
+        data,
+        data,
+        epochs=1,
+        batch_size=4,
+        lr=1e-3,
+        seed=0,
+    )
+    assert len(res.history) == 1
+    with pytest.raises(ValueError, match="no reference features"):
+        fit("sfem_fr", SFEM, data, data, epochs=1, batch_size=4, lr=1e-3, seed=0)
+
+
+def test_train_data_validation() -> None:
+    with pytest.raises(TrainDataError, match="targets"):
+        TrainData({"f": torch.zeros(3, 1, 2)}, torch.zeros(2), ["a", "b", "c"])
+    with pytest.raises(TrainDataError, match="'f'"):
+        TrainData({"f": torch.zeros(3)}, torch.zeros(3), ["a", "b", "c"])
+    with pytest.raises(TrainDataError, match="view count"):
+        TrainData(
+            {"f": torch.zeros(2, 1, 2), "g": torch.zeros(2, 2, 2)}, torch.zeros(2), ["a", "b"]
+        )
