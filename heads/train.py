@@ -226,14 +226,24 @@ def fit(
 
 
 def _one_epoch(
-    st: _State, train: TrainData, val: TrainData, epoch: int, batch_size: int, device: str,
-    loss: LossConfig, prompt_size: int,
-) -> dict[str, float]:  # fmt: skip
+    st: _State,
+    train: TrainData,
+    val: TrainData,
+    epoch: int,
+    batch_size: int,
+    device: str,
+    loss: LossConfig,
+    prompt_size: int,
+) -> dict[str, float]:
     train_loss = _train_epoch(st, train, batch_size, device, loss)
     metrics = _validate(st.model, train, val, device, prompt_size)
     srcc = metrics.get("srcc", math.nan)
-    row = {"epoch": epoch, "train_loss": train_loss, "val_srcc": srcc,
-           "val_plcc": metrics.get("plcc", math.nan)}  # fmt: skip
+    row = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_srcc": srcc,
+        "val_plcc": metrics.get("plcc", math.nan),
+    }
     st.history.append(row)
     if not metrics or srcc > st.best_srcc:
         st.best_srcc = srcc if metrics else -math.inf
@@ -252,19 +262,36 @@ def _saver(
     def save(name: str, st: _State, epoch: int, full: bool = False) -> None:
         extra: dict[str, Any] = {"best_epoch": st.best_epoch, "best_srcc": st.best_srcc}
         if full:
-            extra |= {"generator": st.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                      "history": st.history}  # fmt: skip
-        save_checkpoint(out / name, st.model, head=head, feature_specs=train.feature_specs,
-                        store_fingerprint=fingerprint, epoch=epoch, label_norm=label_norm,
-                        optimizer=st.optimizer, extra=extra)  # fmt: skip
+            extra |= {
+                "generator": st.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "history": st.history,
+            }
+        save_checkpoint(
+            out / name,
+            st.model,
+            head=head,
+            feature_specs=train.feature_specs,
+            store_fingerprint=fingerprint,
+            epoch=epoch,
+            label_norm=label_norm,
+            optimizer=st.optimizer,
+            extra=extra,
+        )
 
     return save
 
 
 def _finish(
-    st: _State, head: str, cfg: Any, train: TrainData, val: TrainData, device: str,
-    prompt_size: int, out: Path | None,
-) -> FitResult:  # fmt: skip
+    st: _State,
+    head: str,
+    cfg: Any,
+    train: TrainData,
+    val: TrainData,
+    device: str,
+    prompt_size: int,
+    out: Path | None,
+) -> FitResult:
     if st.best_state is not None:
         st.model.load_state_dict(st.best_state)
     st.model.eval()
@@ -277,5 +304,6 @@ def _finish(
         prompt, prompt_ids = make_prompt(st.model, train, prompt_size, device)
     metrics = _validate(st.model, train, val, device, prompt_size)
     ckpt = out / "model.pt" if out is not None else None
-    return FitResult(st.model, cfg, st.best_epoch, st.history, metrics, selection, prompt, ckpt,
-                     prompt_ids)  # fmt: skip
+    return FitResult(
+        st.model, cfg, st.best_epoch, st.history, metrics, selection, prompt, ckpt, prompt_ids
+    )

@@ -11,8 +11,15 @@ from heads.prompt import PromptConfig, PromptHead, leave_one_out
 from heads.registry import build_head
 from heads.specs import HeadConfigError
 
-TINY = {"dim": 16, "heads": 2, "encoder_depth": 1, "ispp_depth": 1, "fusion_depth": 1,
-        "reduce_hidden": 8, "head_hidden": 8}  # fmt: skip
+TINY = {
+    "dim": 16,
+    "heads": 2,
+    "encoder_depth": 1,
+    "ispp_depth": 1,
+    "fusion_depth": 1,
+    "reduce_hidden": 8,
+    "head_hidden": 8,
+}
 
 
 @pytest.fixture(autouse=True)

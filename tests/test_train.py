@@ -16,8 +16,15 @@ from heads.train import fit
 from heads.traindata import TrainData, TrainDataError
 
 SFEM = {"width": 8, "scales": (1, 2), "pool_size": 4}
-PROMPT = {"dim": 16, "heads": 2, "encoder_depth": 1, "ispp_depth": 1, "fusion_depth": 1,
-          "reduce_hidden": 8, "head_hidden": 8}  # fmt: skip
+PROMPT = {
+    "dim": 16,
+    "heads": 2,
+    "encoder_depth": 1,
+    "ispp_depth": 1,
+    "fusion_depth": 1,
+    "reduce_hidden": 8,
+    "head_hidden": 8,
+}
 
 
 @pytest.fixture(autouse=True)

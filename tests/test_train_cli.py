@@ -1,0 +1,235 @@
+"""iqa-train-head on a tiny Zarr store written by the test: outputs, FR refs, refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cache.manifest import DatasetInfo, Manifest, ManifestRow, Split, write_manifest, write_split
+from cache.store import ArraySpec, create_store
+from heads.checkpoint import read_checkpoint
+from heads.cli import main
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REFS = [f"refs/r{i}.png" for i in range(3)]
+DIST = [f"dist/r{i}_{k}.png" for i in range(3) for k in range(8)]
+TINY = ["--set", "width=8", "--set", "scales=[1, 2]", "--set", "pool_size=4"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _scores() -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    return {d: float(rng.uniform(1, 5)) for d in DIST}
+
+
+def _write_store(url: str, skip_shards: tuple[int, ...] = ()) -> None:
+    ids = REFS + DIST
+    scores = _scores()
+    arrays = [ArraySpec("embed", (4, 8, 8)), ArraySpec("feature", (6,))]
+    store = create_store(
+        url,
+        arrays=arrays,
+        image_ids=ids,
+        views=("identity", "hflip"),
+        fingerprint_fields={"backbone": "toy"},
+        shard_size=4,
+    )
+    rng = np.random.default_rng(1)
+    checker = ((np.arange(8)[:, None] + np.arange(8)) % 2) * 2.0 - 1  # (8, 8)
+    for k in range(store.n_shards):
+        if k in skip_shards:
+            continue
+        rows = list(store.shard_rows(k))
+        quality = np.array([(scores.get(ids[r // 2], 5.0) - 1) / 4 for r in rows])
+        embed = rng.normal(size=(len(rows), 4, 8, 8))
+        embed[:, 0] += 2 * quality[:, None, None] * checker
+        feature = rng.normal(size=(len(rows), 6)) * 0.1
+        feature[:, 0] += 2 * quality
+        sizes = np.tile([8, 8], (len(rows), 1))
+        store.write_shard(k, {"embed": embed, "feature": feature}, sizes, sizes)
+    store.close()
+
+
+@pytest.fixture
+def files(tmp_path):
+    scores = _scores()
+    rows = tuple(
+        ManifestRow(image=d, score=scores[d], group=d.split("/")[1][:2], ref=REFS[int(d[6])])
+        for d in DIST
+    )
+    info = DatasetInfo(name="toy", score_range=(1.0, 5.0))
+    write_manifest(Manifest(info=info, rows=rows), tmp_path / "manifest.csv")
+    order = [DIST[i::3] for i in range(3)]
+    for n, (a, b, c) in enumerate([order, order[::-1]]):
+        write_split(
+            Split(train=tuple(a + b[:4]), val=tuple(b[4:]), test=tuple(c)),
+            tmp_path / f"split_{n}.json",
+        )
+    _write_store(str(tmp_path / "f.zarr"))
+    return tmp_path
+
+
+def _run(tmp_path, *args: str) -> object:
+    base = [
+        "--features",
+        str(tmp_path / "f.zarr"),
+        "--manifest",
+        str(tmp_path / "manifest.csv"),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--lr",
+        "3e-3",
+    ]
+    return CliRunner().invoke(main, [*base, *args], catch_exceptions=False)
+
+
+def test_single_split_writes_every_output(files) -> None:
+    out = files / "nr"
+    res = _run(
+        files, "--head", "sfem_nr", "--split", str(files / "split_0.json"), "--out", str(out), *TINY
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["val"]) >= {"srcc", "plcc", "krcc", "rmse"}
+    assert set(metrics["test"]) >= {"srcc", "plcc", "krcc", "rmse"}
+    with open(out / "curves.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 3
+    with open(out / "predictions.csv") as fh:
+        preds = list(csv.DictReader(fh))
+    assert list(preds[0]) == ["id", "part", "target", "prediction"]
+    assert sorted(p["id"] for p in preds) == sorted(DIST)
+    ckpt = read_checkpoint(out / "model.pt")
+    assert ckpt["store_fingerprint"] == metrics["fingerprint"]
+    assert ckpt["label_norm"] == {
+        "method": "score_range",
+        "low": 1.0,
+        "high": 5.0,
+        "lower_better": False,
+    }
+
+
+def test_fr_over_two_splits_summarises(files) -> None:
+    out = files / "fr"
+    res = _run(
+        files,
+        "--head",
+        "sfem_fr",
+        "--split",
+        str(files / "split_0.json"),
+        "--split",
+        str(files / "split_1.json"),
+        "--ref-features",
+        str(files / "f.zarr"),
+        "--out",
+        str(out),
+        *TINY,
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["runs"]) == 2
+    assert set(metrics["summary"]["test"]["srcc"]) == {"median", "mean", "std", "n"}
+    assert (out / "run_01" / "model.pt").is_file() and (out / "predictions.csv").is_file()
+
+
+def test_prompt_head_with_repeats(files) -> None:
+    out = files / "prompt"
+    args = ["--head", "prompt", "--split", str(files / "split_0.json"), "--out", str(out)]
+    res = CliRunner().invoke(
+        main,
+        [
+            *args[:2],
+            "--features",
+            str(files / "f.zarr"),
+            "--manifest",
+            str(files / "manifest.csv"),
+            *args[2:],
+        ],
+    )
+    assert res.exit_code != 0 and "pass feature=NAME" in res.output
+    tiny = [
+        "--set",
+        "feature=feature",
+        "--set",
+        "dim=16",
+        "--set",
+        "heads=2",
+        "--set",
+        "fusion_depth=1",
+        "--repeats",
+        "2",
+    ]
+    res = _run(files, *args, *tiny)
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["seed"] for r in metrics["runs"]] == [0, 1]
+
+
+def test_unwritten_rows_are_refused_unless_written_only(files) -> None:
+    (files / "f.zarr").rename(files / "full.zarr")
+    _write_store(str(files / "f.zarr"), skip_shards=(2,))
+    args = ["--head", "sfem_nr", "--split", str(files / "split_0.json"), *TINY]
+    res = CliRunner().invoke(
+        main,
+        [
+            *args,
+            "--features",
+            str(files / "f.zarr"),
+            "--manifest",
+            str(files / "manifest.csv"),
+            "--out",
+            str(files / "a"),
+        ],
+    )
+    assert res.exit_code != 0 and "--written-only" in res.output
+    res = _run(files, *args, "--written-only", "--out", str(files / "b"))
+    assert res.exit_code == 0, res.output
+    assert json.loads((files / "b" / "metrics.json").read_text())["dropped_unwritten"] == 4
+
+
+def test_usage_errors(files) -> None:
+    split = str(files / "split_0.json")
+    res = _run(
+        files,
+        "--head",
+        "sfem_nr",
+        "--split",
+        split,
+        "--split",
+        split,
+        "--repeats",
+        "2",
+        "--out",
+        str(files / "x"),
+    )
+    assert res.exit_code == 2 and "not both" in res.output
+    res = _run(
+        files, "--head", "sfem_nr", "--split", split, "--set", "oops", "--out", str(files / "x")
+    )
+    assert res.exit_code == 2 and "key=value" in res.output
+    res = _run(
+        files,
+        "--head",
+        "qfd",
+        "--split",
+        split,
+        "--set",
+        "feature=embed",
+        "--out",
+        str(files / "x"),
+    )
+    assert res.exit_code == 1 and "unknown config fields" in res.output
