@@ -46,9 +46,10 @@ def save_checkpoint(
     """Write a checkpoint atomically (temporary file, then rename) and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    config: Any = model.config
     payload = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": dataclasses.asdict(model.config),
+        "config": dataclasses.asdict(config),
         "head": head,
         "feature_specs": {k: list(v) for k, v in feature_specs.items()},
         "store_fingerprint": store_fingerprint,

@@ -130,7 +130,7 @@ def load_part(
     views = store.views
     rowmat = _rowmat(store, ids, views)
     keep = _written_images(store, rowmat)
-    refmat = None
+    refmat = np.zeros((len(ids), len(views)), np.int64)
     if ref_store is not None:
         refs = [rows[i].ref for i in ids]
         missing = [i for i, r in zip(ids, refs, strict=True) if not r]
@@ -151,7 +151,7 @@ def load_part(
         targets=normalise([rows[i].score for i in kept], norm),
         ids=kept,
         valid=_valid(store, rowmat[keep]),
-        ref_features=None if refmat is None else _arrays(ref_store, refmat[keep], preload),
+        ref_features=None if ref_store is None else _arrays(ref_store, refmat[keep], preload),
         name=part,
     )
     return data, int((~keep).sum())
@@ -177,8 +177,15 @@ def load_split(
     parts, dropped = {}, 0
     for part in PARTS:
         ids = split.part(part)
-        opts = {"ref_store": ref_store, "written_only": written_only, "preload": preload}
-        parts[part], n = load_part(store, manifest, ids, part=part, **opts)
+        parts[part], n = load_part(
+            store,
+            manifest,
+            ids,
+            part=part,
+            ref_store=ref_store,
+            written_only=written_only,
+            preload=preload,
+        )
         dropped += n
     norm = label_norm_of(manifest)
     return SplitData(parts["train"], parts["val"], parts["test"], store.fingerprint, norm, dropped)

@@ -6,7 +6,7 @@ selection over the train labels (PromptIQA's default test-time prompt, n = 10).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from heads.augment import interval_select
 from heads.metrics import compute_metrics
+from heads.prompt import PromptHead
 from heads.traindata import TrainData
 
 
@@ -24,7 +25,9 @@ def make_prompt(
     rows = interval_select(train.targets, n)
     feats, valid, _ = train.batch(rows, device=device)
     with torch.no_grad():
-        prompt = model.forward_prompt(feats, train.targets[rows].to(device), valid)
+        prompt = cast(PromptHead, model).forward_prompt(
+            feats, train.targets[rows].to(device), valid
+        )
     return prompt, [train.ids[int(i)] for i in rows]
 
 
@@ -43,7 +46,7 @@ def predict(
         for rows in torch.arange(len(data)).split(batch_size):
             feats, valid, ref = data.batch(rows, device=device)
             if prompt is not None:
-                out.append(model.predict(feats, prompt, valid))
+                out.append(cast(PromptHead, model).predict(feats, prompt, valid))
             else:
                 out.append(model(feats, valid, ref))
     return torch.cat(out).float().cpu().numpy() if out else np.zeros(0, np.float32)

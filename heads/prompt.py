@@ -78,7 +78,7 @@ def _blocks(c: PromptConfig, depth: int, *, qkv_bias: bool, eps: float) -> nn.Se
     norm = partial(nn.LayerNorm, eps=eps)
     return nn.Sequential(
         *(
-            Block(c.dim, c.heads, c.mlp_ratio, qkv_bias=qkv_bias, norm_layer=norm)
+            Block(c.dim, c.heads, c.mlp_ratio, qkv_bias=qkv_bias, norm_layer=norm)  # type: ignore[arg-type]
             for _ in range(depth)
         )
     )

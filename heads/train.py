@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,7 @@ from heads.augment import augment_labels
 from heads.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from heads.evaluate import evaluate, make_prompt
 from heads.losses import LossConfig, head_loss
+from heads.prompt import PromptHead
 from heads.registry import build_from_config, get_head, make_config
 from heads.traindata import TrainData
 
@@ -81,7 +82,8 @@ def _grouped_step(
     views = torch.randint(data.n_views, (len(rows),), generator=st.generator)
     feats, valid, _ = data.batch(rows, views, device)
     y = augment_labels(data.targets[rows], st.generator).to(device)
-    return (model.forward_group(feats, y, valid) - y).abs().mean()  # L1 (PromptIQA)
+    pred = cast(PromptHead, model).forward_group(feats, y, valid)
+    return (pred - y).abs().mean()  # L1 (PromptIQA)
 
 
 def _plain_step(
@@ -215,9 +217,9 @@ def fit(
     for epoch in bar:
         row = _one_epoch(st, train, val, epoch, batch_size, device, loss_cfg, prompt_size)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_srcc=f"{row['val_srcc']:.4f}")
-        if st.best_epoch == epoch and save:
-            save("model.pt", st, epoch)
-        if out is not None:
+        if save is not None and out is not None:
+            if st.best_epoch == epoch:
+                save("model.pt", st, epoch)
             _write_curves(out / "curves.csv", st.history)
             save("last.pt", st, epoch, full=True)
         if on_epoch is not None:
@@ -299,7 +301,8 @@ def _finish(
         selection = f"epoch {st.best_epoch} by validation SRCC ({st.best_srcc:.4f})"
     else:
         selection = f"last epoch ({st.best_epoch}): empty validation split, no model selection"
-    prompt, prompt_ids = None, []
+    prompt: Tensor | None = None
+    prompt_ids: list[str] = []
     if getattr(st.model, "grouped", False):
         prompt, prompt_ids = make_prompt(st.model, train, prompt_size, device)
     metrics = _validate(st.model, train, val, device, prompt_size)
