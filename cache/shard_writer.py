@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +21,27 @@ from cache.schema import DIGEST_BYTES, ArraySpec, VerifyReport
 
 def digest(data: np.ndarray) -> bytes:
     """16-byte blake2b digest of an array's raw bytes (C order)."""
-    return hashlib.blake2b(np.ascontiguousarray(data).tobytes(), digest_size=DIGEST_BYTES).digest()
+    raw = memoryview(np.ascontiguousarray(data)).cast("B")  # no copy
+    return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).digest()
+
+
+_EXPONENT = {np.dtype("float16"): (np.uint16, 0x7C00), np.dtype("float32"): (np.uint32, 0x7F800000)}
+
+
+def _nonfinite_rows(arr: np.ndarray) -> np.ndarray:
+    """Rows holding a NaN or inf: all exponent bits set (2x faster than float16 isfinite)."""
+    uint, mask = _EXPONENT[arr.dtype]
+    bits = arr.reshape(len(arr), -1).view(uint)  # (rows, values)
+    return ((bits & mask) == mask).any(axis=1)
+
+
+def _blank(arr: np.ndarray, rows: list[int]) -> np.ndarray:
+    """``arr`` with ``rows`` set to NaN (a copy only when there is something to blank)."""
+    if not rows:
+        return arr
+    arr = arr.copy()
+    arr[rows] = np.nan
+    return arr
 
 
 class ShardWriter:
@@ -64,17 +85,19 @@ class ShardWriter:
         rows = self.shard_rows(k)
         data = self._prepare_features(k, features, len(rows))
         failed = self._collect_failures(k, data, dict(failures or {}), len(rows))
-        for name, arr in data.items():
-            arr[sorted(failed)] = np.nan
-            self._b.write(self.arrays[name].key, rows.start, arr)
+        data = {name: _blank(arr, sorted(failed)) for name, arr in data.items()}
         sizes = self._prepare_sizes(k, valid_size, orig_size, len(rows), failed)
         written = np.ones(len(rows), dtype=bool)
         written[sorted(failed)] = False
         reasons = np.array([failed.get(i, "") for i in range(len(rows))], dtype=object)
-        self._b.write("written", rows.start, written)
-        self._b.write("sizes", rows.start, sizes)
-        self._b.write("failure", rows.start, reasons)
-        self._b.write("commit", k, self._commit_row(data)[None])
+        with ThreadPoolExecutor(1) as pool:  # hashing releases the GIL: overlap it with I/O
+            commit = pool.submit(self._commit_row, data)
+            for name, arr in data.items():
+                self._b.write(self.arrays[name].key, rows.start, arr)
+            self._b.write("written", rows.start, written)
+            self._b.write("sizes", rows.start, sizes)
+            self._b.write("failure", rows.start, reasons)
+            self._b.write("commit", k, commit.result()[None])
         self._b.flush()
 
     def _prepare_features(
@@ -88,7 +111,7 @@ class ShardWriter:
         out = {}
         for name, spec in self.arrays.items():
             with np.errstate(over="ignore"):  # overflow becomes inf: a recorded failure
-                arr = np.array(features[name], dtype=spec.dtype, copy=True)
+                arr = np.asarray(features[name], dtype=spec.dtype)
             if arr.shape != (n, *spec.shape):
                 raise StoreError(
                     f"{self.url}: shard {k} array {name!r} has shape {arr.shape}, "
@@ -110,8 +133,7 @@ class ShardWriter:
             raise StoreError(f"{self.url}: shard {k} failure rows {bad} outside 0..{n - 1}")
         out = {int(r): str(why) or "failed" for r, why in failures.items()}
         for name, arr in data.items():
-            finite = np.isfinite(arr.reshape(n, -1)).all(axis=1)  # (rows, features)
-            for r in np.flatnonzero(~finite):
+            for r in np.flatnonzero(_nonfinite_rows(arr)):
                 out.setdefault(int(r), f"non-finite values in {name!r} ({arr.dtype} overflow?)")
         return out
 

@@ -15,6 +15,7 @@ whose rename is still to come.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -25,8 +26,11 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
 from cache.backends import STRING, Backend, RowSelection, StoreError, local_path, sorted_read
+from cache.schema import FEATURE_GROUP
+from cache.zarr_fastread import ShardRowReader
 
 PARTIAL_STALE_S = 900.0
+FASTREAD = os.environ.get("IQA_CACHE_ZARR_FASTREAD", "1") != "0"  # "0": zarr for every read
 
 
 def zarr_compressors(codec: str) -> Any:
@@ -40,6 +44,17 @@ def zarr_compressors(codec: str) -> Any:
     if codec not in table:
         raise StoreError(f"unknown codec {codec!r}; choose one of {sorted(table)}")
     return table[codec]
+
+
+def _read_runs(arr: zarr.Array, rows: np.ndarray) -> np.ndarray:
+    """Read sorted unique ``rows`` as one slice per contiguous run.
+
+    zarr 3.1's orthogonal indexing on sharded arrays decodes far more than it returns
+    (measured ~25x slower than slices for 16 random 2 MiB rows), so it is avoided.
+    """
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    runs = np.split(rows, breaks)
+    return np.concatenate([np.asarray(arr[int(r[0]) : int(r[-1]) + 1]) for r in runs])
 
 
 class ZarrBackend(Backend):
@@ -58,6 +73,7 @@ class ZarrBackend(Backend):
             raise StoreError(f"no Zarr store at {url}") from err
         self._arrays: dict[str, zarr.Array] = {}
         self._fresh = mode == "w"  # a cleared group: no old array to overwrite (saves listings)
+        self._fast_readers: dict[str, ShardRowReader | None] = {}
 
     def _make_store(self, read_only: bool) -> Any:
         if self._path is not None:
@@ -94,13 +110,27 @@ class ZarrBackend(Backend):
             data = data.astype(str)
         self._array(name)[start : start + len(data)] = data
 
+    def _fast(self, name: str) -> ShardRowReader | None:
+        """The direct shard reader for a local feature array (see ``cache.zarr_fastread``)."""
+        if name not in self._fast_readers:
+            reader = None
+            if self._path is not None and FASTREAD and name.startswith(f"{FEATURE_GROUP}/"):
+                folder = self._path / name
+                meta = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
+                reader = ShardRowReader.for_array(folder, meta)
+            self._fast_readers[name] = reader
+        return self._fast_readers[name]
+
     def read(self, name: str, rows: RowSelection) -> np.ndarray:
+        fast = self._fast(name)
+        if fast is not None:
+            idx = np.arange(*rows.indices(fast.n_rows)) if isinstance(rows, slice) else rows
+            return fast.read(np.asarray(idx, dtype=np.int64))
         arr = self._array(name)
         if isinstance(rows, slice):
-            out = arr[rows]
+            out = np.asarray(arr[rows])
         else:
-            out = sorted_read(lambda r: arr.oindex[r], np.asarray(rows, dtype=np.int64))
-        out = np.asarray(out)
+            out = sorted_read(lambda r: _read_runs(arr, r), np.asarray(rows, dtype=np.int64))
         return out.astype(object) if out.dtype.kind in "TU" else out
 
     def read_attrs(self) -> dict[str, Any]:

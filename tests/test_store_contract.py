@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
+import zarr
 
 from cache.backends import MemoryBackend
 from cache.fingerprint import FingerprintMismatch, check_fingerprint, fingerprint_of
@@ -121,7 +122,10 @@ class StoreContract:
         data = shard_data(s, 0)
         data["embed"] = data["embed"].astype(np.float32)
         data["embed"][2, 0, 0, 0] = 1e6  # float16 overflow -> inf
+        before = {n: a.copy() for n, a in data.items()}
         s.write_shard(0, data, np.ones((4, 2)), np.ones((4, 2)))
+        for name in data:  # the caller's arrays are left alone
+            np.testing.assert_array_equal(data[name], before[name])
         assert "overflow" in s.failures["img/01.png"]
         assert list(s.written[:4]) == [True, True, False, True]
 
@@ -217,6 +221,21 @@ class TestZarrLocalStore(StoreContract):
         write_all(s)
         embed_files = [p for p in os.listdir(os.path.join(url, "features/embed/c"))]
         assert len(embed_files) == s.n_shards  # one shard file per shard, not per row
+
+
+    @pytest.mark.parametrize("codec", ["none", "zstd", "blosc-zstd", "blosc-lz4"])
+    def test_fast_reads_match_zarr(self, url, codec):
+        s = self.make(url, codec=codec)
+        for k in (0, 2):  # shard 1 stays unwritten
+            n = len(s.shard_rows(k))
+            s.write_shard(k, shard_data(s, k), np.ones((n, 2)), np.ones((n, 2)))
+        rows = np.array([9, 0, 5, 3, 8, 0])
+        fast = s._b._fast("features/embed")
+        assert fast is not None and s._b._fast("written") is None
+        got = fast.read(rows)
+        want = zarr.open_array(os.path.join(url, "features/embed"), mode="r")[:][rows]
+        np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))  # NaNs too
+        assert np.isnan(got[2]).all()
 
 
 class TestZarrFsspecMemoryStore(StoreContract):

@@ -1,0 +1,210 @@
+"""Store throughput against plain ``.npy`` files, for SAM-ViT-H-shaped features.
+
+Writes ``--n-images`` rows of (256, 64, 64) float16 through ``FeatureStore.write_shard``
+(whole shards, checksums included) for the Zarr and HDF5 backends with each lossless codec,
+then reads every row once in random order with ``FeatureStore.read`` (one row per call, as a
+DataLoader does). The baseline writes and reads the same bytes as one ``np.save`` file per
+image in the same folder. Printed: MB/s, the ratio store / raw, compression ratio, bytes per
+image and files per 1000 images (extrapolated from the layout). Reads are warm (the page
+cache is not dropped: that would need root and disturb other users of the machine).
+
+Features are realistic rather than white noise: per channel, Gaussian-smoothed noise
+(sigma 2 cells, like the smooth spatial maps of ViT necks) scaled by a log-normal channel
+gain, plus 5 % fine noise; a pool of distinct maps is cycled through (each chunk is
+compressed on its own, so reuse does not flatter the codecs).
+
+Run: ``python bench/bench_store.py [--n-images 128] [--dir /tmp] [--keepbits 7]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from cache.backends import CODECS
+from cache.store import ArraySpec, FeatureStore, create_store, open_store
+
+SHAPE = (256, 64, 64)
+MB = 1e6
+
+
+@dataclass
+class Result:
+    label: str
+    write_s: float
+    row_s: float  # all rows, one random row per call
+    block_s: float  # all rows, random blocks of BLOCK consecutive rows per call
+    stored: int
+    files: int
+    files_per_1000: float
+
+
+BLOCK = 8
+REPEATS = 3
+
+
+def smooth_features(n: int, pool: int = 8, seed: int = 0) -> np.ndarray:
+    """``(pool, 256, 64, 64)`` float16 maps that ``n`` rows cycle through."""
+    rng = np.random.default_rng(seed)
+    maps = gaussian_filter(rng.normal(size=(pool, *SHAPE)), sigma=(0, 0, 2, 2))
+    maps /= maps.std(axis=(2, 3), keepdims=True)  # (pool, C, H, W) unit std per channel
+    gain = rng.lognormal(0.0, 0.5, size=(pool, SHAPE[0], 1, 1))
+    maps = maps * gain + 0.05 * rng.normal(size=maps.shape)
+    return maps.astype(np.float16)[: min(pool, n)]
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _blocks(n: int, seed: int = 2) -> list[np.ndarray]:
+    starts = np.random.default_rng(seed).permutation(np.arange(0, n, BLOCK))
+    return [np.arange(b, min(b + BLOCK, n)) for b in starts]
+
+
+class RawFiles:
+    """The baseline: one ``np.save`` file per image."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True)
+
+    def write(self, pool: np.ndarray, n: int) -> float:
+        def run() -> None:
+            for i in range(n):
+                np.save(self.folder / f"{i:06d}.npy", pool[i % len(pool)])
+
+        return _timed(run)
+
+    def read_rows(self, rows: np.ndarray) -> None:
+        for i in rows:
+            np.load(self.folder / f"{i:06d}.npy")
+
+    def stored(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.iterdir())
+
+
+def _write_store(store: FeatureStore, pool: np.ndarray) -> None:
+    for k in range(store.n_shards):
+        rows = store.shard_rows(k)
+        data = pool[np.arange(rows.start, rows.stop) % len(pool)]
+        sizes = np.tile([[64, 64]], (len(rows), 1))
+        store.write_shard(k, {"embed": data}, sizes, sizes * 16)
+
+
+def _files_per_1000(path: Path, n_shards: int, shard_size: int) -> tuple[int, float]:
+    if path.is_file():
+        return 1, 1.0
+    files = [p for p in path.rglob("*") if p.is_file()]
+    fixed = sum(p.name == "zarr.json" for p in files) + 2  # metadata + image_id, view
+    per_shard = (len(files) - fixed) / n_shards
+    return len(files), fixed + per_shard * np.ceil(1000 / shard_size)
+
+
+def _read_times(read: Callable[[np.ndarray], object], order: np.ndarray) -> tuple[float, float]:
+    """Seconds to read every row one at a time, and in blocks; results are dropped as read."""
+
+    def each(batches: list[np.ndarray]) -> None:
+        for batch in batches:
+            read(batch)
+
+    rows = _timed(lambda: each([np.array([i]) for i in order]))
+    block = _timed(lambda: each(_blocks(len(order))))
+    return rows, block
+
+
+def bench_store(url: str, codec: str, pool: np.ndarray, raw: RawFiles, args: argparse.Namespace,
+                kb: int | None) -> tuple[Result, Result]:  # fmt: skip
+    """Write then read one store; reads interleave with the raw baseline (best of 3 each)."""
+    n, shard = args.n_images, args.shard_size
+    ids = [f"img{i:06d}.png" for i in range(n)]
+    store = create_store(url, arrays=[ArraySpec("embed", SHAPE)], image_ids=ids,
+                         fingerprint_fields={"bench": True}, shard_size=shard, codec=codec,
+                         keepbits=kb)  # fmt: skip
+    w = _timed(lambda: _write_store(store, pool))
+    store.close()
+    reader = open_store(url)
+    reader.read([0], dtype=None)  # open handles and cache the written mask before timing
+    order = np.random.default_rng(1).permutation(n)
+    best_store, best_raw = [np.inf, np.inf], [np.inf, np.inf]
+    for _ in range(REPEATS):
+        best_raw = np.minimum(best_raw, _read_times(raw.read_rows, order)).tolist()
+        got = _read_times(lambda r: reader.read(r, dtype=None), order)
+        best_store = np.minimum(best_store, got).tolist()
+    files, per_1000 = _files_per_1000(Path(url), reader.n_shards, shard)
+    label = f"{reader.backend} {codec}" + (f" keepbits={kb}" if kb else "")
+    result = Result(label, w, *best_store, reader.stored_bytes(), files, per_1000)
+    reader.close()
+    return result, Result("raw", np.nan, *best_raw, raw.stored(), n, 1000.0)
+
+
+def _row(res: Result, raw: Result, raw_write_s: float, n: int) -> str:
+    logical = n * int(np.prod(SHAPE)) * 2
+
+    def rate(s: float) -> str:
+        return f"{logical / s / MB:7.0f}"
+
+    return (
+        f"{res.label:<27} {rate(res.write_s)} {raw_write_s / res.write_s:5.2f}x "
+        f"{rate(res.row_s)} {raw.row_s / res.row_s:5.2f}x "
+        f"{rate(res.block_s)} {raw.block_s / res.block_s:5.2f}x "
+        f"{logical / res.stored:6.3f} {res.stored / n / 2**20:7.3f} {res.files:5d} "
+        f"{res.files_per_1000:8.0f}"
+    )
+
+
+HEADER = (
+    f"{'store':<27} {'write':>7} {'/raw':>6} {'row rd':>7} {'/raw':>6} {'blk rd':>7} "
+    f"{'/raw':>6} {'ratio':>6} {'MiB/img':>7} {'files':>5} {'files/1k':>8}"
+)
+
+
+def run(args: argparse.Namespace, folder: Path) -> None:
+    n = args.n_images
+    pool = smooth_features(n)
+    raw = RawFiles(folder / "raw")
+    raw_write_s = raw.write(pool, n)
+    codecs = args.codecs.split(",")
+    configs = [("zarr", c, None) for c in codecs] + [("h5", c, None) for c in codecs]
+    if args.keepbits is not None:
+        configs.append(("zarr", "blosc-zstd", args.keepbits))
+    mib = n * 2 * np.prod(SHAPE) / 2**20
+    print(f"{n} images of {SHAPE} float16 ({mib:.0f} MiB), shards of {args.shard_size}, "
+          f"in {folder}; MB/s and ratios store/raw (>1: faster); reads: best of {REPEATS}, "
+          f"warm page cache; blk = random blocks of {BLOCK} rows")  # fmt: skip
+    print(HEADER)
+    for i, (kind, codec, kb) in enumerate(configs):
+        url = str(folder / (f"s{i}.zarr" if kind == "zarr" else f"s{i}.h5"))
+        res, raw_res = bench_store(url, codec, pool, raw, args, kb)
+        if i == 0:
+            print(_row(Result("raw .npy files", raw_write_s, raw_res.row_s, raw_res.block_s,
+                              raw_res.stored, n, 1000.0), raw_res, raw_write_s, n))  # fmt: skip
+        print(_row(res, raw_res, raw_write_s, n), flush=True)
+        shutil.rmtree(url, ignore_errors=True) if kind == "zarr" else os.remove(url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-images", type=int, default=128)
+    parser.add_argument("--shard-size", type=int, default=64)
+    parser.add_argument("--dir", default=None, help="Folder on the disk to measure.")
+    parser.add_argument("--codecs", default=",".join(CODECS))
+    parser.add_argument("--keepbits", type=int, default=None, help="Add a lossy row.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-store-") as tmp:
+        run(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
