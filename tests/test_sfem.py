@@ -119,7 +119,7 @@ def test_tiny_batch_overfits() -> None:
 
 def test_default_size_and_errors() -> None:
     model = build_head("sfem_nr", {"embed": (256, 64, 64)})
-    assert sum(p.numel() for p in model.parameters()) == 281_985
+    assert sum(p.numel() for p in model.parameters()) == 70_657
     with pytest.raises(HeadConfigError, match="feature map"):
         build_head("sfem_nr", {"feature": (128,)})
     with pytest.raises(HeadConfigError, match="branches"):
