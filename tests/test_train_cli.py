@@ -11,10 +11,20 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cache.manifest import DatasetInfo, Manifest, ManifestRow, Split, write_manifest, write_split
-from cache.store import ArraySpec, create_store
+from cache.manifest import (
+    DatasetInfo,
+    Manifest,
+    ManifestRow,
+    Split,
+    read_manifest,
+    read_split,
+    write_manifest,
+    write_split,
+)
+from cache.store import ArraySpec, create_store, open_store
 from heads.checkpoint import read_checkpoint
 from heads.cli import main
+from heads.data import LazyRows, load_split
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REFS = [f"refs/r{i}.png" for i in range(3)]
@@ -233,3 +243,26 @@ def test_usage_errors(files) -> None:
         str(files / "x"),
     )
     assert res.exit_code == 1 and "unknown config fields" in res.output
+
+
+@pytest.mark.parametrize("ref", [False, True])
+def test_lazy_rows_match_the_preloaded_part(files, ref: bool) -> None:
+    store = open_store(str(files / "f.zarr"))
+    manifest, split = read_manifest(files / "manifest.csv"), read_split(files / "split_0.json")
+    opts = {"ref_store": store if ref else None}
+    ram = load_split(store, manifest, split, preload=True, **opts)
+    lazy = load_split(store, manifest, split, preload=False, **opts)
+    assert isinstance(lazy.train.features["embed"], LazyRows)
+    assert (
+        lazy.train.feature_specs == ram.train.feature_specs == {"embed": (4, 8, 8), "feature": (6,)}
+    )
+    rows, views = torch.tensor([3, 0, 5]), torch.tensor([1, 0, 1])
+    for a, b in zip(ram.train.batch(rows, views), lazy.train.batch(rows, views), strict=True):
+        if isinstance(a, dict):
+            assert all(torch.equal(a[k], b[k]) for k in a)
+        else:
+            assert a is None and b is None or torch.equal(a, b)
+    assert ram.train.targets.min() >= 0 and ram.train.targets.max() <= 1
+    row = store.row_of(ram.train.ids[3], "hflip")
+    expected = store.read([row], ["embed"])["embed"][0]
+    assert torch.equal(ram.train.features["embed"][3, 1], torch.from_numpy(expected))
