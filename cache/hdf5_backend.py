@@ -91,8 +91,7 @@ class HDF5Backend(Backend):
             if ds.id.get_chunk_info_by_coord((int(row), *zeros)).byte_offset is None:
                 out[i] = ds.fillvalue  # never written
                 continue
-            _, raw = ds.id.read_direct_chunk((int(row), *zeros))
-            out[i] = np.frombuffer(raw, dtype=ds.dtype).reshape(ds.shape[1:])
+            ds.id.read_direct_chunk((int(row), *zeros), out=out[i].reshape(-1).view(np.uint8))
         return out
 
     def read(self, name: str, rows: RowSelection) -> np.ndarray:
