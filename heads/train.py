@@ -75,15 +75,14 @@ class _State:
 
 
 def _grouped_step(
-    model: nn.Module, data: TrainData, rows: Tensor, st: _State, device: str
+    model: nn.Module, data: TrainData, rows: Tensor, st: _State, device: str, loss: LossConfig
 ) -> Tensor | None:
     if len(rows) < 2:
         return None
     views = torch.randint(data.n_views, (len(rows),), generator=st.generator)
     feats, valid, _ = data.batch(rows, views, device)
     y = augment_labels(data.targets[rows], st.generator).to(device)
-    pred = cast(PromptHead, model).forward_group(feats, y, valid)
-    return (pred - y).abs().mean()  # L1 (PromptIQA)
+    return head_loss(cast(PromptHead, model).forward_group(feats, y, valid), y, loss)
 
 
 def _plain_step(
@@ -102,7 +101,7 @@ def _train_epoch(
     total, count = 0.0, 0
     for rows in torch.randperm(len(data), generator=st.generator).split(batch_size):
         if grouped:
-            value = _grouped_step(st.model, data, rows, st, device)
+            value = _grouped_step(st.model, data, rows, st, device, loss)
         else:
             value = _plain_step(st.model, data, rows, st, device, loss)
         if value is None:
