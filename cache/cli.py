@@ -73,7 +73,7 @@ def _root(root: str | None) -> CacheRoot:
 @json_option
 def ls_cmd(root: str | None, as_json: bool) -> None:
     """List the stores under ROOT: dataset, backbone, rows written, size, fingerprint."""
-    infos = _root(root).list()
+    infos = _root(root).list_stores()
     rows = [
         (i.dataset, i.backbone, f"{i.rows_written}/{i.rows_total}", _human(i.stored_bytes),
          i.fingerprint[:16], "yes" if i.complete else "NO", i.url)

@@ -140,7 +140,7 @@ class CacheRoot:
                 continue
         return None
 
-    def list(self, dataset: str | None = None) -> list[StoreInfo]:
+    def list_stores(self, dataset: str | None = None) -> list[StoreInfo]:
         """Every readable store under the root (unreadable ones are skipped)."""
         out = []
         for url in self.candidates(dataset):

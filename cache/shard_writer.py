@@ -21,7 +21,7 @@ from cache.schema import DIGEST_BYTES, ArraySpec, VerifyReport
 
 def digest(data: np.ndarray) -> bytes:
     """16-byte blake2b digest of an array's raw bytes (C order)."""
-    raw = memoryview(np.ascontiguousarray(data)).cast("B")  # no copy
+    raw = np.ascontiguousarray(data).data.cast("B")  # no copy
     return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).digest()
 
 
@@ -51,11 +51,15 @@ class ShardWriter:
     url: str
     arrays: dict[str, ArraySpec]
     keepbits: int | None
-    n_shards: int
     image_ids: list[str]
-    n_views: int
 
     if TYPE_CHECKING:
+
+        @property
+        def n_shards(self) -> int: ...
+
+        @property
+        def n_views(self) -> int: ...
 
         def shard_rows(self, k: int) -> range: ...
 

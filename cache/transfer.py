@@ -23,7 +23,7 @@ def _copy_shard(src: FeatureStore, dst: FeatureStore, k: int) -> None:
     feats = src.read(sel, allow_unwritten=True, dtype=None)
     reasons = src._b.read("failure", sel)
     written = src._b.read("written", sel).astype(bool)
-    failures = {i: str(reasons[i]) or "not written" for i in np.flatnonzero(~written)}
+    failures = {int(i): str(reasons[i]) or "not written" for i in np.flatnonzero(~written)}
     dst.write_shard(k, feats, src.valid_size(sel), src.orig_size(sel), failures)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 import fsspec
 import numpy as np
@@ -68,7 +68,7 @@ class ZarrBackend(Backend):
         self._path = local_path(url)
         store = self._make_store(mode == "r")
         try:
-            self._group = zarr.open_group(store, mode=mode)
+            self._group = zarr.open_group(store, mode=cast(Any, mode))
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
             raise StoreError(f"no Zarr store at {url}") from err
         self._arrays: dict[str, zarr.Array] = {}

@@ -119,7 +119,7 @@ class ShardRowReader:
             if offset == _EMPTY:
                 out[...] = np.nan
             elif self._decode is _RAW:  # straight into the output: no intermediate bytes
-                _read_exactly(fd, memoryview(out).cast("B"), int(offset), int(nbytes))
+                _read_exactly(fd, out.data.cast("B"), int(offset), int(nbytes))
             else:
                 self._decode(os.pread(fd, int(nbytes), int(offset)), out=out)
         finally:

@@ -98,7 +98,7 @@ def test_cache_root_on_s3_and_copy_back(s3_options, tmp_path):
     store = s.make(url, provenance={"dataset": "demo", "backbone": "tiny"})
     write_all(store)
     assert root.find("demo", store.fingerprint) == url
-    (info,) = root.list()
+    (info,) = root.list_stores()
     assert (info.dataset, info.rows_written, info.complete) == ("demo", 10, True)
     assert info.stored_bytes > 0 and info.files > 0
     assert root.du()["demo"] == info.stored_bytes
