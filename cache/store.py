@@ -39,7 +39,7 @@ from cache.backends import (
     open_backend,
     store_exists,
 )
-from cache.fingerprint import FingerprintMismatch, describe_diff, diff_fields
+from cache.fingerprint import FingerprintMismatch
 from cache.fingerprint import fingerprint_of as _fingerprint_of
 from cache.schema import (
     FORMAT_VERSION,
@@ -49,7 +49,7 @@ from cache.schema import (
     specs_from_json,
 )
 from cache.shard_writer import ShardWriter
-from cache.store_io import RowIndex, create_layout, normalise_rows
+from cache.store_io import RowIndex, check_same_layout, create_layout, normalise_rows
 
 DEFAULT_CODEC = "none"
 _MANTISSA_BITS = {"float16": 10, "float32": 23}
@@ -322,7 +322,7 @@ def create_store(
     fields = store_fields(fingerprint_fields, keepbits)
     if store_exists(url, backend, storage_options):
         store = open_store(url, "a", backend=backend, storage_options=storage_options)
-        _check_same(store, fields, (arrays, image_ids, views), shard_size)
+        check_same_layout(store, fields, (arrays, image_ids, views), shard_size)
         return store
     b = open_backend(url, "w", backend, storage_options)
     meta = create_layout(b, arrays, list(image_ids), tuple(views), shard_size, codec)
@@ -348,40 +348,6 @@ def _provenance(
     out.setdefault("package_version", _package_version())
     out.setdefault("created_at", datetime.now(UTC).isoformat(timespec="seconds"))
     return out
-
-
-def _check_same(
-    store: FeatureStore,
-    fields: dict[str, Any],
-    layout: tuple[Sequence[ArraySpec], Sequence[str], Sequence[str]],
-    shard_size: int,
-) -> None:
-    arrays, image_ids, views = layout
-    differ = diff_fields(fields, store.fingerprint_fields)
-    details = [describe_diff(store.fingerprint_fields, fields)] if differ else []
-    checks = [
-        ("arrays", sorted(store.arrays.values(), key=str), sorted(arrays, key=str)),
-        ("views", list(store.views), list(views)),
-        ("image_ids", store.image_ids, list(image_ids)),
-        ("shard_size", store.shard_size, shard_size),
-    ]
-    for name, have, given in checks:
-        if have != given:
-            differ.append(name)
-            details.append(_layout_detail(name, have, given))
-    if differ:
-        store.close()
-        raise FingerprintMismatch(
-            f"existing store {store.url} differs in {differ} (store != given: "
-            f"{'; '.join(details)}); write to another URL or delete the old store",
-            differ,
-        )
-
-
-def _layout_detail(name: str, have: Any, given: Any) -> str:
-    if name == "image_ids":
-        return f"image ids: {len(have)} in the store vs {len(given)} given"
-    return f"{name}: {have} != {given}"
 
 
 def open_store(

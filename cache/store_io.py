@@ -1,14 +1,18 @@
-"""Helpers of ``cache.store``: creating the layout, row indexing and row selections."""
+"""Helpers of ``cache.store``: creating and checking the layout, row indexing, selections."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cache.backends import STRING, Backend
+from cache.fingerprint import FingerprintMismatch, describe_diff, diff_fields
 from cache.schema import DIGEST_BYTES, ArraySpec
+
+if TYPE_CHECKING:
+    from cache.store import FeatureStore
 
 
 def _check_layout(
@@ -112,3 +116,38 @@ def normalise_rows(rows: Any, n_rows: int, url: str) -> tuple[slice | np.ndarray
     if len(idx) == 1 or (np.diff(idx) == 1).all():
         return slice(int(idx[0]), int(idx[-1]) + 1), idx
     return idx, idx
+
+
+def check_same_layout(
+    store: FeatureStore,
+    fields: dict[str, Any],
+    layout: tuple[Sequence[ArraySpec], Sequence[str], Sequence[str]],
+    shard_size: int,
+) -> None:
+    """Raise ``FingerprintMismatch`` unless an existing store matches what is asked."""
+    arrays, image_ids, views = layout
+    differ = diff_fields(fields, store.fingerprint_fields)
+    details = [describe_diff(store.fingerprint_fields, fields)] if differ else []
+    checks = [
+        ("arrays", sorted(store.arrays.values(), key=str), sorted(arrays, key=str)),
+        ("views", list(store.views), list(views)),
+        ("image_ids", store.image_ids, list(image_ids)),
+        ("shard_size", store.shard_size, shard_size),
+    ]
+    for name, have, given in checks:
+        if have != given:
+            differ.append(name)
+            details.append(_layout_detail(name, have, given))
+    if differ:
+        store.close()
+        raise FingerprintMismatch(
+            f"existing store {store.url} differs in {differ} (store != given: "
+            f"{'; '.join(details)}); write to another URL or delete the old store",
+            differ,
+        )
+
+
+def _layout_detail(name: str, have: Any, given: Any) -> str:
+    if name == "image_ids":
+        return f"image ids: {len(have)} in the store vs {len(given)} given"
+    return f"{name}: {have} != {given}"

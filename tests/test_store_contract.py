@@ -222,7 +222,6 @@ class TestZarrLocalStore(StoreContract):
         embed_files = [p for p in os.listdir(os.path.join(url, "features/embed/c"))]
         assert len(embed_files) == s.n_shards  # one shard file per shard, not per row
 
-
     @pytest.mark.parametrize("codec", ["none", "zstd", "blosc-zstd", "blosc-lz4"])
     def test_fast_reads_match_zarr(self, url, codec):
         s = self.make(url, codec=codec)
