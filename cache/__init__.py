@@ -11,26 +11,34 @@ from cache.fingerprint import (
     diff_fields,
     fingerprint_of,
 )
+from cache.root import CacheRoot
 from cache.store import (
     ArraySpec,
     FeatureStore,
     IncompleteStoreError,
     StoreError,
+    StoreNotFoundError,
     VerifyReport,
     create_store,
     open_store,
+    store_fields,
 )
+from cache.transfer import copy_store
 
 __all__ = [
     "ArraySpec",
+    "CacheRoot",
     "FeatureStore",
     "FingerprintMismatch",
     "IncompleteStoreError",
     "StoreError",
+    "StoreNotFoundError",
     "VerifyReport",
     "check_fingerprint",
+    "copy_store",
     "create_store",
     "diff_fields",
     "fingerprint_of",
     "open_store",
+    "store_fields",
 ]

@@ -236,6 +236,17 @@ class TestZarrLocalStore(StoreContract):
         np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))  # NaNs too
         assert np.isnan(got[2]).all()
 
+    def test_verify_reports_a_damaged_shard_file(self, url):
+        s = self.make(url)
+        write_all(s)
+        shard = os.path.join(url, "features", "embed", "c", "1", "0", "0", "0")
+        with open(shard, "r+b") as fh:
+            fh.seek(-3, os.SEEK_END)
+            fh.write(b"\xff\xff\xff")  # breaks the shard index checksum
+        report = s.verify()
+        assert list(report.corrupt_shards) == [1]
+        assert "embed: unreadable" in report.corrupt_shards[1][0]
+
 
 class TestZarrFsspecMemoryStore(StoreContract):
     backend = "zarr"
