@@ -25,18 +25,23 @@ def _parse_arch(values: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _checkpoint(opts: dict[str, Any]) -> str | None:
-    if opts["checkpoint"] or not opts["checkpoints_from"]:
-        return opts["checkpoint"]
-    with open(opts["checkpoints_from"], encoding="utf-8") as fh:
-        table = (yaml.safe_load(fh) or {}).get("checkpoints") or {}
-    path = table.get(opts["backbone"]) or None
+def _from_params(opts: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Checkpoint and architecture overrides of ``--backbone`` from ``--params``."""
+    if not opts["params_file"]:
+        return None, {}
+    with open(opts["params_file"], encoding="utf-8") as fh:
+        params = yaml.safe_load(fh) or {}
+    name = opts["backbone"]
+    path = (params.get("checkpoints") or {}).get(name) or None
     if path is not None and not Path(path).exists():
         raise click.BadParameter(
-            f"checkpoint {path!r} for {opts['backbone']} (from {opts['checkpoints_from']}) "
-            "does not exist", param_hint="--checkpoints-from",
+            f"checkpoint {path!r} for {name} (from {opts['params_file']}) does not exist",
+            param_hint="--params",
         )
-    return path
+    arch = (params.get("arch") or {}).get(name) or {}
+    if not isinstance(arch, dict):
+        raise click.BadParameter(f"arch.{name} must be a mapping", param_hint="--params")
+    return path, arch
 
 
 def _views(value: str) -> tuple[str, ...]:
@@ -49,9 +54,10 @@ def _views(value: str) -> tuple[str, ...]:
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=True),
               help="Local weights: SAM .pth, SD 1.5 diffusers folder, PromptIQA checkpoint. "
                    "Never downloaded. Not needed for the weight-free nss backbones.")
-@click.option("--checkpoints-from", type=click.Path(exists=True, dir_okay=False),
-              help="YAML file (e.g. params.yaml) whose 'checkpoints' mapping gives the "
-                   "checkpoint of each backbone; an empty entry means none.")
+@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML file (e.g. params.yaml) with per-backbone mappings 'checkpoints' "
+                   "(an empty entry means none) and 'arch' (overrides); the explicit "
+                   "--checkpoint and --arch options win.")
 @click.option("--random-init", is_flag=True,
               help="Random weights (tests and benchmarks only; recorded in the fingerprint).")
 @click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -94,10 +100,12 @@ def main(**opts: Any) -> None:
     Example: iqa-extract --backbone sam_vit_h --checkpoint sam_vit_h_4b8939.pth
     --manifest kadid.csv --out features/sam_vit_h/kadid10k.zarr --dtype bf16
     """
+    checkpoint, arch = _from_params(opts)
+    arch.update(_parse_arch(opts["arch"]))
     try:
         cfg = ExtractConfig(
-            backbone=opts["backbone"], checkpoint=_checkpoint(opts),
-            random_init=opts["random_init"], arch=arch_overrides(_parse_arch(opts["arch"])),
+            backbone=opts["backbone"], checkpoint=opts["checkpoint"] or checkpoint,
+            random_init=opts["random_init"], arch=arch_overrides(arch),
             device=opts["device"], dtype=opts["dtype"], batch_size=opts["batch_size"],
             views=_views(opts["views"]), storage_dtype=opts["storage_dtype"],
             shard_size=opts["shard_size"], codec=opts["codec"], which=opts["which"],
