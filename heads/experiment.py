@@ -115,6 +115,7 @@ def _one_run(
         store_fingerprint=data.fingerprint,
         label_norm=data.label_norm,
         resume=spec.resume and (run_dir / "last.pt").is_file(),
+        record=_store_record(store),
     )
     metrics, preds = _report(res, data, run_dir, spec)
     record = {
@@ -129,6 +130,15 @@ def _one_run(
     }
     _write_json(run_dir / "metrics.json", record)
     return record, preds
+
+
+def _store_record(store: FeatureStore) -> dict[str, Any]:
+    """What a checkpoint keeps of its store so the backbone can be rebuilt and checked."""
+    return {
+        "store_fields": store.fingerprint_fields,
+        "extract_config": store.attrs.get("extract_config"),
+        "dataset": store.attrs.get("dataset"),
+    }
 
 
 def _open_stores(spec: ExperimentSpec) -> tuple[FeatureStore, FeatureStore | None]:

@@ -181,6 +181,7 @@ def fit(
     label_norm: Mapping[str, Any] | None = None,
     prompt_size: int = 10,
     resume: bool = False,
+    record: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Train head ``head_name`` on ``train``; select the epoch by SRCC on ``val``.
 
@@ -200,6 +201,8 @@ def fit(
         label_norm: how targets were normalised, recorded in checkpoints.
         prompt_size: prompt images at evaluation (prompt head).
         resume: continue from ``out_dir/last.pt``.
+        record: what else checkpoints keep under ``extra`` (e.g. the store's fingerprint
+            fields and extraction settings, so ``iqa-score`` can rebuild the backbone).
     """
     _check_data(head_name, train, val)
     cfg = _resolve_config(head_name, config, train)
@@ -210,7 +213,7 @@ def fit(
     )
     out = Path(out_dir) if out_dir is not None else None
     start = _resume(st, out / "last.pt", store_fingerprint) if resume and out else 0
-    save = _saver(out, head_name, train, store_fingerprint, label_norm)
+    save = _saver(out, head_name, train, store_fingerprint, label_norm, record)
     loss_cfg = loss or get_head(head_name).loss
     bar = tqdm(range(start, epochs), desc=head_name, disable=None, leave=False)
     for epoch in bar:
@@ -254,14 +257,23 @@ def _one_epoch(
 
 
 def _saver(
-    out: Path | None, head: str, train: TrainData, fingerprint: str, label_norm: Any
+    out: Path | None,
+    head: str,
+    train: TrainData,
+    fingerprint: str,
+    label_norm: Any,
+    record: Mapping[str, Any] | None,
 ) -> Callable[..., None] | None:
     if out is None:
         return None
     out.mkdir(parents=True, exist_ok=True)
 
     def save(name: str, st: _State, epoch: int, full: bool = False) -> None:
-        extra: dict[str, Any] = {"best_epoch": st.best_epoch, "best_srcc": st.best_srcc}
+        extra: dict[str, Any] = {
+            **(record or {}),
+            "best_epoch": st.best_epoch,
+            "best_srcc": st.best_srcc,
+        }
         if full:
             extra |= {
                 "generator": st.generator.get_state(),
