@@ -12,11 +12,12 @@ with meaningful numbers on a fresh machine with no dataset download.
 
 References: colour photographs that ship inside the scikit-image wheel and load with no
 network (``skimage.data``: astronaut, chelsea, coffee, rocket, immunohistochemistry,
-retina, hubble_deep_field, stereo_motorcycle). The last two are large, so each also
-gives a second, non-overlapping half; halves of one photo share a ``group``, so splits
-stay content-disjoint. Grey-scale photos are left out: a saturation change would not
-alter them. Each reference is centre-cropped to the target aspect ratio and resized
-(Lanczos) to ``size``.
+retina, hubble_deep_field, stereo_motorcycle) and grey-scale ones (camera, coins, moon,
+clock, grass, gravel). The two large colour photos each also give a second,
+non-overlapping half; halves of one photo share a ``group``, so splits stay
+content-disjoint. Grey-scale photos get a fixed warm tone (``GREY_TONE``) so that a
+saturation change alters them too. Each reference is centre-cropped to the target aspect
+ratio and resized (Lanczos) to ``size``.
 
 Distortions follow KADID-10k's types (Lin et al. 2019) in spirit, not its exact
 parameters: the levels below were chosen so SSIM (hence the label) falls strictly with
@@ -117,7 +118,17 @@ REFERENCES: dict[str, tuple[str, str, int | None]] = {
     "motorcycle_a": ("stereo_motorcycle", "motorcycle", 0),
     "hubble_b": ("hubble_deep_field", "hubble_deep_field", 1),
     "motorcycle_b": ("stereo_motorcycle", "motorcycle", 1),
+    "camera": ("camera", "camera", None),
+    "coins": ("coins", "coins", None),
+    "moon": ("moon", "moon", None),
+    "clock": ("clock", "clock", None),
+    "grass": ("grass", "grass", None),
+    "gravel": ("gravel", "gravel", None),
 }
+
+# Grey-scale photographs get this fixed warm tone (an RGB gain per channel), so colour
+# distortions (saturation) change them as they change a colour photograph.
+GREY_TONE = (1.0, 0.86, 0.68)
 
 
 def pseudo_mos(ssim: float) -> float:
@@ -132,6 +143,8 @@ def _source_array(loader: str, half: int | None) -> np.ndarray:
     if half is not None:
         mid = arr.shape[1] // 2
         arr = arr[:, :mid] if half == 0 else arr[:, mid:]  # (H, W/2, 3)
+    if arr.ndim == 2:  # grey-scale photograph: a fixed warm tone
+        arr = np.rint(arr[..., None] * np.asarray(GREY_TONE)).astype(np.uint8)  # (H, W, 3)
     return np.ascontiguousarray(arr[..., :3])
 
 
@@ -199,7 +212,7 @@ def _distorted_rows(
 def build_demo(
     out_dir: str | os.PathLike[str],
     seed: int = 0,
-    n_refs: int = 10,
+    n_refs: int = 16,
     levels: int = 5,
     size: tuple[int, int] = (192, 256),
     *,
@@ -213,7 +226,7 @@ def build_demo(
     Args:
         out_dir: output folder (``refs/``, ``images/``, ``manifest.csv``, ``splits/``).
         seed: seeds the noise patterns and the splits; same seed, byte-identical files.
-        n_refs: number of references (up to 10), taken in :data:`REFERENCES` order.
+        n_refs: number of references (up to 16), taken in :data:`REFERENCES` order.
         levels: levels per distortion (1-5, spread over the 5 defined levels).
         size: (height, width) of every image.
         distortions: distortion names (default: all of :data:`DISTORTIONS`).

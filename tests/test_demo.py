@@ -87,7 +87,7 @@ def test_pseudo_mos_mapping() -> None:
     ("kwargs", "message"),
     [
         ({"levels": 6}, "levels must be between 1 and 5"),
-        ({"n_refs": 11}, "n_refs must be between 1 and 10"),
+        ({"n_refs": 17}, "n_refs must be between 1 and 16"),
         ({"distortions": ["blurr"]}, "unknown distortion\\(s\\) \\['blurr'\\]"),
         ({"size": (8, 8)}, "size must be at least 16x16"),
     ],
