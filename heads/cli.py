@@ -8,9 +8,11 @@ by a flag go through ``--set key=value`` (the value parsed as JSON when it can b
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
 from cache.manifest import ManifestError
 from cache.store import IncompleteStoreError, StoreError
@@ -44,6 +46,32 @@ def _overrides(values: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _split_files(paths: tuple[str, ...]) -> list[str]:
+    """Split files, a folder standing for its sorted ``*.json`` files."""
+    out: list[str] = []
+    for path in paths:
+        if Path(path).is_dir():
+            found = sorted(str(p) for p in Path(path).glob("*.json"))
+            if not found:
+                raise click.BadParameter(f"no split files (*.json) in {path}",
+                                         param_hint="--split")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
+def _params_overrides(path: str | None, head: str) -> dict[str, Any]:
+    if path is None:
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        table = (yaml.safe_load(fh) or {}).get("head_config") or {}
+    values = table.get(head) or {}
+    if not isinstance(values, dict):
+        raise click.BadParameter(f"head_config.{head} must be a mapping", param_hint="--params")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--head", required=True, type=click.Choice(sorted(HEADS)), help="Head to train.")
 @click.option("--features", required=True, help="Feature store (path or URL).")
@@ -54,10 +82,15 @@ def _overrides(values: tuple[str, ...]) -> dict[str, Any]:
     "splits",
     required=True,
     multiple=True,
-    type=click.Path(dir_okay=False),
-    help="Split file; repeat for several splits.",
+    type=click.Path(exists=True),
+    help="Split file, or a folder of split_NN.json files; repeatable.",
 )
-@click.option("--repeats", default=1, show_default=True, help="Seeds to run on a single split.")
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    help="With several splits: train on the first N (content-disjoint repeats; the papers "
+    "report the median). With one split file: N seeds on it. Default: every split given.",
+)
 @click.option("--epochs", default=100, show_default=True)
 @click.option("--batch-size", default=16, show_default=True, help="Rows (prompt: group) per step.")
 @click.option("--lr", default=1e-4, show_default=True)
@@ -67,10 +100,40 @@ def _overrides(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 @click.option("--written-only", is_flag=True, help="Drop images whose rows are not written.")
 @click.option("--set", "sets", multiple=True, help="Head config field, key=value (repeatable).")
-def main(sets: tuple[str, ...], splits: tuple[str, ...], **kwargs: Any) -> None:
-    """Train a head on cached features and write model.pt, metrics.json, curves.csv and
-    predictions.csv under OUT."""
-    spec = ExperimentSpec(splits=splits, overrides=_overrides(sets), **kwargs)
+@click.option(
+    "--params",
+    "params_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML file (e.g. params.yaml) whose 'head_config' mapping gives config fields per "
+    "head; --set wins.",
+)
+def main(
+    sets: tuple[str, ...],
+    splits: tuple[str, ...],
+    repeats: int | None,
+    params_file: str | None,
+    **kwargs: Any,
+) -> None:
+    """Train a head on cached features (never a backbone) and evaluate it.
+
+    Model selection uses the validation part of each split only; the test part is scored
+    once at the end. Writes model.pt, metrics.json (val and test SRCC, PLCC, KRCC, RMSE;
+    with several splits also per-split results and their median/mean/std), curves.csv and
+    predictions.csv under OUT (one run_NN/ folder per split when there are several).
+
+    Example: iqa-train-head --head sfem_fr --features features/kadid10k/sam_vit_h.zarr
+    --manifest data/kadid10k/manifest.csv --split data/kadid10k/splits --repeats 10
+    --out runs/sfem_fr-kadid10k
+    """
+    files = _split_files(splits)
+    if len(files) > 1:
+        if repeats is not None and repeats > len(files):
+            raise click.BadParameter(f"--repeats {repeats} but only {len(files)} split files",
+                                     param_hint="--repeats")
+        files, repeats = files[:repeats] if repeats else files, 1
+    overrides = {**_params_overrides(params_file, kwargs["head"]), **_overrides(sets)}
+    spec = ExperimentSpec(splits=tuple(files), overrides=overrides, repeats=repeats or 1,
+                          **kwargs)
     try:
         plan_runs(spec)
     except ValueError as err:

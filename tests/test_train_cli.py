@@ -214,19 +214,12 @@ def test_unwritten_rows_are_refused_unless_written_only(files) -> None:
 def test_usage_errors(files) -> None:
     split = str(files / "split_0.json")
     res = _run(
-        files,
-        "--head",
-        "sfem_nr",
-        "--split",
-        split,
-        "--split",
-        split,
-        "--repeats",
-        "2",
-        "--out",
-        str(files / "x"),
+        files, "--head", "sfem_nr", "--split", split, "--split", split, "--repeats", "3",
+        "--out", str(files / "x"),
     )
-    assert res.exit_code == 2 and "not both" in res.output
+    assert res.exit_code == 2 and "only 2 split files" in res.output
+    res = _run(files, "--head", "sfem_nr", "--split", str(files / "x"), "--out", str(files / "y"))
+    assert res.exit_code == 2 and "does not exist" in res.output
     res = _run(
         files, "--head", "sfem_nr", "--split", split, "--set", "oops", "--out", str(files / "x")
     )
@@ -266,3 +259,25 @@ def test_lazy_rows_match_the_preloaded_part(files, ref: bool) -> None:
     row = store.row_of(ram.train.ids[3], "hflip")
     expected = store.read([row], ["embed"])["embed"][0]
     assert torch.equal(ram.train.features["embed"][3, 1], torch.from_numpy(expected))
+
+
+def test_split_folder_repeats_and_params(files) -> None:
+    folder = files / "splits"
+    folder.mkdir()
+    for n in range(2):
+        (folder / f"split_{n:02d}.json").write_text((files / f"split_{n}.json").read_text())
+    params = files / "params.yaml"
+    params.write_text("head_config:\n  sfem_nr: {width: 6, scales: [1], pool_size: 4}\n")
+    out = files / "folder"
+    res = _run(files, "--head", "sfem_nr", "--split", str(folder), "--params", str(params),
+               "--out", str(out))
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["split"] for r in metrics["runs"]] == [str(folder / "split_00.json"),
+                                                       str(folder / "split_01.json")]
+    assert read_checkpoint(out / "run_00" / "model.pt")["config"]["width"] == 6
+    one = files / "one"
+    res = _run(files, "--head", "sfem_nr", "--split", str(folder), "--repeats", "1",
+               "--params", str(params), "--out", str(one))
+    assert res.exit_code == 0, res.output
+    assert json.loads((one / "metrics.json").read_text())["split"].endswith("split_00.json")
