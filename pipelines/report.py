@@ -174,5 +174,5 @@ def write_report(
     (out / "table.json").write_text(json.dumps(table, indent=1, sort_keys=True) + "\n",
                                     encoding="utf-8")
     for run in runs:
-        write_scatter(run, out / "scatter", run.path.name)
+        write_scatter(run, out / "scatter", f"{run.dataset}-{run.backbone}-{run.head}")
     return table

@@ -1,0 +1,127 @@
+"""End to end on tiny data: extract -> train -> iqa-score and iqa-eval."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from cache.manifest import DatasetInfo, Manifest, ManifestRow, Split, write_manifest, write_split
+from extract.run import ExtractConfig, arch_overrides, run_extract
+from extract.sam import build_sam_vit_b
+from heads.experiment import ExperimentSpec, run_experiment
+from pipelines.eval_cli import main as eval_main
+from pipelines.score_cli import main as score_main
+
+SAM_TINY = {"img_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2, "window_size": 2,
+            "global_attn_indexes": [1]}
+NSS_TINY = {"size": 32, "grid": 8}
+HEAD_TINY = {"width": 4, "scales": (1,), "pool_size": 4}
+
+
+def _image(seed: int, blur: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:40, 0:48]
+    img = np.stack([np.sin(xx / (3 + seed)), np.cos(yy / 4), np.sin((xx + yy) / 5)], -1)
+    img = (img * 90 + 128 + rng.normal(0, 20 - 4 * blur, img.shape)).clip(0, 255)
+    return img.astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 references x 4 levels of noise; score falls with the noise level."""
+    root = tmp_path_factory.mktemp("tiny")
+    rows = []
+    for r in range(4):
+        Image.fromarray(_image(r, 4)).save(root / f"ref{r}.png")
+        for level in range(4):
+            name = f"d{r}_{level}.png"
+            Image.fromarray(_image(r, level)).save(root / name)
+            rows.append(ManifestRow(image=name, ref=f"ref{r}.png", score=1.0 + level,
+                                    group=f"ref{r}", distortion="noise"))
+    write_manifest(Manifest(DatasetInfo("tiny", score_range=(1, 5)), tuple(rows)),
+                   root / "manifest.csv")
+    ids = [r.image for r in rows]
+    split = Split(train=tuple(ids[:8]), val=tuple(ids[8:12]), test=tuple(ids[12:]))
+    write_split(split, root / "splits" / "split_00.json")
+    return root
+
+
+def _train(root: Path, store: str, head: str, out: str) -> Path:
+    run_experiment(ExperimentSpec(
+        head=head, features=store, manifest=str(root / "manifest.csv"),
+        splits=(str(root / "splits" / "split_00.json"),), out=out, epochs=2, batch_size=4,
+        lr=1e-3, overrides=dict(HEAD_TINY),
+    ))
+    return Path(out)
+
+
+def test_score_matches_training_predictions(dataset: Path, tmp_path: Path) -> None:
+    cfg = ExtractConfig(backbone="nss", arch=arch_overrides(NSS_TINY), shard_size=4)
+    store = run_extract(cfg, dataset / "manifest.csv", out=str(tmp_path / "f.zarr"),
+                        progress=False).store
+    run = _train(dataset, store, "sfem_fr", str(tmp_path / "fr"))
+    res = CliRunner().invoke(score_main, [
+        str(dataset / "d3_1.png"), "--ref", str(dataset / "ref3.png"),
+        "--head", str(run / "model.pt"), "--json",
+    ])
+    assert res.exit_code == 0, res.output
+    scored = json.loads(res.output)[0]
+    with open(run / "predictions.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["id"] == "d3_1.png")
+    assert scored["quality"] == pytest.approx(float(row["prediction"]), abs=1e-5)
+    assert scored["score"] == pytest.approx(1 + 4 * scored["quality"], abs=1e-5)
+    res = CliRunner().invoke(score_main, [str(dataset / "d3_1.png"), "--head",
+                                          str(run / "model.pt")])
+    assert res.exit_code == 1 and "full-reference" in res.output
+
+
+def test_score_refuses_other_backbone_weights(dataset: Path, tmp_path: Path) -> None:
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_sam_vit_b(None, random_init=True, **SAM_TINY)
+        state = {f"image_encoder.{k}": v for k, v in model.image_encoder.state_dict().items()}
+        paths.append(tmp_path / f"sam{seed}.pth")
+        torch.save(state, paths[-1])
+    cfg = ExtractConfig(backbone="sam_vit_b", checkpoint=str(paths[0]),
+                        arch=arch_overrides(SAM_TINY), shard_size=8)
+    store = run_extract(cfg, dataset / "manifest.csv", out=str(tmp_path / "sam.zarr"),
+                        progress=False).store
+    run = _train(dataset, store, "sfem_nr", str(tmp_path / "nr"))
+    image = str(dataset / "d0_0.png")
+    ok = CliRunner().invoke(score_main, [image, "--head", str(run / "model.pt"),
+                                         "--checkpoint", str(paths[0])])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(score_main, [image, "--head", str(run / "model.pt"),
+                                          "--checkpoint", str(paths[1])])
+    assert bad.exit_code == 1 and "weights_sha256" in bad.output
+
+
+def test_eval_table_with_baselines_and_scatter(dataset: Path, tmp_path: Path) -> None:
+    cfg = ExtractConfig(backbone="nss", arch=arch_overrides(NSS_TINY), shard_size=4)
+    store = run_extract(cfg, dataset / "manifest.csv", out=str(tmp_path / "f.zarr"),
+                        progress=False).store
+    run = _train(dataset, store, "sfem_fr", str(tmp_path / "runs" / "fr"))
+    out = tmp_path / "reports"
+    res = CliRunner().invoke(eval_main, [str(run), "--out", str(out), "--manifest",
+                                         f"tiny={dataset / 'manifest.csv'}"])
+    assert res.exit_code == 0, res.output
+    table = json.loads((out / "table.json").read_text())
+    methods = table["tiny"]
+    assert {"sfem_fr (nss)", "psnr", "ssim"} <= set(methods)
+    # the test part is one reference whose score rises as its noise falls: PSNR ranks it
+    assert methods["psnr"]["srcc"]["median"] == pytest.approx(1.0)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert methods["sfem_fr (nss)"]["srcc"]["median"] == pytest.approx(metrics["test"]["srcc"])
+    assert "| sfem_fr (nss) |" in (out / "table.md").read_text()
+    scatter = out / "scatter" / "tiny-nss-sfem_fr"
+    assert scatter.with_suffix(".png").stat().st_size > 0
+    with open(scatter.with_suffix(".csv"), newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 4
