@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 import yaml
+from click.core import ParameterSource
 
 from cache.manifest import ManifestError
 from cache.store import IncompleteStoreError, StoreError
@@ -21,6 +22,8 @@ from heads.data import StoreDataError
 from heads.experiment import ExperimentSpec, plan_runs, run_experiment
 from heads.registry import HEADS
 from heads.specs import HeadConfigError
+
+TRAIN_KEYS = {"epochs": int, "lr": float, "batch_size": int}
 
 EXPECTED = (
     CheckpointError,
@@ -61,15 +64,30 @@ def _split_files(paths: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _params_overrides(path: str | None, head: str) -> dict[str, Any]:
+def _params_section(path: str | None, section: str, head: str) -> dict[str, Any]:
+    """``<section>.<head>`` of a params YAML file (lists become tuples)."""
     if path is None:
         return {}
     with open(path, encoding="utf-8") as fh:
-        table = (yaml.safe_load(fh) or {}).get("head_config") or {}
+        table = (yaml.safe_load(fh) or {}).get(section) or {}
     values = table.get(head) or {}
     if not isinstance(values, dict):
-        raise click.BadParameter(f"head_config.{head} must be a mapping", param_hint="--params")
+        raise click.BadParameter(f"{section}.{head} must be a mapping", param_hint="--params")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _params_training(path: str | None, head: str) -> dict[str, Any]:
+    """Training options from ``head_train.<head>`` that the command line left at default."""
+    values = _params_section(path, "head_train", head)
+    unknown = sorted(set(values) - set(TRAIN_KEYS))
+    if unknown:
+        raise click.BadParameter(f"head_train.{head}: unknown keys {unknown}; allowed: "
+                                 f"{list(TRAIN_KEYS)}", param_hint="--params")
+    ctx = click.get_current_context()
+    return {
+        k: TRAIN_KEYS[k](v) for k, v in values.items()
+        if ctx.get_parameter_source(k) is ParameterSource.DEFAULT
+    }
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,8 +122,9 @@ def _params_overrides(path: str | None, head: str) -> dict[str, Any]:
     "--params",
     "params_file",
     type=click.Path(exists=True, dir_okay=False),
-    help="YAML file (e.g. params.yaml) whose 'head_config' mapping gives config fields per "
-    "head; --set wins.",
+    help="YAML file (e.g. params.yaml): 'head_config.<head>' gives config fields (--set "
+    "wins) and 'head_train.<head>' gives epochs, lr and batch_size (options given on the "
+    "command line win).",
 )
 def main(
     sets: tuple[str, ...],
@@ -131,7 +150,8 @@ def main(
             raise click.BadParameter(f"--repeats {repeats} but only {len(files)} split files",
                                      param_hint="--repeats")
         files, repeats = files[:repeats] if repeats else files, 1
-    overrides = {**_params_overrides(params_file, kwargs["head"]), **_overrides(sets)}
+    kwargs.update(_params_training(params_file, kwargs["head"]))
+    overrides = {**_params_section(params_file, "head_config", kwargs["head"]), **_overrides(sets)}
     spec = ExperimentSpec(splits=tuple(files), overrides=overrides, repeats=repeats or 1,
                           **kwargs)
     try:

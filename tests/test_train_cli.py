@@ -281,3 +281,29 @@ def test_split_folder_repeats_and_params(files) -> None:
                "--params", str(params), "--out", str(one))
     assert res.exit_code == 0, res.output
     assert json.loads((one / "metrics.json").read_text())["split"].endswith("split_00.json")
+
+
+def test_params_training_options_yield_to_the_command_line(files) -> None:
+    params = files / "params.yaml"
+    params.write_text("head_train:\n  sfem_nr: {epochs: 2, lr: 0.01}\n"
+                      "head_config:\n  sfem_nr: {width: 6, scales: [1], pool_size: 4}\n")
+    split = str(files / "split_0.json")
+    out = files / "p"
+    # _run passes --epochs 3 explicitly: it wins over head_train's 2
+    res = _run(files, "--head", "sfem_nr", "--split", split, "--params", str(params),
+               "--out", str(out))
+    assert res.exit_code == 0, res.output
+    with open(out / "curves.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 3
+    alone = files / "q"
+    res = CliRunner().invoke(main, [
+        "--features", str(files / "f.zarr"), "--manifest", str(files / "manifest.csv"),
+        "--head", "sfem_nr", "--split", split, "--params", str(params), "--out", str(alone),
+    ])
+    assert res.exit_code == 0, res.output
+    with open(alone / "curves.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 2  # head_train's epochs, not the default 100
+    params.write_text("head_train:\n  sfem_nr: {epoch: 2}\n")
+    res = _run(files, "--head", "sfem_nr", "--split", split, "--params", str(params),
+               "--out", str(out))
+    assert res.exit_code == 2 and "unknown keys ['epoch']" in res.output
