@@ -22,12 +22,8 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models on 2 shared cores: one thread avoids oversubscription.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_reference_parameter_count() -> None:

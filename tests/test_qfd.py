@@ -19,12 +19,8 @@ TINY_SPECS = {"up0": (6, 4, 4), "up1": (5, 8, 8), "lvl": (3, 8, 8)}
 TINY = {"width": 8, "se_reduction": 4, "reduce": (4, 2), "hidden": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models on 2 shared cores: one thread avoids oversubscription.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_reference_parameter_count_on_meta_device() -> None:

@@ -15,12 +15,8 @@ SPECS = {"embed": (8, 16, 16)}
 TINY = {"width": 16, "scales": (1, 2), "pool_size": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models on 2 shared cores: one thread avoids oversubscription.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _identity_unit(channels: int) -> FourierUnit:

@@ -27,12 +27,8 @@ PROMPT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models on 2 shared cores: one thread avoids oversubscription.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _maps(n: int, seed: int, name: str, *, views: int = 1, refs: bool = False) -> TrainData:

@@ -32,12 +32,8 @@ DIST = [f"dist/r{i}_{k}.png" for i in range(3) for k in range(8)]
 TINY = ["--set", "width=8", "--set", "scales=[1, 2]", "--set", "pool_size=4"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models on 2 shared cores: one thread avoids oversubscription.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scores() -> dict[str, float]:
