@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_features(x)
 
-    def freeze(self) -> Backbone:
+    def freeze(self) -> Self:
         """Evaluation mode, no gradients: the state every extraction runs in."""
         self.eval().requires_grad_(False)
         return self

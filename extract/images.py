@@ -91,7 +91,9 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
             target = ImageCms.createProfile("sRGB")
-            return ImageCms.profileToProfile(image, source, target, outputMode="RGB")
+            converted = ImageCms.profileToProfile(image, source, target, outputMode="RGB")
+            if converted is not None:
+                return converted
         except (ImageCms.PyCMSError, OSError):
             pass  # a broken profile: fall back to Pillow's plain conversion
     return image.convert("RGB")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -88,6 +88,9 @@ def _cnn(in_dim: int, stages: tuple[tuple[int, int, int], ...], grid: int) -> nn
 class MoNet(Backbone):
     """MoNet image encoder: ViT-B/8 taps -> 3 x MAL(4) -> MAL(3) -> Block -> CNN."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, config: MoNetConfig) -> None:
         super().__init__()
         self.name, self.config = "monet", config
@@ -134,9 +137,10 @@ class MoNet(Backbone):
 
     def vit_tokens(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Patch tokens after each tapped block, before the final norm: ``(B, S*S, C)`` each."""
-        return self.vit.forward_intermediates(
+        taps = self.vit.forward_intermediates(
             x, indices=list(self.config.taps), norm=False, output_fmt="NLC", intermediates_only=True
         )
+        return cast(list[torch.Tensor], taps)  # intermediates_only: a list per tap
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         b, c, s = x.shape[0], self.config.embed_dim, self.config.grid

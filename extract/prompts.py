@@ -61,7 +61,8 @@ class PromptBank:
         unknown = sorted(set(options) - {"qualities", "scenes", "distortions", "template"})
         if unknown:
             raise BackboneError(f"prompt bank: unknown field(s) {unknown}")
-        return cls(**{k: v if k == "template" else tuple(v) for k, v in options.items()})
+        fields: dict[str, Any] = {k: v if k == "template" else tuple(v) for k, v in options.items()}
+        return cls(**fields)
 
     def sentences(self) -> list[str]:
         return [
@@ -99,7 +100,9 @@ def load_text_model(path: Path, pooling: str) -> Any:
     if not path.is_dir():
         raise BackboneError(f"text model folder not found: {path}")
     cls = CLIPTextModelWithProjection if pooling == "eos_proj" else CLIPTextModel
-    model, info = cls.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
+    model, info = cls.from_pretrained(  # type: ignore[misc]  # a (model, info) pair here
+        str(path), local_files_only=True, output_loading_info=True
+    )
     missing = sorted(info.get("missing_keys", []))
     if missing:
         hint = (

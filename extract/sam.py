@@ -56,6 +56,9 @@ class SamEncoder(Backbone):
         arch: ``ImageEncoderViT`` arguments (see ``VARIANTS``; JSON-able).
     """
 
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
     def __init__(self, name: str, arch: dict[str, Any]) -> None:
         super().__init__()
         self.name = name

@@ -127,6 +127,8 @@ def _jsonable(config: Any) -> dict[str, Any]:
 class SD15UNet(Backbone):
     """Frozen SD 1.5 VAE + U-Net giving the four up-block maps of DP-IQA."""
 
+    prompt_embeds: torch.Tensor
+
     def __init__(self, vae: Any, unet: Any, prompts: torch.Tensor, options: dict[str, Any]):
         super().__init__()
         _check_plain_unet(unet)
@@ -144,7 +146,7 @@ class SD15UNet(Backbone):
     def _declared_outputs(self, size: int) -> dict[str, tuple[int, ...]]:
         side = size // 2 ** (len(self.vae.config.block_out_channels) - 1)  # latent side
         side //= 2 ** (len(self.unet.down_blocks) - 1)  # after the down path
-        shapes = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for i, block in enumerate(self.unet.up_blocks):
             side *= 1 if block.upsamplers is None else 2
             shapes[f"up{i}"] = (block.resnets[-1].conv2.out_channels, side, side)
@@ -229,7 +231,7 @@ def _random_parts(opts: dict[str, Any], bank: PromptBank) -> tuple:
     unet = UNet2DConditionModel(**{**SD15_UNET, **(opts["unet"] or {})})
     vae = AutoencoderKL(**{**SD15_VAE, **(opts["vae"] or {})})
     gen = torch.Generator().manual_seed(0)
-    dim = unet.config.cross_attention_dim
+    dim = int(unet.config["cross_attention_dim"])  # type: ignore[attr-defined]
     prompts = torch.randn(len(bank.sentences()), dim, generator=gen)
     return vae, unet, prompts, RANDOM_INIT, "random"
 

@@ -96,7 +96,8 @@ def compute_shard(
     for name, spec in store.arrays.items():
         features[name] = np.full((len(rows), *spec.shape), np.nan, dtype=spec.dtype)
     if ok:
-        out = _forward_rows(backbone, [rows[i].tensor for i in ok], batch_size, dtype)
+        tensors = [t for t in (rows[i].tensor for i in ok) if t is not None]
+        out = _forward_rows(backbone, tensors, batch_size, dtype)
         for name, values in out.items():
             features[name][ok] = values.astype(features[name].dtype)
     valid = np.array([v.valid_hw for v in rows], dtype=np.int32).reshape(len(rows), 2)

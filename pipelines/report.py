@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,7 +160,7 @@ def write_scatter(run: RunSummary, out_dir: Path, name: str) -> tuple[Path, Path
 def write_report(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
-    manifests: dict[str, str | Path],
+    manifests: Mapping[str, str | Path],
     *,
     baselines: bool = True,
 ) -> dict[str, dict[str, dict[str, Any]]]:

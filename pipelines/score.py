@@ -116,7 +116,7 @@ def score_images(
         raise ScoreError("the prompt head needs --prompt prompt.csv (image,score rows)")
     feats, valid = _features(backbone, cfg, images)
     with torch.no_grad():
-        if getattr(head, "grouped", False):
+        if prompt_csv and getattr(head, "grouped", False):
             quality = head.predict(feats, _prompt(backbone, cfg, head, ckpt, prompt_csv), valid)
         else:
             ref = None
