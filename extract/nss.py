@@ -45,7 +45,7 @@ SIGMA = 7 / 6
 C_STAB = 1.0
 N_MAPS = 5  # MSCN + 4 paired products
 N_STATS = 3  # mean, mean |x|, variance
-_DEFAULTS = {"size": 512, "grid": 64, "colour": False}
+_DEFAULTS = {"size": 512, "grid": 64, "colour": False, "moments": False}
 
 
 def _shift_product(m: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -68,19 +68,27 @@ def _gaussian_blur(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, KERNEL, 1).expand(c, 1, KERNEL, 1), groups=c)
 
 
-def mscn(x: torch.Tensor) -> torch.Tensor:
-    """MSCN coefficients of a ``(B, C, H, W)`` 0-255 image (Gaussian 7x7, sigma 7/6)."""
+def local_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian-weighted local mean and standard deviation, each ``(B, C, H, W)``."""
     c = x.shape[1]
     moments = _gaussian_blur(torch.cat([x, x * x], dim=1))  # (B, 2C, H, W)
     mu, second = moments[:, :c], moments[:, c:]
-    return (x - mu) / ((second - mu * mu).clamp_min(0).sqrt() + C_STAB)
+    return mu, (second - mu * mu).clamp_min(0).sqrt()
 
 
-def nss_maps(x: torch.Tensor) -> torch.Tensor:
-    """MSCN and its 4 neighbour products: ``(B, C, H, W)`` -> ``(B, 5C, H, W)``."""
+def mscn(x: torch.Tensor) -> torch.Tensor:
+    """MSCN coefficients of a ``(B, C, H, W)`` 0-255 image (Gaussian 7x7, sigma 7/6)."""
+    mu, sigma = local_moments(x)
+    return (x - mu) / (sigma + C_STAB)
+
+
+def nss_maps(x: torch.Tensor, moments: bool = False) -> torch.Tensor:
+    """MSCN and its 4 neighbour products, ``(B, C, H, W)`` -> ``(B, 5C, H, W)``; with
+    ``moments`` also the local mean and standard deviation (/255): ``(B, 7C, H, W)``."""
     m = mscn(x)
     products = [_shift_product(m, dy, dx) for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1))]
-    return torch.cat([m, *products], dim=1)  # (B, 5C, H, W)
+    extra = [v / 255.0 for v in local_moments(x)] if moments else []
+    return torch.cat([m, *products, *extra], dim=1)  # (B, 5C | 7C, H, W)
 
 
 def local_stats(maps: torch.Tensor, grid: int) -> torch.Tensor:
@@ -108,9 +116,14 @@ class NSSBackbone(Backbone):
         size: side of the squash-resized input.
         grid: side of the full-scale output map (the half scale gives ``grid // 2``).
         colour: add the two colour-opponent channels.
+        moments: add the local mean and standard deviation (/255) as two more maps. MSCN
+            divides them out, which makes BRISQUE blind to brightness, contrast and
+            saturation changes; these maps keep them visible (not part of BRISQUE).
     """
 
-    def __init__(self, multi_level: bool, size: int, grid: int, colour: bool) -> None:
+    def __init__(
+        self, multi_level: bool, size: int, grid: int, colour: bool, moments: bool
+    ) -> None:
         super().__init__()
         if size % 2 or grid % 2 or size < 2 * KERNEL or grid > size // 2:
             raise BackboneError(
@@ -118,8 +131,9 @@ class NSSBackbone(Backbone):
             )
         self.name = "nss_ml" if multi_level else "nss"
         self.multi_level, self.size, self.grid, self.colour = multi_level, size, grid, colour
+        self.moments = moments
         self.weights_sha256 = WEIGHT_FREE
-        per_scale = (3 if colour else 1) * N_MAPS * N_STATS
+        per_scale = (3 if colour else 1) * (N_MAPS + 2 * moments) * N_STATS
         if multi_level:
             self.outputs = {
                 "lvl0": (per_scale, grid, grid),
@@ -135,7 +149,7 @@ class NSSBackbone(Backbone):
             "colour": self.colour,
             "window": [KERNEL, SIGMA],
             "stats": ["mean", "mean_abs", "var"],
-            "maps": ["mscn", "h", "v", "d1", "d2"],
+            "maps": ["mscn", "h", "v", "d1", "d2"] + (["mu", "sigma"] if self.moments else []),
         }
 
     def preprocessing(self) -> dict[str, Any]:
@@ -154,7 +168,8 @@ class NSSBackbone(Backbone):
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         channels = opponent_channels(x.float(), self.colour)  # (B, 1|3, H, W)
         half = F.avg_pool2d(channels, 2)  # (B, 1|3, H/2, W/2)
-        full_maps, half_maps = nss_maps(channels), nss_maps(half)
+        full_maps = nss_maps(channels, self.moments)
+        half_maps = nss_maps(half, self.moments)
         if self.multi_level:
             return {
                 "lvl0": local_stats(full_maps, self.grid),

@@ -76,3 +76,23 @@ def test_bad_options() -> None:
         build_nss("weights.pth")
     with pytest.raises(BackboneError, match=r"unknown option\(s\) \['sise'\]"):
         build_nss(sise=3)
+
+
+def test_moments_make_brightness_and_contrast_visible() -> None:
+    """MSCN divides out local mean and contrast; the optional moment maps keep them."""
+    photo = _photo()[::4, ::4]  # (96, 128, 3)
+    darker = (photo.astype(np.float64) * 0.5).astype(np.uint8)
+    plain = build_nss(size=64, grid=8)
+    with_moments = build_nss(size=64, grid=8, moments=True)
+    assert with_moments.outputs["nss"][0] == plain.outputs["nss"][0] * 7 // 5
+    assert with_moments.arch_config()["maps"][-2:] == ["mu", "sigma"]
+
+    def change(model: torch.nn.Module) -> float:
+        a, b = _features(model, photo), _features(model, darker)
+        return float((a - b).abs().mean() / a.abs().mean())
+
+    assert change(with_moments) > 2 * change(plain)  # measured: 0.21 vs 0.07
+    # the BRISQUE maps themselves are the same with or without the moments
+    n = plain.outputs["nss"][0] // 2  # per scale: maps x stats, moments appended per scale
+    full = _features(with_moments, photo)[0]
+    assert torch.allclose(full[: n // 3], _features(plain, photo)[0][: n // 3])
