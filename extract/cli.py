@@ -67,7 +67,8 @@ def _views(value: str) -> tuple[str, ...]:
               "fingerprint if one is there, otherwise extract into it.")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default="fp32",
-              show_default=True, help="Compute dtype (autocast). bf16 is ~3x faster on CPU.")
+              show_default=True, help="Compute dtype (autocast). Use bf16/fp16 on GPUs; on a CPU "
+              "bf16 speed depends on the torch build and the processor: measure first.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--views", default="identity", show_default=True,
               help="Comma-separated pixel views stored as extra rows: identity,hflip,vflip.")
