@@ -178,7 +178,7 @@ class RegressionBlock(nn.Module):
 
     def __init__(self, cin: int, width: int) -> None:
         super().__init__()
-        half, quarter = max(width // 2, 1), max(width // 4, 1)
+        half, quarter = max(width // 2, 8), max(width // 4, 8)  # >= 8 units: no dead-ReLU collapse
         self.convs = nn.Sequential(
             nn.Conv2d(cin, width, 3, padding=1),
             nn.ReLU(),
