@@ -25,6 +25,24 @@ def digest(data: np.ndarray) -> bytes:
     return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).digest()
 
 
+def bit_round(arr: np.ndarray, keepbits: int | None) -> np.ndarray:
+    """Lossy mantissa rounding to ``keepbits`` bits (numcodecs ``BitRound``); None: as is."""
+    if keepbits is None:
+        return arr
+    return BitRound(keepbits=keepbits).encode(arr).view(arr.dtype).reshape(arr.shape)
+
+
+def storage_values(arr: np.ndarray, dtype: str, keepbits: int | None = None) -> np.ndarray:
+    """The values a store keeps for ``arr``: cast to ``dtype``, then bit-rounded.
+
+    Scoring new images applies this too, so a head sees the numbers it was trained on.
+    Overflow becomes inf (a store records such rows as failures).
+    """
+    with np.errstate(over="ignore"):
+        cast = np.asarray(arr, dtype=dtype)
+    return bit_round(cast, keepbits)
+
+
 _EXPONENT = {np.dtype("float16"): (np.uint16, 0x7C00), np.dtype("float32"): (np.uint32, 0x7F800000)}
 
 
@@ -125,9 +143,7 @@ class ShardWriter:
         return out
 
     def _round(self, arr: np.ndarray) -> np.ndarray:
-        if self.keepbits is None:
-            return arr
-        return BitRound(keepbits=self.keepbits).encode(arr).view(arr.dtype).reshape(arr.shape)
+        return bit_round(arr, self.keepbits)
 
     def _collect_failures(
         self, k: int, data: dict[str, np.ndarray], failures: dict[int, str], n: int
