@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from cache.console import Group
 from cache.root import STORE_SUFFIXES, CacheRoot, store_info
 from cache.store import open_store
 from cache.transfer import copy_store
@@ -40,13 +41,13 @@ def _emit(as_json: bool, data: Any, text: str) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
-@click.group()
+@click.group(cls=Group)
 def main() -> None:
     """Inspect and manage feature stores (the output of iqa-extract) and shared cache roots.
 
     A store holds the cached backbone features of one dataset (Zarr directory, HDF5 file,
     or an s3:// / memory:// URL). A cache root is a folder or URL holding stores as
-    <root>/<dataset>/<backbone>-<fingerprint>.zarr, shared by a team. ROOT defaults to
+    <root>/<dataset>/<backbone>-<fingerprint>-<rows>.zarr, shared by a team. ROOT defaults to
     $IQA_CACHE_ROOT. ls, info, verify, du and gc take --json for machine-readable output.
 
     \b
@@ -54,6 +55,7 @@ def main() -> None:
       iqa-cache ls /shared/iqa                  what is cached and how complete
       iqa-cache info feats.zarr                 one store's layout and provenance
       iqa-cache verify feats.zarr               recompute checksums (exit 1 if bad)
+      iqa-cache verify feats.zarr --reset-corrupt   then 'iqa-extract --resume' redoes them
       iqa-cache du /shared/iqa                  disk use per dataset
       iqa-cache export feats.zarr --to f.h5     one file to hand around
       iqa-cache import f.h5 --to /shared/iqa    file a received store in the root
@@ -102,18 +104,22 @@ def info_cmd(store: str, as_json: bool) -> None:
         f"({data['shard_size']} images each), codec {data['codec']}, keepbits {data['keepbits']}",
         f"size         {_human(info.stored_bytes)} in {info.files} files",
         "arrays       " + ", ".join(f"{n} {tuple(s)} {d}" for n, (s, d) in info.arrays.items()),
-        f"created      {info.created_at}",
     ]
     _emit(as_json, data, "\n".join(lines))
 
 
 @main.command("verify")
 @click.argument("store")
+@click.option("--reset-corrupt", is_flag=True,
+              help="Mark corrupt shards as not written, so 'iqa-extract --resume' recomputes "
+                   "them (their bytes are left in place until then).")
 @json_option
-def verify_cmd(store: str, as_json: bool) -> None:
+def verify_cmd(store: str, reset_corrupt: bool, as_json: bool) -> None:
     """Recompute STORE's shard checksums; exit 1 when a shard is corrupt or missing."""
-    with open_store(store) as s:
+    with open_store(store, "a" if reset_corrupt else "r") as s:
         report = s.verify()
+        if reset_corrupt and report.corrupt_shards:
+            s.uncommit(sorted(report.corrupt_shards))
     data = {"ok": report.ok, "url": report.url, "n_shards": report.n_shards,
             "missing_shards": report.missing_shards, "missing_rows": report.missing_rows,
             "failed_rows": report.failed_rows,
@@ -121,6 +127,9 @@ def verify_cmd(store: str, as_json: bool) -> None:
     text = report.summary() + "".join(
         f"\n  shard {k}: {'; '.join(v)}" for k, v in report.corrupt_shards.items()
     )
+    if reset_corrupt and report.corrupt_shards:
+        text += (f"\n{len(report.corrupt_shards)} corrupt shard(s) reset: run 'iqa-extract ... "
+                 "--resume' to compute them again")  # fmt: skip
     _emit(as_json, data, text)
     if not report.ok:
         sys.exit(1)
@@ -141,7 +150,11 @@ def du_cmd(root: str | None, as_json: bool) -> None:
 @click.option("--to", "dest", required=True, help="Destination, e.g. feats.h5 or out.zarr.")
 @click.option("--codec", default=None, help="Lossless codec of the copy (default: the source's).")
 def export_cmd(store: str, dest: str, codec: str | None) -> None:
-    """Copy STORE to another backend (e.g. one HDF5 file to hand around), then verify it."""
+    """Copy STORE to another backend (e.g. one HDF5 file to hand around), then verify it.
+
+    The destination must be new, an empty folder, or an earlier copy of the same store
+    (then only its missing shards are copied); nothing else is overwritten.
+    """
     with copy_store(store, dest, codec=codec) as out:
         click.echo(f"exported {store} -> {out.url}: {out.verify().summary()}")
 
@@ -156,9 +169,11 @@ def import_cmd(file: str, dest: str) -> None:
         with open_store(file) as src:
             dataset = str(src.attrs.get("dataset") or Path(file).stem)
             backbone = str(src.attrs.get("backbone") or "features")
-            dest = CacheRoot(dest).path_for(dataset, backbone, src.fingerprint)
+            dest = CacheRoot(dest).path_for(dataset, backbone, src.fingerprint, src.image_ids,
+                                            src.views)  # fmt: skip
     with copy_store(file, dest) as out:
         click.echo(f"imported {file} -> {out.url}: {out.verify().summary()}")
+
 
 
 @main.command("gc")

@@ -217,3 +217,33 @@ def progress(
     if off:
         bar.close = lambda: None  # type: ignore[method-assign]
     return bar
+
+
+# ---------------------------------------------------------------- KEY=VALUE options
+
+
+def parse_assignments(items: tuple[str, ...] | list[str], option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` option values as a dict; values are YAML (``[1, 2]``, ``true``, ``1e-4``).
+
+    Sequences become tuples (config dataclasses are frozen). A malformed item is a usage
+    error naming ``option``.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key.strip()] = _tuples(value)
+    return out
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value

@@ -1,15 +1,25 @@
-"""Read path for training: lazy, fork-safe datasets over one store or a matched pair.
+"""The one read path for training: row selection, fork-safe lazy rows, RAM preloading.
 
-Rules these classes keep (from the zarr and h5py issue trackers, e.g. pytorch#11929):
+Everything that trains from a store reads through here: the torch datasets below and the
+heads' training data (``heads.data``). The pieces:
 
-* A dataset holds a URL, never an open store, when it is pickled or forked: the store is
-  opened on first use inside each process (DataLoader worker) and dropped by
-  ``__getstate__``. Zarr's event loop thread and h5py file handles do not survive a fork.
-* Items come out as float32 tensors; rows that are not written are refused at
-  construction unless ``written_only=True`` (serve only the written rows).
-* ``preload=True`` reads the selected rows into RAM once (in the stored dtype, float16
-  by default) after checking the size against the memory available, so forked workers
-  share the pages copy-on-write.
+* :func:`select_rows` (the one primitive): image ids x views -> store rows ``(N, V)``, and
+  the rows of each image's reference in a reference store (FR), refusing unwritten rows
+  unless ``written_only`` (then they are dropped and counted).
+* :class:`StoreHandle`: a URL that opens its store on first use in each process and is
+  never pickled open. Zarr's event-loop thread and h5py file handles do not survive a
+  fork (pytorch#11929), so DataLoader workers open their own.
+* :class:`RowReader`: rows of one store, read lazily or from a RAM copy (``preload``,
+  checked against the memory available; float16 stays float16 in RAM and workers share
+  the pages copy-on-write).
+* :class:`StoreArray`: a ``(N, V, *shape)`` view of one array at a selection's rows that
+  reads on indexing ``[rows, views]`` (what ``heads.traindata.TrainData`` holds when a
+  part does not fit in RAM).
+* :class:`FeatureDataset`, :class:`PairedFeatureDataset`: torch datasets on top.
+
+Reads are verified: stores are opened with ``verify=True``, so each shard's checksum is
+checked the first time a process reads it (a flipped bit or a deleted shard file stops
+training with one line naming the shard instead of training silently on damage).
 
 An item is ``{"features": {name: (*shape) float32}, "valid_size": (2,) int64, "row": int}``;
 ``PairedFeatureDataset`` adds ``"ref_features"``, ``"ref_valid_size"`` and ``"ref_row"``.
@@ -19,29 +29,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 from torch.utils.data import Dataset
 
 from cache.fingerprint import check_fingerprint
 from cache.schema import IncompleteStoreError
-from cache.store import FeatureStore, open_store
+from cache.store import FeatureStore, missing_advice, open_store
 
 PRELOAD_FRACTION = 0.8
 
 
 def available_memory() -> int:
-    """Bytes of memory available to this process (``MemAvailable``, else free pages)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    """Bytes of memory available to this process (psutil's ``available``)."""
+    return int(psutil.virtual_memory().available)
 
 
 def check_fits(nbytes: int, what: str, available: int | None = None) -> None:
@@ -55,17 +60,22 @@ def check_fits(nbytes: int, what: str, available: int | None = None) -> None:
         )
 
 
-class _LazyStore:
-    """One store per process, opened on first use and never pickled."""
+def fits(nbytes: int) -> bool:
+    """True when ``nbytes`` can be preloaded (see :func:`check_fits`)."""
+    return nbytes <= PRELOAD_FRACTION * available_memory()
 
-    def __init__(self, url: str, options: dict[str, Any]) -> None:
-        self.url, self.options = url, options
+
+class StoreHandle:
+    """One open store per process, opened (verified) on first use and never pickled."""
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url, self.options = url, dict(options or {})
         self._store: FeatureStore | None = None
         self._pid = -1
 
     def get(self) -> FeatureStore:
         if self._store is None or self._pid != os.getpid():
-            self._store = open_store(self.url, "r", **self.options)
+            self._store = open_store(self.url, "r", verify=True, **self.options)
             self._pid = os.getpid()
         return self._store
 
@@ -78,46 +88,209 @@ class _LazyStore:
         return {"url": self.url, "options": self.options, "_store": None, "_pid": -1}
 
 
-def _select_rows(store: FeatureStore, rows: Sequence[int] | None, written_only: bool) -> np.ndarray:
-    rows_arr = np.arange(store.n_rows) if rows is None else np.asarray(rows, dtype=np.int64)
-    written = store.written[rows_arr]
-    if written_only:
-        return rows_arr[written]
-    if not written.all():
+# ---------------------------------------------------------------- selection
+
+
+@dataclass
+class RowSelection:
+    """Store rows of a list of images (every view), and the rows of their references.
+
+    Attributes:
+        image_ids: the kept images, in the order asked.
+        rows: ``(N, V)`` rows of each kept image, one column per view.
+        ref_rows: ``(N, V)`` rows of each image's reference in the reference store, or None.
+        views: the views, in column order.
+        dropped: images left out because a row (or a reference row) is not written.
+    """
+
+    image_ids: list[str]
+    rows: np.ndarray
+    ref_rows: np.ndarray | None
+    views: tuple[str, ...]
+    dropped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def _rows_of(store: FeatureStore, ids: Sequence[str], views: Sequence[str]) -> np.ndarray:
+    if not len(ids):
+        return np.zeros((0, len(views)), np.int64)
+    return np.stack([store.rows_of(ids, v) for v in views], axis=1)  # (N, V)
+
+
+def reference_rows(
+    store: FeatureStore, ref_store: FeatureStore, rows: np.ndarray,
+    ref_of: Mapping[str, str] | Callable[[str], str],
+) -> np.ndarray:  # fmt: skip
+    """For each row of ``store`` (any shape), the row of its image's reference in the same
+    view in ``ref_store``.
+
+    Raises:
+        KeyError: an image without a reference, or a reference not in ``ref_store``.
+    """
+    lookup = ref_of.__getitem__ if isinstance(ref_of, Mapping) else ref_of
+    flat = [
+        ref_store.row_of(_ref_id(lookup, store.image_ids[r // store.n_views]),
+                         store.views[r % store.n_views])
+        for r in np.asarray(rows).reshape(-1).tolist()
+    ]  # fmt: skip
+    return np.asarray(flat, dtype=np.int64).reshape(np.shape(rows))
+
+
+def written_mask(
+    store: FeatureStore, rows: np.ndarray, *, ref_store: FeatureStore | None = None,
+    ref_rows: np.ndarray | None = None, written_only: bool = False, what: str = "selected",
+    unit: str = "images",
+) -> np.ndarray:  # fmt: skip
+    """Per row of ``rows`` (N, V): are all its views (and their references) written?
+
+    Raises:
+        IncompleteStoreError: something is unwritten and ``written_only`` is False; the
+            message says what to do.
+    """
+    keep = store.written[rows].all(axis=1) if len(rows) else np.ones(0, bool)
+    if ref_store is not None and ref_rows is not None and len(ref_rows):
+        keep &= ref_store.written[ref_rows].all(axis=1)
+    if not keep.all() and not written_only:
+        first = int(rows[np.flatnonzero(~keep)[0], 0])
+        image = store.image_ids[first // store.n_views]
+        where = store if not store.written[rows].all() or ref_store is None else ref_store
+        advice = missing_advice(bool(where.missing_shards()), bool(where.failures))
+        state = "are not written" if unit == "rows" else "have unwritten rows"
         raise IncompleteStoreError(
-            f"{store.url}: {int((~written).sum())} of {len(rows_arr)} selected rows are not "
-            "written; resume the extraction or pass written_only=True"
+            f"{where.url}: {int((~keep).sum())} of {len(keep)} {what} {unit} {state} "
+            f"(first {image!r}); {advice}"
         )
-    return rows_arr
+    return keep
 
 
-class _Source:
-    """Rows of one store, read lazily or from a RAM copy."""
+def select_rows(
+    store: FeatureStore,
+    ids: Sequence[str] | None = None,
+    *,
+    views: Sequence[str] | None = None,
+    ref_store: FeatureStore | None = None,
+    ref_of: Mapping[str, str] | Callable[[str], str] | None = None,
+    written_only: bool = False,
+    what: str = "selected",
+) -> RowSelection:
+    """The rows of ``ids`` (all images when None) in every view, plus reference rows.
 
-    def __init__(self, url: str, names: Sequence[str] | None, options: dict[str, Any]) -> None:
-        self.lazy = _LazyStore(url, options)
-        self.names = names
+    Args:
+        ids: image ids in the order wanted.
+        views: views to serve (all of the store's when None).
+        ref_store: store of the references (may be ``store`` itself); needs ``ref_of``.
+        ref_of: image id -> reference id (a mapping, e.g. from the manifest, or a function).
+        written_only: drop images with an unwritten row instead of refusing them.
+        what: names the selection in messages ("train", "test"...).
+
+    Raises:
+        KeyError: an image (or reference) that is not in its store, or has no reference.
+        IncompleteStoreError: unwritten rows without ``written_only``, with what to do.
+    """
+    ids = list(store.image_ids if ids is None else ids)
+    views = tuple(store.views if views is None else views)
+    rows = _rows_of(store, ids, views)
+    ref_rows = None
+    if ref_store is not None:
+        if ref_of is None:
+            raise ValueError("select_rows: a reference store needs ref_of")
+        ref_rows = reference_rows(store, ref_store, rows, ref_of)
+    keep = written_mask(store, rows, ref_store=ref_store, ref_rows=ref_rows,
+                        written_only=written_only, what=what)  # fmt: skip
+    return RowSelection(
+        image_ids=[i for i, k in zip(ids, keep, strict=True) if k],
+        rows=rows[keep],
+        ref_rows=None if ref_rows is None else ref_rows[keep],
+        views=views,
+        dropped=[i for i, k in zip(ids, keep, strict=True) if not k],
+    )
+
+
+def _ref_id(lookup: Callable[[str], str], image: str) -> str:
+    try:
+        ref = lookup(image)
+    except KeyError:
+        ref = ""
+    if not ref:
+        raise KeyError(f"image {image!r} has no reference (a full-reference head needs one)")
+    return ref
+
+
+# ---------------------------------------------------------------- reading
+
+
+class RowReader:
+    """Rows of one store, read lazily (per process) or from a RAM copy."""
+
+    def __init__(self, url: str, names: Sequence[str] | None, options: Mapping[str, Any]):
+        self.handle = StoreHandle(url, options)
+        self.names = list(names) if names is not None else None
         self.ram: dict[str, np.ndarray] | None = None
         self.ram_valid: np.ndarray | None = None
-        self.ram_pos: dict[int, int] = {}
+        self._pos: dict[int, int] = {}
 
     def preload(self, store: FeatureStore, rows: np.ndarray) -> None:
+        """Read ``rows`` into RAM now, in the stored dtype (checked against free memory)."""
         uniq = np.unique(rows)
         names = list(self.names or store.arrays)
         nbytes = sum(len(uniq) * store.arrays[n].row_bytes for n in names)
         check_fits(nbytes, f"{len(uniq)} rows of {store.url}")
         self.ram = store.read(uniq, names, dtype=None)
         self.ram_valid = store.valid_size(uniq).astype(np.int64)
-        self.ram_pos = {int(r): i for i, r in enumerate(uniq)}
+        self._pos = {int(r): i for i, r in enumerate(uniq)}
 
     def fetch(self, rows: Sequence[int]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Features (float32) and valid sizes of ``rows``, in order."""
         if self.ram is not None and self.ram_valid is not None:
-            pos = [self.ram_pos[int(r)] for r in rows]
+            pos = [self._pos[int(r)] for r in rows]
             feats = {n: a[pos].astype(np.float32) for n, a in self.ram.items()}
             return feats, self.ram_valid[pos]
-        store = self.lazy.get()
+        store = self.handle.get()
         feats = store.read(list(rows), self.names, allow_unwritten=True)
         return feats, store.valid_size(list(rows)).astype(np.int64)
+
+
+class StoreArray:
+    """A ``(N, V, *shape)`` float32 view of one store array at fixed rows, read on indexing.
+
+    Indexing with ``[rows, views]`` (two equal-length integer tensors) reads those rows
+    from the store; it holds a URL, not an open store, so it is fork-safe.
+    """
+
+    def __init__(self, url: str, name: str, rowmat: np.ndarray, shape: tuple[int, ...],
+                 options: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        self.reader = RowReader(url, [name], options or {})
+        self.name, self.rowmat = name, rowmat
+        self.shape = torch.Size((*rowmat.shape, *shape))
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        rows = self.rowmat[np.asarray(key[0]), np.asarray(key[1])]
+        return torch.from_numpy(self.reader.fetch(rows.tolist())[0][self.name])
+
+
+def load_arrays(
+    store: FeatureStore, rowmat: np.ndarray, preload: bool | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Every array of ``store`` at ``rowmat`` (N, V): float32 tensors, or ``StoreArray``.
+
+    ``preload`` None preloads when the rows fit in memory.
+    """
+    if rowmat.size == 0:
+        return {n: torch.zeros(*rowmat.shape, *s.shape) for n, s in store.arrays.items()}
+    nbytes = rowmat.size * sum(4 * int(np.prod(s.shape)) for s in store.arrays.values())
+    if not (fits(nbytes) if preload is None else preload):
+        return {
+            n: StoreArray(store.url, n, rowmat, s.shape, options)
+            for n, s in store.arrays.items()
+        }
+    flat = store.read(rowmat.reshape(-1).tolist())
+    return {n: torch.from_numpy(a).view(*rowmat.shape, *a.shape[1:]) for n, a in flat.items()}
 
 
 def _items(
@@ -131,6 +304,9 @@ def _items(
         }
         for i, r in enumerate(rows)
     ]
+
+
+# ---------------------------------------------------------------- torch datasets
 
 
 class FeatureDataset(Dataset):
@@ -158,11 +334,13 @@ class FeatureDataset(Dataset):
         **options: Any,
     ) -> None:
         self.url = url
-        self._src = _Source(url, names, options)
-        with open_store(url, "r", **options) as store:
+        self._src = RowReader(url, names, options)
+        with open_store(url, "r", verify=True, **options) as store:
             if fingerprint is not None:
                 check_fingerprint(fingerprint, store)
-            self.rows = _select_rows(store, rows, written_only)
+            rows_arr = np.arange(store.n_rows) if rows is None else np.asarray(rows, np.int64)
+            keep = written_mask(store, rows_arr[:, None], written_only=written_only, unit="rows")
+            self.rows = rows_arr[keep]
             self.image_ids = [store.image_ids[r // store.n_views] for r in self.rows]
             self.specs = {n: s for n, s in store.arrays.items() if names is None or n in names}
             if preload:
@@ -207,44 +385,21 @@ class PairedFeatureDataset(Dataset):
         preload: bool = False,
         **options: Any,
     ) -> None:
-        lookup = ref_of.__getitem__ if isinstance(ref_of, Mapping) else ref_of
         self._a = FeatureDataset(url, rows, names, written_only=written_only, **options)
         same = ref_url == url
-        self._b = self._a._src if same else _Source(ref_url, names, options)
+        self._ref = self._a._src if same else RowReader(ref_url, names, options)
         with open_store(url, "r", **options) as a, open_store(ref_url, "r", **options) as ref:
-            ref_rows = self._match(a, ref, self._a.rows, lookup)
-            keep = self._keep_written(ref, ref_rows, written_only)
-            self._a.rows, self.ref_rows = self._a.rows[keep], ref_rows[keep]
-            self.image_ids = [self._a.image_ids[i] for i in np.flatnonzero(keep)]
+            ref_rows = reference_rows(a, ref, self._a.rows, ref_of)
+            ok = written_mask(a, self._a.rows[:, None], ref_store=ref, ref_rows=ref_rows[:, None],
+                              written_only=written_only, what="reference",
+                              unit="rows")  # fmt: skip
+            self._a.rows, self.ref_rows = self._a.rows[ok], ref_rows[ok]
+            self.image_ids = [self._a.image_ids[i] for i in np.flatnonzero(ok)]
             if preload and same:
                 self._a._src.preload(a, np.concatenate([self._a.rows, self.ref_rows]))
             elif preload:
                 self._a._src.preload(a, self._a.rows)
-                self._b.preload(ref, self.ref_rows)
-
-    @staticmethod
-    def _match(
-        a: FeatureStore, ref: FeatureStore, rows: np.ndarray, lookup: Callable[[str], str]
-    ) -> np.ndarray:
-        out = []
-        for r in rows:
-            image, view = a.image_ids[r // a.n_views], a.views[r % a.n_views]
-            try:
-                ref_id = lookup(image)
-            except KeyError:
-                raise KeyError(f"row {r} of {a.url}: image {image!r} has no reference") from None
-            out.append(ref.row_of(ref_id, view))
-        return np.asarray(out, dtype=np.int64)
-
-    @staticmethod
-    def _keep_written(ref: FeatureStore, ref_rows: np.ndarray, written_only: bool) -> np.ndarray:
-        ok = ref.written[ref_rows] if len(ref_rows) else np.ones(0, bool)
-        if not written_only and not ok.all():
-            raise IncompleteStoreError(
-                f"{ref.url}: {int((~ok).sum())} reference rows are not written; "
-                "resume the extraction or pass written_only=True"
-            )
-        return ok
+                self._ref.preload(ref, self.ref_rows)
 
     @property
     def rows(self) -> np.ndarray:
@@ -259,7 +414,7 @@ class PairedFeatureDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         items = self._a.__getitems__(indices)
         ref_rows = [int(self.ref_rows[i]) for i in indices]
-        feats, valid = self._b.fetch(ref_rows)
+        feats, valid = self._ref.fetch(ref_rows)
         for item, ref in zip(items, _items(feats, valid, ref_rows, "ref_"), strict=True):
             item.update(ref)
         return items

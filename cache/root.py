@@ -1,20 +1,30 @@
-"""The shared cache root: stores addressed by dataset and fingerprint, for a whole team.
+"""The shared cache root: stores addressed by what decides their content, for a whole team.
 
 A root is a directory (local or NFS) or an fsspec URL (``s3://bucket/iqa``) laid out as::
 
-    <root>/<dataset>/<backbone>-<fingerprint[:16]>.zarr
+    <root>/<dataset>/<backbone>-<fingerprint[:16]>-<rows[:12]>.zarr
 
-so a teammate's ``iqa-extract --cache-root`` finds an existing store for the same
-(dataset, fingerprint) and extracts nothing, or resumes an incomplete one. HDF5 files
-(``.h5``) placed under a dataset folder are listed too. ``gc`` removes incomplete stores
-(older than a grace period, so an extraction in progress is left alone) and, when told which
-files reference stores (DVC lock files, metrics, checkpoints lists), unreferenced ones.
+where ``rows`` is :func:`content_key`, the sha256 of the store's image ids (in order) and
+views. Same fingerprint + same image ids = same features, so a teammate's
+``iqa-extract --cache-root`` finds an existing store for the same content and computes
+nothing (or resumes an incomplete one); a subset, a superset or another version of a
+dataset gets a store of its own and is never confused with it. Rows it shares with a
+store already there (same dataset folder, same fingerprint) are copied, not recomputed
+(``related``). A dataset name stands for one set of image files: a re-encoded release
+with the same file names needs a new name in its manifest.
+
+HDF5 files (``.h5``) placed under a dataset folder are listed too. ``gc`` removes
+incomplete stores (older than a grace period, so an extraction in progress is left alone)
+and, when told which files reference stores (DVC lock files, metrics, checkpoint lists),
+unreferenced ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +54,6 @@ class StoreInfo:
     failed: int
     stored_bytes: int
     files: int
-    created_at: str = ""
     arrays: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
@@ -71,9 +80,18 @@ def store_info(store: FeatureStore) -> StoreInfo:
         failed=len(store.failures),
         stored_bytes=store.stored_bytes(),
         files=store.file_count(),
-        created_at=str(store.attrs.get("created_at", "")),
         arrays={n: [list(s.shape), s.dtype] for n, s in store.arrays.items()},
     )
+
+
+def content_key(image_ids: Sequence[str], views: Sequence[str]) -> str:
+    """sha256 of a store's row layout: its image ids in order and its views."""
+    text = "\n".join(["views:" + ",".join(views), *image_ids])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class StoreLookupError(StoreError):
+    """No store (or more than one) under a cache root matches what is asked."""
 
 
 def _join(root: str, *parts: str) -> str:
@@ -93,12 +111,16 @@ class CacheRoot:
         self.options = dict(storage_options or {})
         self.fs, self._path = fsspec.core.url_to_fs(self.root, **self.options)
 
-    def path_for(self, dataset: str, backbone: str, fingerprint: str, suffix: str = ".zarr") -> str:
-        """Where the store of (dataset, backbone, fingerprint) lives under this root."""
+    def path_for(
+        self, dataset: str, backbone: str, fingerprint: str, image_ids: Sequence[str],
+        views: Sequence[str] = ("identity",), suffix: str = ".zarr",
+    ) -> str:  # fmt: skip
+        """Where the store of these rows (dataset, backbone, fingerprint, ids) lives."""
         for label, value in (("dataset", dataset), ("backbone", backbone)):
             if not value or "/" in value or value.startswith("."):
                 raise ValueError(f"{label} name {value!r} cannot be a folder name in {self.root}")
-        return _join(self.root, dataset, f"{backbone}-{fingerprint[:16]}{suffix}")
+        key = content_key(image_ids, views)[:12]
+        return _join(self.root, dataset, f"{backbone}-{fingerprint[:16]}-{key}{suffix}")
 
     def _url(self, path: str) -> str:
         """The URL of a path the file system listed (keeps the root's scheme)."""
@@ -127,18 +149,66 @@ class CacheRoot:
     def open(self, url: str, mode: str = "r") -> FeatureStore:
         return open_store(url, mode, storage_options=self.options or None)
 
-    def find(self, dataset: str, fingerprint: str) -> str | None:
-        """URL of the store with this dataset and full fingerprint, or None."""
+    def find(
+        self, dataset: str, fingerprint: str, image_ids: Sequence[str],
+        views: Sequence[str] = ("identity",),
+    ) -> str | None:  # fmt: skip
+        """URL of the store with exactly this fingerprint and these rows, or None."""
+        for url in self.related(dataset, fingerprint):
+            with self.open(url) as store:
+                if store.image_ids == list(image_ids) and list(store.views) == list(views):
+                    return url
+        return None
+
+    def related(self, dataset: str, fingerprint: str) -> list[str]:
+        """Readable stores of ``dataset`` with this fingerprint (whatever their rows)."""
+        out = []
         for url in self.candidates(dataset):
             if fingerprint[:16] not in url.rsplit("/", 1)[-1]:
                 continue
             try:
                 with self.open(url) as store:
                     if store.fingerprint == fingerprint:
-                        return url
+                        out.append(url)
             except StoreError:
                 continue
-        return None
+        return out
+
+    def find_for(self, manifest: Any, backbone: str, fingerprint: str | None = None) -> str:
+        """The store that holds every image of ``manifest`` for ``backbone`` (training).
+
+        Args:
+            manifest: a ``cache.manifest.Manifest``.
+            backbone: the backbone's registry name.
+            fingerprint: a prefix that chooses between several matching stores.
+
+        Raises:
+            StoreLookupError: none, or several without a ``fingerprint`` to choose.
+        """
+        name = manifest.info.name
+        needed = set(manifest.image_ids) | set(manifest.ref_ids)
+        found = []
+        for url in self.candidates(name):
+            if not url.rsplit("/", 1)[-1].startswith(f"{backbone}-"):
+                continue
+            try:
+                with self.open(url) as store:
+                    fits = store.fingerprint_fields.get("backbone") == backbone and (
+                        needed <= set(store.image_ids))
+                    if fits and store.fingerprint.startswith(fingerprint or ""):
+                        found.append((url, store.fingerprint))
+            except StoreError:
+                continue
+        if len(found) == 1:
+            return found[0][0]
+        if not found:
+            raise StoreLookupError(
+                f"no {backbone} store under {self.root}/{name} holds every image of "
+                f"{manifest.path}; run iqa-extract with --cache-root {self.root} first"
+            )
+        listed = ", ".join(f"{u} ({fp[:16]})" for u, fp in found)
+        raise StoreLookupError(f"several {backbone} stores hold these images: {listed}; "
+                               "pass --fingerprint PREFIX to choose")  # fmt: skip
 
     def list_stores(self, dataset: str | None = None) -> list[StoreInfo]:
         """Every readable store under the root (unreadable ones are skipped)."""
@@ -207,3 +277,46 @@ def _mtime(fs: Any, path: str) -> float:
         return stamp.timestamp()
     except (NotImplementedError, OSError, AttributeError):
         return time.time()
+
+
+class RowDonors:
+    """Rows that other stores of one fingerprint already hold, found by (image id, view).
+
+    Same fingerprint + same image id = same features, so a new store (a subset or
+    superset of a cached dataset) copies these rows instead of recomputing them.
+
+    Args:
+        urls: donor stores (``CacheRoot.related``), all with the target's fingerprint.
+        storage_options: fsspec options for remote donors.
+    """
+
+    def __init__(self, urls: Sequence[str], storage_options: dict[str, Any] | None = None):
+        self.stores = [open_store(u, "r", storage_options=storage_options, verify=True)
+                       for u in urls]  # fmt: skip
+        self._index: dict[tuple[str, str], tuple[FeatureStore, int]] = {}
+        for store in self.stores:
+            written = store.written
+            for row, (image, view) in enumerate(
+                (i, v) for i in store.image_ids for v in store.views
+            ):
+                if written[row]:
+                    self._index.setdefault((image, view), (store, row))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def lookup(self, keys: Sequence[tuple[str, str]]) -> dict[int, tuple[dict[str, Any], Any, Any]]:
+        """``{position: (features, valid_hw, orig_hw)}`` for each (image, view) a donor has."""
+        out = {}
+        for pos, key in enumerate(keys):
+            found = self._index.get(key)
+            if found is None:
+                continue
+            store, row = found
+            feats = {n: a[0] for n, a in store.read([row], dtype=None).items()}
+            out[pos] = (feats, store.valid_size([row])[0], store.orig_size([row])[0])
+        return out
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()

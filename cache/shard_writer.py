@@ -1,8 +1,11 @@
-"""Writing and verifying shards: the half of ``FeatureStore`` that changes or checks data.
+"""Writing and checking shards: the part of a store that changes or verifies data.
 
-``ShardWriter`` is a mixin of ``cache.store.FeatureStore``; it relies on the store's
-layout attributes (``arrays``, ``shard_rows``, ``keepbits``, ``_b`` the backend). See
-``cache.store`` for the write order and why it makes a killed writer harmless.
+``ShardWriter`` works for one ``cache.store.FeatureStore`` (which creates it and delegates
+``write_shard`` and ``verify`` to it); it uses the store's layout (``arrays``,
+``shard_rows``, ``keepbits``) and its backend. See ``cache.store`` for the write order and
+why it makes a killed writer harmless. Checksums are blake2b digests of each array's shard
+slice in C order; ``shard_digests`` computes them over row blocks, so checking a shard
+never needs more than a block of rows in memory.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numcodecs import BitRound
 
-from cache.backends import Backend, StoreError
-from cache.schema import DIGEST_BYTES, ArraySpec, VerifyReport
+from cache.backends import StoreError
+from cache.schema import DIGEST_BYTES, VerifyReport
+
+if TYPE_CHECKING:
+    from cache.store import FeatureStore
+
+VERIFY_BLOCK_BYTES = 64 << 20  # rows read per digest update when checking a shard
 
 
 def digest(data: np.ndarray) -> bytes:
@@ -63,26 +71,18 @@ def _blank(arr: np.ndarray, rows: list[int]) -> np.ndarray:
 
 
 class ShardWriter:
-    """``write_shard`` and ``verify`` for ``FeatureStore``."""
+    """``write_shard`` and ``verify`` for one store.
 
-    _b: Backend
-    url: str
-    arrays: dict[str, ArraySpec]
-    keepbits: int | None
-    image_ids: list[str]
+    Args:
+        store: the store written and checked (its backend, layout and ``keepbits``).
+    """
 
-    if TYPE_CHECKING:
-
-        @property
-        def n_shards(self) -> int: ...
-
-        @property
-        def n_views(self) -> int: ...
-
-        def shard_rows(self, k: int) -> range: ...
-
-        @property
-        def written(self) -> np.ndarray: ...
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+        self._b = store._backend
+        self.url = store.url
+        self.arrays = store.arrays
+        self.keepbits = store.keepbits
 
     def write_shard(
         self,
@@ -104,7 +104,7 @@ class ShardWriter:
         """
         if not self._b.writable:
             raise StoreError(f"{self.url} is open read-only; open it with mode 'a' to write")
-        rows = self.shard_rows(k)
+        rows = self.store.shard_rows(k)
         data = self._prepare_features(k, features, len(rows))
         failed = self._collect_failures(k, data, dict(failures or {}), len(rows))
         data = {name: _blank(arr, sorted(failed)) for name, arr in data.items()}
@@ -175,8 +175,8 @@ class ShardWriter:
     def verify(self) -> VerifyReport:
         """Recompute every committed shard's checksums; report corrupt and missing parts."""
         commit = self._b.read("commit", slice(None))
-        written = self.written
-        report = VerifyReport(self.url, self.n_shards)
+        written = self.store.written
+        report = VerifyReport(self.url, self.store.n_shards)
         report.missing_shards = [int(k) for k in np.flatnonzero(commit[:, 0] != 1)]
         report.missing_rows = int((~written).sum())
         report.failed_rows = sum(1 for r in self._b.read("failure", slice(None)) if r)
@@ -187,15 +187,32 @@ class ShardWriter:
         return report
 
     def _verify_shard(self, k: int, commit_row: np.ndarray) -> list[str]:
-        rows = self.shard_rows(k)
         reasons = []
-        for i, (name, spec) in enumerate(self.arrays.items()):
-            want = commit_row[1 + i * DIGEST_BYTES : 1 + (i + 1) * DIGEST_BYTES].tobytes()
+        for i, name in enumerate(self.arrays):
+            want = commit_digest(commit_row, i)
             try:
-                data = self._b.read(spec.key, slice(rows.start, rows.stop))
+                got = shard_digest(self.store, k, name)
             except Exception as err:  # noqa: BLE001 - any decode error means corruption
                 reasons.append(f"{name}: unreadable ({type(err).__name__}: {err})")
                 continue
-            if digest(data.astype(spec.dtype)) != want:
+            if got != want:
                 reasons.append(f"{name}: checksum mismatch")
         return reasons
+
+
+def shard_digest(store: FeatureStore, k: int, name: str) -> bytes:
+    """The digest of array ``name`` over shard ``k`` as stored, read in row blocks."""
+    spec = store.arrays[name]
+    rows = store.shard_rows(k)
+    step = max(1, VERIFY_BLOCK_BYTES // spec.row_bytes)
+    h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    for start in range(rows.start, rows.stop, step):
+        block = store._backend.read(spec.key, slice(start, min(start + step, rows.stop)))
+        block = np.ascontiguousarray(block, dtype=spec.dtype)
+        h.update(block.data.cast("B"))
+    return h.digest()
+
+
+def commit_digest(commit_row: np.ndarray, index: int) -> bytes:
+    """The digest of the ``index``-th feature array in a shard's commit row."""
+    return commit_row[1 + index * DIGEST_BYTES : 1 + (index + 1) * DIGEST_BYTES].tobytes()

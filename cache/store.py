@@ -25,8 +25,8 @@ when asked (``keepbits``); it is recorded in the attributes and in the fingerpri
 from __future__ import annotations
 
 import importlib.metadata
+import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -34,13 +34,19 @@ import numpy as np
 from cache.backends import (
     CODECS,
     Backend,
+    Capabilities,
+    StoreBusyError,
     StoreError,
     StoreNotFoundError,
+    backend_class,
     open_backend,
     store_exists,
 )
+from cache.claims import ClaimFolder
 from cache.fingerprint import FingerprintMismatch
 from cache.fingerprint import fingerprint_of as _fingerprint_of
+from cache.layout import RowIndex, check_same_layout, create_layout, normalise_rows
+from cache.outputs import OutputPathError
 from cache.schema import (
     FORMAT_VERSION,
     ArraySpec,
@@ -48,17 +54,21 @@ from cache.schema import (
     VerifyReport,
     specs_from_json,
 )
-from cache.shard_writer import ShardWriter
-from cache.store_io import RowIndex, check_same_layout, create_layout, normalise_rows
+from cache.shard_writer import ShardWriter, commit_digest, shard_digest
+
+CREATE_CLAIM = "create"
+CREATE_WAIT_S = 300.0
 
 DEFAULT_CODEC = "none"
 _MANTISSA_BITS = {"float16": 10, "float32": 23}
 
 __all__ = [
     "ArraySpec",
+    "CorruptShardError",
     "FeatureStore",
     "FingerprintMismatch",
     "IncompleteStoreError",
+    "StoreBusyError",
     "StoreError",
     "StoreNotFoundError",
     "VerifyReport",
@@ -68,6 +78,10 @@ __all__ = [
 ]
 
 
+class CorruptShardError(StoreError):
+    """A committed shard does not match its checksum (or cannot be read)."""
+
+
 def _package_version() -> str:
     try:
         return importlib.metadata.version("iqa-feature-cache")
@@ -75,26 +89,29 @@ def _package_version() -> str:
         return "0+unknown"
 
 
-class FeatureStore(ShardWriter):
+class FeatureStore:
     """A fingerprinted, sharded feature store (open it with ``create_store``/``open_store``).
 
     Attributes:
         url: where the store lives.
         backend: ``"zarr"``, ``"hdf5"`` or ``"memory"``.
+        capabilities: what the backend can do (parallel writers, locking, ...).
         fingerprint: sha256 of ``fingerprint_fields``.
         fingerprint_fields: the caller's fields plus the store's own ``_store`` section.
-        attrs: provenance (backbone, weights, preprocessing, versions, created at, ...).
+        attrs: provenance (dataset, backbone, extraction record, versions, ...).
         arrays: ``{name: ArraySpec}``.
         image_ids, views, n_images, n_rows, shard_size, n_shards: the row layout.
+        verify_reads: check each shard's checksums the first time it is read.
     """
 
-    def __init__(self, backend: Backend) -> None:
-        self._b = backend
+    def __init__(self, backend: Backend, verify_reads: bool = False) -> None:
+        self._backend = backend
         meta = backend.read_attrs()
         if meta.get("iqa_store") != FORMAT_VERSION:
             raise StoreError(f"{backend.url} is not a feature store (format {FORMAT_VERSION})")
         self.url = backend.url
         self.backend = backend.name
+        self.capabilities: Capabilities = backend.capabilities
         self.meta = meta
         self.fingerprint: str = meta["fingerprint"]
         self.fingerprint_fields: dict[str, Any] = meta["fingerprint_fields"]
@@ -106,6 +123,10 @@ class FeatureStore(ShardWriter):
         self.image_ids = [str(s) for s in backend.read("image_id", slice(None))[:: len(self.views)]]
         self._index = RowIndex(self.image_ids, self.views, self.url)
         self._written: np.ndarray | None = None
+        self.verify_reads = verify_reads
+        self._verified: set[tuple[int, str]] = set()
+        self._commit: np.ndarray | None = None
+        self._writer = ShardWriter(self)
 
     # ------------------------------------------------------------ layout
     @property
@@ -131,7 +152,14 @@ class FeatureStore(ShardWriter):
 
     @property
     def writable(self) -> bool:
-        return self._b.writable
+        return self._backend.writable
+
+    def claims(self) -> ClaimFolder | None:
+        """The per-shard writer claims of a store whose backend coordinates writers so."""
+        root = self._backend.claim_root()
+        if root is None or self.capabilities.locking != "shard-claims":
+            return None
+        return ClaimFolder(root, getattr(self._backend, "_options", None) or None)
 
     def row_of(self, image_id: str, view: str = "identity") -> int:
         """Row of (``image_id``, ``view``); KeyError naming the id or view when absent."""
@@ -156,7 +184,7 @@ class FeatureStore(ShardWriter):
     # ------------------------------------------------------------ state
     def committed(self) -> np.ndarray:
         """Per-shard commit marks as a bool array (read fresh)."""
-        return self._b.read("commit", slice(None))[:, 0] == 1
+        return self._backend.read("commit", slice(None))[:, 0] == 1
 
     def missing_shards(self) -> list[int]:
         """Shards not yet committed, in order."""
@@ -165,15 +193,20 @@ class FeatureStore(ShardWriter):
     @property
     def written(self) -> np.ndarray:
         """Per-row written mask (read fresh)."""
-        self._written = self._b.read("written", slice(None)).astype(bool)
+        self._written = self._backend.read("written", slice(None)).astype(bool)
         return self._written.copy()
 
     @property
     def failures(self) -> dict[str, str]:
         """Image id -> reason for every row recorded as failed."""
-        reasons = self._b.read("failure", slice(None))
+        reasons = self._backend.read("failure", slice(None))
         rows = [r for r, why in enumerate(reasons) if why]
         return {self.image_ids[r // self.n_views]: str(reasons[r]) for r in rows}
+
+    def failed_rows(self) -> np.ndarray:
+        """Rows recorded as failures (their shard committed, the row not written)."""
+        reasons = self._backend.read("failure", slice(None))
+        return np.array([r for r, why in enumerate(reasons) if why], dtype=np.int64)
 
     def require_complete(self) -> None:
         """Raise ``IncompleteStoreError`` unless every row is written."""
@@ -184,8 +217,34 @@ class FeatureStore(ShardWriter):
             raise IncompleteStoreError(
                 f"{self.url}: {unwritten} of {self.n_rows} rows are not written "
                 f"({len(missing)} of {self.n_shards} shards uncommitted, {failed} images "
-                "failed); resume the extraction or read only the written rows"
+                f"failed); {missing_advice(bool(missing), bool(failed))}"
             )
+
+    # ------------------------------------------------------------ writing
+    def write_shard(
+        self,
+        k: int,
+        features: Mapping[str, np.ndarray],
+        valid_size: np.ndarray,
+        orig_size: np.ndarray,
+        failures: Mapping[int, str] | None = None,
+    ) -> None:
+        """Write shard ``k`` whole and commit it (see ``ShardWriter.write_shard``)."""
+        self._writer.write_shard(k, features, valid_size, orig_size, failures)
+        self._commit = None
+
+    def verify(self) -> VerifyReport:
+        """Recompute every committed shard's checksums; report corrupt and missing parts."""
+        return self._writer.verify()
+
+    def uncommit(self, shards: Sequence[int]) -> None:
+        """Clear the commit marks of ``shards`` so a resumed extraction rewrites them."""
+        width = 1 + len(self.arrays) * 16
+        for k in shards:
+            self._check_shard(k)
+            self._backend.write("commit", int(k), np.zeros((1, width), np.uint8))
+        self._backend.flush()
+        self._commit = None
 
     # ------------------------------------------------------------ reading
     def read(
@@ -215,9 +274,49 @@ class FeatureStore(ShardWriter):
         for name in names if names is not None else self.arrays:
             if name not in self.arrays:
                 raise KeyError(f"{self.url} has no array {name!r} (has {sorted(self.arrays)})")
-            data = self._b.read(self.arrays[name].key, sel)
+            if self.verify_reads:
+                self._verify_touched(idx, name)
+            data = self._read_array(name, sel)
             out[name] = data if dtype is None else data.astype(dtype, copy=False)
         return out
+
+    def _read_array(self, name: str, sel: Any) -> np.ndarray:
+        try:
+            return self._backend.read(self.arrays[name].key, sel)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise CorruptShardError(
+                f"{self.url}: array {name!r} cannot be read ({err}); run 'iqa-cache verify "
+                f"{self.url}' and re-extract the damaged shards"
+            ) from err
+
+    def _verify_touched(self, idx: np.ndarray, name: str) -> None:
+        """Check the checksums of every committed shard ``idx`` touches, once per process."""
+        shards = {int(k) for k in np.unique(idx // self.shard_rows_count)}
+        todo = sorted(k for k in shards if (k, name) not in self._verified)
+        if not todo:
+            return
+        if self._commit is None:
+            self._commit = self._backend.read("commit", slice(None))
+        position = list(self.arrays).index(name)
+        for k in todo:
+            row = self._commit[k]
+            if row[0] == 1:
+                self._verify_one(k, name, commit_digest(row, position))
+            self._verified.add((k, name))
+
+    def _verify_one(self, k: int, name: str, want: bytes) -> None:
+        try:
+            got = shard_digest(self, k, name)
+        except Exception as err:  # noqa: BLE001 - any failure to read is damage
+            raise CorruptShardError(
+                f"{self.url}: shard {k} of {name!r} cannot be read ({type(err).__name__}: "
+                f"{err}); {CORRUPT_ADVICE.format(url=self.url)}"
+            ) from err
+        if got != want:
+            raise CorruptShardError(
+                f"{self.url}: shard {k} of {name!r} fails its checksum (the files changed "
+                f"after they were written); {CORRUPT_ADVICE.format(url=self.url)}"
+            )
 
     def _check_written(self, idx: np.ndarray) -> None:
         if self._written is None or not self._written[idx].all():
@@ -234,7 +333,7 @@ class FeatureStore(ShardWriter):
 
     def _sizes(self, rows: Any) -> np.ndarray:
         sel, _ = normalise_rows(rows, self.n_rows, self.url)
-        return self._b.read("sizes", sel)
+        return self._backend.read("sizes", sel)
 
     def valid_size(self, rows: Any) -> np.ndarray:
         """Valid (h, w) per row, ``(n, 2)``; -1 for unwritten rows."""
@@ -245,14 +344,20 @@ class FeatureStore(ShardWriter):
         return self._sizes(rows)[:, 0:2]
 
     # ------------------------------------------------------------ misc
+    def read_raw(self, name: str, rows: Any) -> np.ndarray:
+        """Rows of a bookkeeping array (``written``, ``sizes``, ``failure``, ``commit``)."""
+        if name not in ("written", "sizes", "failure", "commit", "image_id", "view"):
+            raise KeyError(f"{name!r} is not a bookkeeping array of {self.url}")
+        return self._backend.read(name, rows)
+
     def stored_bytes(self) -> int:
-        return self._b.stored_bytes()
+        return self._backend.stored_bytes()
 
     def file_count(self) -> int:
-        return self._b.file_count()
+        return self._backend.file_count()
 
     def close(self) -> None:
-        self._b.close()
+        self._backend.close()
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -305,7 +410,12 @@ def create_store(
     keepbits: int | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> FeatureStore:
-    """Create a store, or reopen an existing one with the same fingerprint for resuming.
+    """Create a store, or reopen an existing one with the same layout for resuming.
+
+    Nothing is ever cleared: the target must be free (missing, or an empty folder), an
+    interrupted creation of this project's, or a store of the same fingerprint and layout.
+    Two processes creating one store at once agree through a creation claim: one builds
+    the layout, the other waits for it and reopens.
 
     Args:
         codec: ``"default"`` or one of ``cache.backends.CODECS`` (lossless).
@@ -314,39 +424,123 @@ def create_store(
 
     Raises:
         FingerprintMismatch: an existing store differs in fingerprint, image ids or shard size.
+        OutputPathError: the target holds something that is not a feature store.
+        StoreBusyError: another process is creating or writing the store.
     """
     codec = DEFAULT_CODEC if codec == "default" else codec
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; choose 'default' or one of {CODECS}")
     _check_keepbits(keepbits, arrays)
     fields = store_fields(fingerprint_fields, keepbits)
-    if store_exists(url, backend, storage_options):
-        store = open_store(url, "a", backend=backend, storage_options=storage_options)
-        check_same_layout(store, fields, (arrays, image_ids, views), shard_size)
-        return store
-    b = open_backend(url, "w", backend, storage_options)
-    meta = create_layout(b, arrays, list(image_ids), tuple(views), shard_size, codec)
-    meta.update(
-        iqa_store=FORMAT_VERSION,
-        fingerprint=_fingerprint_of(fields),
-        fingerprint_fields=fields,
-        keepbits=keepbits,
-        provenance=_provenance(provenance, arrays, views, keepbits),
-    )
-    b.write_attrs(meta)  # last: a store without attributes does not exist
-    b.flush()
-    return FeatureStore(b)
+    layout = (list(arrays), list(image_ids), tuple(views))
+    deadline = time.monotonic() + CREATE_WAIT_S
+    while True:
+        if store_exists(url, backend, storage_options):
+            return _reopen_same(url, fields, layout, shard_size, backend, storage_options)
+        built = _try_build(url, fields, layout, shard_size, codec, backend, keepbits,
+                           provenance, storage_options)  # fmt: skip
+        if built is not None:
+            return built
+        if time.monotonic() > deadline:
+            raise StoreBusyError(f"{url} is being created by another process; try again later")
+        time.sleep(0.5)
+
+
+def _reopen_same(
+    url: str, fields: dict[str, Any], layout: tuple, shard_size: int, backend: str | None,
+    storage_options: dict[str, Any] | None,
+) -> FeatureStore:  # fmt: skip
+    store = open_store(url, "a", backend=backend, storage_options=storage_options)
+    try:
+        check_same_layout(store, fields, layout, shard_size)
+    except FingerprintMismatch:
+        store.close()
+        raise
+    return store
+
+
+def _try_build(
+    url: str, fields: dict[str, Any], layout: tuple, shard_size: int, codec: str,
+    backend: str | None, keepbits: int | None, provenance: Mapping[str, Any] | None,
+    storage_options: dict[str, Any] | None,
+) -> FeatureStore | None:  # fmt: skip
+    """Build a new store at ``url``; None when another live process is building it."""
+    cls = backend_class(url, backend)
+    claims = _creation_claims(url, cls, storage_options)
+    if claims is not None and not claims.try_claim(CREATE_CLAIM):
+        return None
+    try:
+        if cls.occupied(url, storage_options):
+            if claims is None or not _interrupted_creation(url, cls, storage_options):
+                raise OutputPathError(
+                    f"{url} already holds data that is not a feature store; nothing was "
+                    "written. Choose a new path or an empty folder (it is never cleared)"
+                )
+            _clear_interrupted(url, storage_options)
+        b = open_backend(url, "w", backend, storage_options)
+        arrays, image_ids, views = layout
+        meta = create_layout(b, arrays, image_ids, views, shard_size, codec)
+        meta.update(
+            iqa_store=FORMAT_VERSION,
+            fingerprint=_fingerprint_of(fields),
+            fingerprint_fields=fields,
+            keepbits=keepbits,
+            provenance=_provenance(provenance, arrays, views, keepbits),
+        )
+        b.write_attrs(meta)  # last: a store without attributes does not exist
+        b.flush()
+        b.publish()
+        return FeatureStore(b)
+    finally:
+        if claims is not None:
+            claims.release(CREATE_CLAIM)
+            claims.remove_if_empty()
+
+
+def _creation_claims(
+    url: str, cls: type[Backend], storage_options: dict[str, Any] | None
+) -> ClaimFolder | None:
+    root = cls.claims_url(url)
+    return ClaimFolder(root, storage_options) if root is not None else None
+
+
+_LAYOUT_KEYS = ("zarr.json", "features", "image_id", "view", "written", "sizes", "failure",
+                "commit")  # fmt: skip
+
+
+def _interrupted_creation(
+    url: str, cls: type[Backend], storage_options: dict[str, Any] | None
+) -> bool:
+    """True when ``url`` holds only what an interrupted ``create_store`` leaves behind."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    names = {e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(root, detail=False)}
+    names.discard(".iqa-claims")
+    return bool(names) and names <= set(_LAYOUT_KEYS) and cls.exists(url, storage_options)
+
+
+def _clear_interrupted(url: str, storage_options: dict[str, Any] | None) -> None:
+    """Remove the layout an interrupted creation (of this project's) left: never data."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    for name in _LAYOUT_KEYS:
+        path = f"{root.rstrip('/')}/{name}"
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
 
 
 def _provenance(
     given: Mapping[str, Any] | None, arrays: Sequence[ArraySpec], views: Sequence[str], kb: Any
 ) -> dict[str, Any]:
+    """What the store records beside its fingerprint. No clock time: two extractions of one
+    feature set give byte-identical stores (DVC then sees nothing changed)."""
     out = dict(given or {})
     out.setdefault("dtype", {a.name: a.dtype for a in arrays})
     out.setdefault("views", list(views))
     out.setdefault("lossy", {"bitround_keepbits": kb} if kb is not None else None)
     out.setdefault("package_version", _package_version())
-    out.setdefault("created_at", datetime.now(UTC).isoformat(timespec="seconds"))
     return out
 
 
@@ -356,16 +550,54 @@ def open_store(
     *,
     backend: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    verify: bool = False,
 ) -> FeatureStore:
     """Open an existing store: ``mode="r"`` to read, ``"a"`` to resume writing.
 
-    Opening for appending removes stale ``*.partial`` files left by a killed writer.
+    Args:
+        verify: check each shard's checksums the first time it is read (training reads).
+
+    Opening for appending removes stale ``*.partial`` files left by a killed writer and
+    stale writer claims.
+
+    Raises:
+        StoreNotFoundError: naming the URL, when no store is there.
+        StoreBusyError: another process holds the store's exclusive write lock.
     """
     if mode not in ("r", "a"):
         raise ValueError(f"open_store mode must be 'r' or 'a', got {mode!r}")
     if not store_exists(url, backend, storage_options):
-        raise StoreNotFoundError(f"no feature store at {url}")
+        raise StoreNotFoundError(_not_found(url, backend, storage_options))
     b = open_backend(url, mode, backend, storage_options)
+    store = FeatureStore(b, verify_reads=verify)
     if mode == "a":
         b.clean_partial()
-    return FeatureStore(b)
+        claims = store.claims()
+        if claims is not None:
+            claims.clean_stale()
+    return store
+
+
+def _not_found(url: str, backend: str | None, storage_options: dict[str, Any] | None) -> str:
+    cls = backend_class(url, backend)
+    if cls.occupied(url, storage_options):
+        return (f"{url} is not a feature store (no store attributes: an interrupted "
+                "creation, or another kind of data)")  # fmt: skip
+    return f"no feature store at {url} (check the path, or run iqa-extract first)"
+
+
+CORRUPT_ADVICE = (
+    "run 'iqa-cache verify {url} --reset-corrupt' and then 'iqa-extract ... --resume' to "
+    "recompute the damaged shards"
+)
+
+
+def missing_advice(uncommitted: bool, failed: bool) -> str:
+    """What a user can do about unwritten rows."""
+    parts = []
+    if uncommitted:
+        parts.append("finish the extraction with 'iqa-extract ... --resume'")
+    if failed:
+        parts.append("fix the failed images and run 'iqa-extract ... --retry-failed'")
+    parts.append("or train on the written rows only (--written-only)")
+    return ", ".join(parts)

@@ -21,8 +21,8 @@ def _copy_shard(src: FeatureStore, dst: FeatureStore, k: int) -> None:
     rows = src.shard_rows(k)
     sel = slice(rows.start, rows.stop)
     feats = src.read(sel, allow_unwritten=True, dtype=None)
-    reasons = src._b.read("failure", sel)
-    written = src._b.read("written", sel).astype(bool)
+    reasons = src.read_raw("failure", sel)
+    written = src.read_raw("written", sel).astype(bool)
     failures = {int(i): str(reasons[i]) or "not written" for i in np.flatnonzero(~written)}
     dst.write_shard(k, feats, src.valid_size(sel), src.orig_size(sel), failures)
 
@@ -70,6 +70,6 @@ def _check_copy(src: FeatureStore, dst: FeatureStore) -> None:
     report = dst.verify()
     if report.corrupt_shards:
         raise StoreError(f"copy {dst.url} does not verify: {report.summary()}")
-    same = np.array_equal(src._b.read("commit", slice(None)), dst._b.read("commit", slice(None)))
+    same = np.array_equal(src.read_raw("commit", slice(None)), dst.read_raw("commit", slice(None)))
     if not same or not np.array_equal(src.written, dst.written):
         raise StoreError(f"copy {dst.url} differs from {src.url} (checksums or written mask)")

@@ -1,34 +1,31 @@
-"""``iqa-extract``: run a frozen backbone once over a dataset into a feature store."""
+"""``iqa-extract``: run a frozen backbone once over a dataset into a feature store.
+
+A thin click layer over :func:`extract.run.run_extract`; torch and the backbones are
+imported inside the command, so ``--help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
-from cache.manifest import ManifestError
+from cache.console import Command, UsageProblem, parse_assignments
 from extract.registry import BACKBONES
-from extract.run import ExtractConfig, arch_overrides, run_extract
 
-
-def _parse_arch(values: tuple[str, ...]) -> dict[str, Any]:
-    out = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--arch")
-        out[key] = yaml.safe_load(raw)
-    return out
+ROOT_ENV = "IQA_CACHE_ROOT"
 
 
 def _from_params(opts: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """Checkpoint and architecture overrides of ``--backbone`` from ``--params``."""
     if not opts["params_file"]:
         return None, {}
+    import yaml
+
     with open(opts["params_file"], encoding="utf-8") as fh:
         params = yaml.safe_load(fh) or {}
     name = opts["backbone"]
@@ -48,7 +45,7 @@ def _views(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command)
 @click.option("--backbone", required=True, type=click.Choice(sorted(BACKBONES)),
               help="Frozen backbone to run.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=True),
@@ -62,9 +59,12 @@ def _views(value: str) -> tuple[str, ...]:
               help="Random weights (tests and benchmarks only; recorded in the fingerprint).")
 @click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Dataset manifest CSV (see 'iqa-data import').")
-@click.option("--out", help="Store to write: a .zarr folder, an fsspec URL or a .h5 file.")
-@click.option("--cache-root", help="Shared cache root: reuse a store with the same "
-              "fingerprint if one is there, otherwise extract into it.")
+@click.option("--out", help="Store to write: a .zarr folder, an fsspec URL or a .h5 file "
+              "(new, an empty folder, or a store to --resume; nothing else is overwritten).")
+@click.option("--cache-root", help=f"Shared cache root (default ${ROOT_ENV} when --out is not "
+              "given): reuse the store of the same fingerprint and images if it is there, copy "
+              "rows other stores of the dataset hold, compute the rest. With --out too, the "
+              "store is built at --out and also filed in the root.")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default="fp32",
               show_default=True, help="Compute dtype (autocast). Use bf16/fp16 on GPUs; on a CPU "
@@ -79,11 +79,16 @@ def _views(value: str) -> tuple[str, ...]:
 @click.option("--shard-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per shard file (the unit of writing and of distributed work).")
 @click.option("--codec", default="default", show_default=True, help="Store codec name.")
+@click.option("--keepbits", type=click.IntRange(min=1), default=None,
+              help="Lossy: keep this many mantissa bits (float16: 1-9); recorded in the "
+                   "fingerprint. Default: lossless.")
 @click.option("--arch", multiple=True, metavar="KEY=VALUE",
               help="Architecture override (e.g. tiny test configs); repeatable.")
 @click.option("--resume", is_flag=True,
               help="Continue an existing store with the same fingerprint: write only what is "
-                   "missing.")
+                   "missing (several processes may fill one Zarr store at once).")
+@click.option("--retry-failed", is_flag=True,
+              help="Also compute again the images recorded as failed (after fixing them).")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Run on a local dask cluster with N worker processes.")
 @click.option("--scheduler", help="Run on an existing dask cluster (scheduler address).")
@@ -101,8 +106,13 @@ def main(**opts: Any) -> None:
     Example: iqa-extract --backbone sam_vit_h --checkpoint sam_vit_h_4b8939.pth
     --manifest kadid.csv --out features/sam_vit_h/kadid10k.zarr --dtype bf16
     """
+    from extract.run import ExtractConfig, arch_overrides, run_extract
+
     checkpoint, arch = _from_params(opts)
-    arch.update(_parse_arch(opts["arch"]))
+    arch.update(parse_assignments(opts["arch"], "--arch"))
+    cache_root = opts["cache_root"] or (None if opts["out"] else os.environ.get(ROOT_ENV))
+    if not opts["out"] and not cache_root:
+        raise click.UsageError(f"give --out, --cache-root (or ${ROOT_ENV}), or both")
     try:
         cfg = ExtractConfig(
             backbone=opts["backbone"], checkpoint=opts["checkpoint"] or checkpoint,
@@ -110,14 +120,15 @@ def main(**opts: Any) -> None:
             device=opts["device"], dtype=opts["dtype"], batch_size=opts["batch_size"],
             views=_views(opts["views"]), storage_dtype=opts["storage_dtype"],
             shard_size=opts["shard_size"], codec=opts["codec"], which=opts["which"],
-            decode_workers=opts["decode_workers"],
-        )
-        result = run_extract(
-            cfg, opts["manifest"], out=opts["out"], cache_root=opts["cache_root"],
-            resume=opts["resume"], workers=opts["workers"], scheduler=opts["scheduler"],
-        )
-    except (ValueError, FileExistsError, FileNotFoundError, ManifestError) as err:
-        raise click.ClickException(str(err)) from err
+            decode_workers=opts["decode_workers"], keepbits=opts["keepbits"],
+        )  # fmt: skip
+    except ValueError as err:
+        raise UsageProblem(str(err)) from err
+    result = run_extract(
+        cfg, opts["manifest"], out=opts["out"], cache_root=cache_root,
+        resume=opts["resume"], retry_failed=opts["retry_failed"], workers=opts["workers"],
+        scheduler=opts["scheduler"],
+    )  # fmt: skip
     _report(result, opts["as_json"])
     if result.interrupted:
         sys.exit(130)
@@ -127,18 +138,23 @@ def main(**opts: Any) -> None:
 
 def _report(result: Any, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(vars(result), indent=1))
+        click.echo(json.dumps({**vars(result), "failed_rows": result.failed_rows}, indent=1))
         return
+    fp = result.fingerprint[:16]
     if result.reused:
-        click.echo(f"{result.store}: complete store with fingerprint {result.fingerprint[:16]} "
-                   "found; nothing recomputed")
+        click.echo(f"{result.store}: complete store with fingerprint {fp} found; nothing "
+                   f"recomputed ({result.written_rows} of {result.rows} rows written)")
     else:
-        click.echo(f"{result.store}: wrote {result.computed_rows} rows of {result.rows} "
-                   f"in {result.seconds:.1f} s (fingerprint {result.fingerprint[:16]})")
+        copied = f", {result.copied_rows} copied from stores in the cache root" if (
+            result.copied_rows) else ""  # fmt: skip
+        click.echo(f"{result.store}: computed {result.computed_rows} rows{copied} in "
+                   f"{result.seconds:.1f} s; {result.written_rows} of {result.rows} rows "
+                   f"written, {result.failed_rows} failed (fingerprint {fp})")
     if result.interrupted:
         click.echo("stopped early: run again with --resume to finish", err=True)
     if result.failures:
-        click.echo(f"{len(result.failures)} image(s) failed and have no features:", err=True)
+        click.echo(f"{len(result.failures)} image(s) failed and have no features (fix them "
+                   "and run again with --retry-failed):", err=True)
         for image, reason in sorted(result.failures.items())[:20]:
             click.echo(f"  {image}: {reason}", err=True)
         if len(result.failures) > 20:

@@ -74,10 +74,10 @@ def fill_distributed(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> ShardStats:
     """Hand ``shards`` to a cluster (a new LocalCluster of ``workers``, or ``scheduler``)."""
-    if store.backend == "hdf5":
-        raise ValueError("distributed extraction needs a Zarr store (HDF5 has a single writer)")
-    if store.backend == "memory":
-        raise ValueError("distributed extraction cannot write to an in-memory store")
+    caps = store.capabilities
+    if not (caps.parallel_writers and caps.shared):
+        raise ValueError(f"distributed extraction needs a store that several processes may "
+                         f"write at once (Zarr); {store.url} is {store.backend}")  # fmt: skip
     if manifest.path is None:
         raise ValueError("distributed extraction needs a manifest file the workers can read")
     stats = ShardStats()

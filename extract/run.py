@@ -2,30 +2,43 @@
 
 ``run_extract`` is what ``iqa-extract`` calls. It builds the backbone once, computes the
 store's fingerprint (backbone, architecture, weight hash, preprocessing, compute and
-storage dtypes, views, extractor version), looks in the shared cache root for a store with
-that fingerprint, and otherwise fills only the shards that are missing, here or on a dask
-cluster (``extract.distributed``).
+storage dtypes, views, extractor version) and fills only the shards that are missing,
+here or on a dask cluster (``extract.distributed``).
+
+Sharing. With a shared cache root (``cache_root``), the store of this exact content
+(fingerprint + image ids) is reused when it is there; otherwise rows that other stores of
+the same dataset and fingerprint hold are copied rather than recomputed, and the result
+is filed in the root. With both ``out`` and ``cache_root`` the store is built at ``out``
+(e.g. a DVC output) from what the root holds, and then filed in the root too.
+
+Writers. Stores whose backend coordinates writers by shard claims (Zarr) may be filled by
+several processes at once (two people extracting the same set into one cache root): each
+shard is claimed before it is computed, so every shard is computed once, and a writer
+waits for shards others are computing. Single-writer backends (HDF5) refuse a second one.
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from tqdm import tqdm
 
 from cache.backends import store_exists
+from cache.console import progress as make_progress
 from cache.fingerprint import fingerprint_of
-from cache.manifest import Manifest, file_sha256, read_manifest
-from cache.root import CacheRoot
-from cache.store import ArraySpec, create_store
+from cache.manifest import Manifest, read_manifest
+from cache.record import ExtractionRecord
+from cache.root import CacheRoot, RowDonors
+from cache.store import ArraySpec, FeatureStore, create_store, open_store, store_fields
+from cache.transfer import copy_store
 from extract.loader import check_views
 from extract.registry import get_backbone
 from extract.shards import AUTOCAST_DTYPES, ShardStats, fill_shards
@@ -34,6 +47,8 @@ from extract.shards import AUTOCAST_DTYPES, ShardStats, fill_shards
 FEATURE_VERSION = 1
 WHICH = ("all", "images", "refs")
 STORAGE_DTYPES = ("float16", "float32")
+CLAIM_BATCH = 4  # shards claimed (and pipelined) at a time
+WAIT_POLL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,8 @@ class ExtractConfig:
         codec: the store's codec name.
         which: ``all`` (images and references), ``images`` or ``refs``.
         decode_workers: threads decoding and preprocessing ahead of the forward.
+        keepbits: lossy mantissa bit-rounding of the stored features (None: lossless);
+            recorded in the fingerprint.
     """
 
     backbone: str
@@ -69,6 +86,7 @@ class ExtractConfig:
     codec: str = "default"
     which: str = "all"
     decode_workers: int = 2
+    keepbits: int | None = None
 
     def __post_init__(self) -> None:
         check_views(self.views)
@@ -80,6 +98,25 @@ class ExtractConfig:
             raise ValueError(f"which must be one of {WHICH}, got {self.which!r}")
         if self.batch_size < 1 or self.shard_size < 1:
             raise ValueError("batch size and shard size must be positive")
+
+    def record(self) -> ExtractionRecord:
+        """The store's extraction record (what a head checkpoint needs to score images)."""
+        return ExtractionRecord(
+            backbone=self.backbone, arch=self.arch, compute_dtype=self.dtype,
+            storage_dtype=self.storage_dtype, keepbits=self.keepbits, views=self.views,
+            which=self.which,
+        )  # fmt: skip
+
+    @classmethod
+    def from_record(
+        cls, record: ExtractionRecord, checkpoint: str | None, device: str = "cpu"
+    ) -> ExtractConfig:
+        """The settings that compute a record's features for new images (identity view)."""
+        return cls(
+            backbone=record.backbone, checkpoint=checkpoint, arch=record.arch,
+            device=device, dtype=record.compute_dtype, storage_dtype=record.storage_dtype,
+            which=record.which, keepbits=record.keepbits,
+        )  # fmt: skip
 
 
 @dataclass
@@ -94,6 +131,12 @@ class ExtractResult:
     seconds: float
     failures: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
+    copied_rows: int = 0
+    written_rows: int = 0
+
+    @property
+    def failed_rows(self) -> int:
+        return self.rows - self.written_rows
 
 
 def build_backbone(cfg: ExtractConfig) -> Any:
@@ -139,21 +182,18 @@ def _provenance(cfg: ExtractConfig, manifest: Manifest) -> dict[str, Any]:
     return {
         "dataset": manifest.info.name,
         "backbone": cfg.backbone,
-        "manifest_sha256": file_sha256(manifest.path) if manifest.path else "",
         "package_version": package,
         "torch_version": torch.__version__,
         "device": cfg.device,
-        "extract_config": asdict(cfg),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "extraction": cfg.record().to_dict(),
     }
 
 
 def open_output(
     cfg: ExtractConfig, backbone: Any, manifest: Manifest, out: str, resume: bool
-) -> Any:
+) -> FeatureStore:
     """Create the store, or reopen it to resume when it exists with the same fingerprint."""
-    exists = store_exists(out)
-    if exists and not resume:
+    if store_exists(out) and not resume:
         raise FileExistsError(
             f"store {out} already exists; pass --resume to fill what is missing "
             "(the fingerprint must match), or choose another --out"
@@ -161,27 +201,23 @@ def open_output(
     dtype = cfg.storage_dtype
     arrays = [ArraySpec(name, tuple(shape), dtype) for name, shape in backbone.outputs.items()]
     return create_store(
-        out,
-        arrays=arrays,
-        image_ids=image_ids_for(manifest, cfg.which),
-        views=cfg.views,
+        out, arrays=arrays, image_ids=image_ids_for(manifest, cfg.which), views=cfg.views,
         fingerprint_fields=fingerprint_fields(backbone, cfg),
-        provenance=_provenance(cfg, manifest),
-        shard_size=cfg.shard_size,
-        codec=cfg.codec,
-    )
+        provenance=_provenance(cfg, manifest), shard_size=cfg.shard_size, codec=cfg.codec,
+        keepbits=cfg.keepbits,
+    )  # fmt: skip
 
 
 @contextmanager
-def _graceful_interrupt() -> Iterator[list[bool]]:
-    """First Ctrl-C asks to stop after the shard in flight; a second one aborts."""
+def _graceful_interrupt(say: Callable[[str], None]) -> Iterator[list[bool]]:
+    """First Ctrl-C asks to stop after the shards in flight; a second one aborts."""
     flag = [False]
 
     def handler(signum: int, frame: Any) -> None:
         if flag[0]:
             raise KeyboardInterrupt
         flag[0] = True
-        tqdm.write("Interrupted: finishing the shard in flight (Ctrl-C again to abort)")
+        say("Interrupted: finishing the shards in flight (Ctrl-C again to abort)")
 
     try:
         previous = signal.signal(signal.SIGINT, handler)
@@ -201,75 +237,186 @@ def run_extract(
     out: str | None = None,
     cache_root: str | None = None,
     resume: bool = False,
+    retry_failed: bool = False,
     workers: int | None = None,
     scheduler: str | None = None,
     progress: bool = True,
 ) -> ExtractResult:
     """Extract ``cfg.backbone`` features for a manifest into a store.
 
-    Exactly one of ``out`` and ``cache_root`` is given. With a cache root the store path is
-    derived from the dataset and the fingerprint, an existing store is reused, and an
-    incomplete one is resumed.
+    Args:
+        out: the store to build (a path, URL or ``.h5``); with ``cache_root`` as well, it
+            is built from what the root holds and then filed in the root.
+        cache_root: a shared cache root (see the module docstring).
+        resume: continue an existing store with the same fingerprint.
+        retry_failed: also compute again the images recorded as failed (after a fix).
     """
-    if (out is None) == (cache_root is None):
-        raise ValueError("give exactly one of --out and --cache-root")
+    if out is None and cache_root is None:
+        raise ValueError("give --out, --cache-root, or both")
     start = time.perf_counter()
     manifest = read_manifest(manifest_path)
     backbone = build_backbone(cfg)
-    if cache_root is not None:
-        out, resume = _cache_root_target(cache_root, manifest, backbone, cfg), True
-    assert out is not None
-    store = open_output(cfg, backbone, manifest, out, resume)
+    root = CacheRoot(cache_root) if cache_root else None
+    fields = store_fields(fingerprint_fields(backbone, cfg), cfg.keepbits)
+    fp, ids = fingerprint_of(fields), image_ids_for(manifest, cfg.which)
+    in_root = root.find(manifest.info.name, fp, ids, cfg.views) if root else None
+    target = out or in_root or _root_path(root, manifest, cfg, fp, ids)
+    store = open_output(cfg, backbone, manifest, target, resume or out is None or retry_failed)
+    if retry_failed:
+        _uncommit_failed(store)
     missing = store.missing_shards()
-    result = ExtractResult(
-        store=out, fingerprint=store.fingerprint, rows=store.n_rows, computed_rows=0,
-        reused=not missing, seconds=0.0,
-    )
+    result = ExtractResult(store=target, fingerprint=store.fingerprint, rows=store.n_rows,
+                           computed_rows=0, reused=not missing, seconds=0.0)  # fmt: skip
     if missing:
-        stats, stopped = _fill(
-            cfg, backbone, store, manifest, missing, workers, scheduler, progress
-        )
-        result.computed_rows, result.interrupted = stats.rows, stopped
+        donors = _donors(root, manifest.info.name, fp, exclude=target)
+        stats, stopped = _fill(cfg, backbone, store, manifest, donors, workers, scheduler,
+                               progress)  # fmt: skip
+        result.computed_rows, result.copied_rows = stats.rows, stats.copied
+        result.interrupted = stopped
     result.failures = dict(store.failures)
+    result.written_rows = int(store.written.sum())
+    if root is not None and out is not None and not result.interrupted:
+        _file_in_root(root, store, manifest, cfg, ids)
+    store.close()
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _cache_root_target(root: str, manifest: Manifest, backbone: Any, cfg: ExtractConfig) -> str:
-    fingerprint = fingerprint_of(fingerprint_fields(backbone, cfg))
-    cache = CacheRoot(root)
-    found = cache.find(manifest.info.name, fingerprint)
-    return found or cache.path_for(manifest.info.name, cfg.backbone, fingerprint)
+def _root_path(root: CacheRoot | None, manifest: Manifest, cfg: ExtractConfig, fp: str,
+               ids: list[str]) -> str:  # fmt: skip
+    assert root is not None
+    return root.path_for(manifest.info.name, cfg.backbone, fp, ids, cfg.views)
+
+
+def _uncommit_failed(store: FeatureStore) -> None:
+    """Make the shards holding failed images pending again (their good rows are kept)."""
+    failed = store.failed_rows()
+    shards = sorted({store.shard_of_row(int(r)) for r in failed})
+    if shards:
+        store.uncommit(shards)
+
+
+def _donors(root: CacheRoot | None, dataset: str, fp: str, exclude: str) -> RowDonors | None:
+    if root is None:
+        return None
+    urls = [u for u in root.related(dataset, fp) if u.rstrip("/") != exclude.rstrip("/")]
+    return RowDonors(urls) if urls else None
+
+
+def _file_in_root(root: CacheRoot, store: FeatureStore, manifest: Manifest,
+                  cfg: ExtractConfig, ids: list[str]) -> None:  # fmt: skip
+    """Copy a store built at ``--out`` into the cache root, unless the root has it."""
+    dest = root.path_for(manifest.info.name, cfg.backbone, store.fingerprint, ids, cfg.views)
+    if dest.rstrip("/") == store.url.rstrip("/"):
+        return
+    existing = root.find(manifest.info.name, store.fingerprint, ids, cfg.views)
+    if existing is not None:
+        with open_store(existing) as there:
+            if not there.missing_shards():
+                return
+    copy_store(store.url, dest).close()
 
 
 def _fill(
-    cfg: ExtractConfig,
-    backbone: Any,
-    store: Any,
-    manifest: Manifest,
-    missing: list[int],
-    workers: int | None,
-    scheduler: str | None,
-    progress: bool,
-) -> tuple[ShardStats, bool]:
-    rows_per_shard = store.shard_size * len(store.views)
-    total = min(len(missing) * rows_per_shard, store.n_rows)
-    bar = tqdm(total=total, unit="img", desc=f"extract {cfg.backbone}", disable=not progress)
-    with bar, _graceful_interrupt() as stop:
-        if workers or scheduler:
-            from extract.distributed import fill_distributed
-
-            stats = fill_distributed(
-                cfg, manifest, store, missing, workers=workers, scheduler=scheduler,
-                on_shard=lambda k, n: bar.update(n), should_stop=lambda: stop[0],
-            )
-        else:
-            stats = fill_shards(
-                store, backbone, manifest, missing, batch_size=cfg.batch_size, dtype=cfg.dtype,
-                decode_workers=cfg.decode_workers, on_shard=lambda k, n: bar.update(n),
-                should_stop=lambda: stop[0],
-            )
+    cfg: ExtractConfig, backbone: Any, store: FeatureStore, manifest: Manifest,
+    donors: RowDonors | None, workers: int | None, scheduler: str | None, show: bool,
+) -> tuple[ShardStats, bool]:  # fmt: skip
+    claims = store.claims()
+    total = sum(len(store.shard_rows(k)) for k in store.missing_shards())
+    bar = make_progress(total, f"extract {cfg.backbone}", "img", enabled=show)
+    stats = ShardStats()
+    with bar, _graceful_interrupt(bar.write) as stop:
+        try:
+            while not stop[0]:
+                mine, waiting = _claim_next(store, claims)
+                if not mine and not waiting:
+                    break
+                if not mine:
+                    time.sleep(WAIT_POLL_S)  # another process is computing those shards
+                    continue
+                todo = _copy_known(store, mine, donors, stats, bar)
+                if todo:
+                    part = _compute(cfg, backbone, store, manifest, todo, workers, scheduler,
+                                    bar, stop)  # fmt: skip
+                    stats.merge(part)
+                    if part.shards < len(todo):  # asked to stop part-way
+                        stop[0] = True
+                _release(claims, mine)
+        finally:
+            if claims is not None:
+                claims.release_all()
+                claims.clean_stale()
+            if donors is not None:
+                donors.close()
     return stats, stop[0]
+
+
+def _claim_next(store: FeatureStore, claims: Any) -> tuple[list[int], bool]:
+    """Up to ``CLAIM_BATCH`` missing shards claimed by us, and whether others hold some."""
+    missing = store.missing_shards()
+    if claims is None:
+        return missing, False
+    mine: list[int] = []
+    others = False
+    for k in missing:
+        if len(mine) >= CLAIM_BATCH:
+            break
+        if claims.try_claim(f"shard_{k:06d}"):
+            mine.append(k)
+        else:
+            others = True
+    fresh = set(store.missing_shards())  # a shard committed while we claimed it is done
+    done = [k for k in mine if k not in fresh]
+    _release(claims, done)
+    return [k for k in mine if k in fresh], others
+
+
+def _release(claims: Any, shards: list[int]) -> None:
+    if claims is not None:
+        for k in shards:
+            claims.release(f"shard_{k:06d}")
+
+
+def _copy_known(
+    store: FeatureStore, shards: list[int], donors: RowDonors | None, stats: ShardStats, bar: Any
+) -> list[int]:
+    """Write the shards whose every row a donor store holds; return the rest."""
+    if donors is None or not len(donors):
+        return shards
+    todo = []
+    for k in shards:
+        rows = store.shard_rows(k)
+        keys = [(store.image_ids[r // store.n_views], store.views[r % store.n_views])
+                for r in rows]  # fmt: skip
+        known = donors.lookup(keys)
+        if len(known) < len(keys):
+            todo.append(k)
+            continue
+        feats = {n: np.stack([known[i][0][n] for i in range(len(keys))]) for n in store.arrays}
+        valid = np.stack([known[i][1] for i in range(len(keys))])
+        orig = np.stack([known[i][2] for i in range(len(keys))])
+        store.write_shard(k, feats, valid, orig)
+        stats.copied += len(keys)
+        bar.update(len(keys))
+    return todo
+
+
+def _compute(
+    cfg: ExtractConfig, backbone: Any, store: FeatureStore, manifest: Manifest,
+    shards: list[int], workers: int | None, scheduler: str | None, bar: Any, stop: list[bool],
+) -> ShardStats:  # fmt: skip
+    on_shard = lambda k, n: bar.update(n)  # noqa: E731
+    if workers or scheduler:
+        from extract.distributed import fill_distributed
+
+        return fill_distributed(
+            cfg, manifest, store, shards, workers=workers, scheduler=scheduler,
+            on_shard=on_shard, should_stop=lambda: stop[0],
+        )  # fmt: skip
+    return fill_shards(
+        store, backbone, manifest, shards, batch_size=cfg.batch_size, dtype=cfg.dtype,
+        decode_workers=cfg.decode_workers, on_shard=on_shard, should_stop=lambda: stop[0],
+    )  # fmt: skip
 
 
 def arch_overrides(pairs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

@@ -29,10 +29,12 @@ class ShardStats:
     shards: int = 0
     rows: int = 0
     failures: dict[str, str] = field(default_factory=dict)
+    copied: int = 0
 
     def merge(self, other: ShardStats) -> None:
         self.shards += other.shards
         self.rows += other.rows
+        self.copied += other.copied
         self.failures.update(other.failures)
 
 

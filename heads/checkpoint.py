@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cache.outputs import atomic_path
 from heads.registry import build_from_config
 
 CHECKPOINT_KEYS = ("model", "config", "head", "feature_specs", "store_fingerprint", "epoch")
@@ -45,7 +46,6 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint atomically (temporary file, then rename) and return its path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     config: Any = model.config
     payload = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -58,10 +58,17 @@ def save_checkpoint(
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "extra": dict(extra or {}),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
+
+
+def update_extra(path: str | os.PathLike[str], **values: Any) -> None:
+    """Add entries to a saved checkpoint's ``extra`` (rewritten atomically)."""
+    ckpt = read_checkpoint(path)
+    ckpt["extra"] = {**ckpt.get("extra", {}), **values}
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
 
 
 def read_checkpoint(

@@ -1,73 +1,46 @@
 """``iqa-train-head``: train a head from a feature store on one or more splits.
 
-A thin click layer over :func:`heads.experiment.run_experiment`. Head options not covered
-by a flag go through ``--set key=value`` (the value parsed as JSON when it can be, e.g.
-``--set width=32 --set 'branches=["spatial"]'``).
+A thin click layer over :func:`heads.experiment.run_experiment`. Heavy imports (torch,
+the heads) happen inside the command, so ``--help`` answers at once.
+
+Settings come from, in increasing priority: the head's own defaults (its paper's, declared
+on the head class), ``--params`` (``head_train.<head>`` and ``head_config.<head>`` of a
+params YAML file, e.g. ``params.yaml``), and the command line (``--epochs``, ``--lr``...,
+``--train-set KEY=VALUE`` for any training option, ``--set KEY=VALUE`` for head config).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
-from click.core import ParameterSource
 
-from cache.manifest import ManifestError
-from cache.store import IncompleteStoreError, StoreError
-from heads.checkpoint import CheckpointError
-from heads.data import StoreDataError
-from heads.experiment import ExperimentSpec, plan_runs, run_experiment
+from cache.console import Command, UsageProblem, parse_assignments
 from heads.registry import HEADS
-from heads.specs import HeadConfigError
 
-TRAIN_KEYS = {"epochs": int, "lr": float, "batch_size": int}
-
-EXPECTED = (
-    CheckpointError,
-    HeadConfigError,
-    IncompleteStoreError,
-    ManifestError,
-    StoreDataError,
-    StoreError,
-)
+ROOT_ENV = "IQA_CACHE_ROOT"
+FLAG_TRAINING = ("epochs", "batch_size", "lr", "weight_decay", "schedule")
 
 
-def _overrides(values: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
-def _split_files(paths: tuple[str, ...]) -> list[str]:
-    """Split files, a folder standing for its sorted ``*.json`` files."""
-    out: list[str] = []
-    for path in paths:
-        if Path(path).is_dir():
-            found = sorted(str(p) for p in Path(path).glob("*.json"))
-            if not found:
-                raise click.BadParameter(f"no split files (*.json) in {path}",
-                                         param_hint="--split")
-            out += found
-        else:
-            out.append(path)
-    return out
+def _split_files(path: str) -> list[str]:
+    """Split files: the file itself, or a folder's sorted ``*.json`` files."""
+    if Path(path).is_dir():
+        found = sorted(str(p) for p in Path(path).glob("*.json"))
+        if not found:
+            raise click.BadParameter(f"no split files (*.json) in {path}", param_hint="--split")
+        return found
+    return [path]
 
 
 def _params_section(path: str | None, section: str, head: str) -> dict[str, Any]:
     """``<section>.<head>`` of a params YAML file (lists become tuples)."""
     if path is None:
         return {}
+    import yaml
+
     with open(path, encoding="utf-8") as fh:
         table = (yaml.safe_load(fh) or {}).get(section) or {}
     values = table.get(head) or {}
@@ -76,91 +49,152 @@ def _params_section(path: str | None, section: str, head: str) -> dict[str, Any]
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
-def _params_training(path: str | None, head: str) -> dict[str, Any]:
-    """Training options from ``head_train.<head>`` that the command line left at default."""
-    values = _params_section(path, "head_train", head)
-    unknown = sorted(set(values) - set(TRAIN_KEYS))
-    if unknown:
-        raise click.BadParameter(f"head_train.{head}: unknown keys {unknown}; allowed: "
-                                 f"{list(TRAIN_KEYS)}", param_hint="--params")
-    ctx = click.get_current_context()
-    return {
-        k: TRAIN_KEYS[k](v) for k, v in values.items()
-        if ctx.get_parameter_source(k) is ParameterSource.DEFAULT
-    }
+def _training(opts: dict[str, Any]) -> Any:
+    """The head's defaults, then ``head_train.<head>``, then the command line."""
+    from heads.optim import TrainConfigError
+    from heads.registry import head_class
+
+    changes = _params_section(opts["params_file"], "head_train", opts["head"])
+    changes.update({k: opts[k] for k in FLAG_TRAINING if opts[k] is not None})
+    changes.update(parse_assignments(opts["train_sets"], "--train-set"))
+    try:
+        return head_class(opts["head"]).train_defaults.replace(**changes)
+    except TrainConfigError as err:
+        raise UsageProblem(f"{err} (from --params, --train-set or the options)") from err
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def _sources(opts: dict[str, Any]) -> tuple[Any, ...]:
+    """One ``Source`` per --features (aligned --manifest / --split / --ref-features)."""
+    from heads.experiment import Source
+
+    feats, manifests, splits = opts["features"], opts["manifests"], opts["splits"]
+    if not feats:
+        feats = (_from_cache_root(opts),)
+    if len(manifests) != len(feats):
+        raise click.UsageError(f"give one --manifest per --features ({len(feats)} stores, "
+                               f"{len(manifests)} manifests)")  # fmt: skip
+    if len(feats) > 1 and len(splits) != len(feats):
+        raise click.UsageError("mixed training: give one --split (file or folder) per store")
+    per = [_split_files(s) for s in splits] if len(feats) > 1 else [
+        [f for s in splits for f in _split_files(s)]]  # fmt: skip
+    repeats = opts["repeats"]
+    if repeats is not None:
+        short = [len(p) for p in per if len(p) < repeats]
+        if short:
+            raise click.BadParameter(f"--repeats {repeats} but only {short[0]} split files",
+                                     param_hint="--repeats")  # fmt: skip
+        per = [p[:repeats] for p in per]
+    refs = opts["ref_features"] or (None,) * len(feats)
+    if len(refs) != len(feats):
+        raise click.UsageError("give one --ref-features per --features, or none")
+    return tuple(Source(f, m, tuple(p), r)
+                 for f, m, p, r in zip(feats, manifests, per, refs, strict=True))  # fmt: skip
+
+
+def _from_cache_root(opts: dict[str, Any]) -> str:
+    """The store of the manifest's images and ``--backbone`` under the cache root."""
+    root = opts["cache_root"] or os.environ.get(ROOT_ENV)
+    if not root or not opts["backbone"]:
+        raise click.UsageError("give --features, or --backbone with --cache-root "
+                               f"(or ${ROOT_ENV}) to find the store")  # fmt: skip
+    from cache.manifest import read_manifest
+    from cache.root import CacheRoot
+
+    if not opts["manifests"]:
+        raise click.UsageError("give --manifest")
+    manifest = read_manifest(opts["manifests"][0])
+    return CacheRoot(root).find_for(manifest, opts["backbone"], opts["fingerprint"])
+
+
+@click.command(cls=Command)
 @click.option("--head", required=True, type=click.Choice(sorted(HEADS)), help="Head to train.")
-@click.option("--features", required=True, help="Feature store (path or URL).")
-@click.option("--ref-features", default=None, help="Store of the reference images (FR heads).")
-@click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Manifest CSV.")
-@click.option(
-    "--split",
-    "splits",
-    required=True,
-    multiple=True,
-    type=click.Path(exists=True),
-    help="Split file, or a folder of split_NN.json files; repeatable.",
-)
-@click.option(
-    "--repeats",
-    type=click.IntRange(min=1),
-    help="With several splits: train on the first N (content-disjoint repeats; the papers "
-    "report the median). With one split file: N seeds on it. Default: every split given.",
-)
-@click.option("--epochs", default=100, show_default=True)
-@click.option("--batch-size", default=16, show_default=True, help="Rows (prompt: group) per step.")
-@click.option("--lr", default=1e-4, show_default=True)
+@click.option("--features", multiple=True,
+              help="Feature store (path or URL). Repeat with --manifest/--split for mixed "
+                   "training of one model on several datasets.")
+@click.option("--ref-features", multiple=True, help="Store of the reference images (FR heads; "
+              "default: the feature store itself).")
+@click.option("--manifest", "manifests", multiple=True, required=True,
+              type=click.Path(dir_okay=False), help="Manifest CSV (one per --features).")
+@click.option("--split", "splits", required=True, multiple=True, type=click.Path(exists=True),
+              help="Split file, or a folder of split_NN.json files; repeatable.")
+@click.option("--repeats", type=click.IntRange(min=1),
+              help="Use the first N split files (content-disjoint repeats; papers report "
+                   "the median). Default: every split given.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs per split file, with seeds SEED, SEED+1, ...")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Training epochs (default: the head's paper setting; see --show-config).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Rows per step; the group size for the prompt head.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), help="Adam weight decay.")
+@click.option("--schedule", type=click.Choice(["constant", "cosine", "cosine_restarts",
+                                               "multistep"]), help="Learning-rate schedule.")
+@click.option("--train-set", "train_sets", multiple=True, metavar="KEY=VALUE",
+              help="Any training option (e.g. milestones=[5,10], patience=10, "
+                   "prompt_select=random); repeatable.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Head config field (e.g. width=32, 'scales=[1,2]'); repeatable.")
+@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML file (e.g. params.yaml): head_train.<head> and head_config.<head> "
+                   "(the command line wins).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
-@click.option("--written-only", is_flag=True, help="Drop images whose rows are not written.")
-@click.option("--set", "sets", multiple=True, help="Head config field, key=value (repeatable).")
-@click.option(
-    "--params",
-    "params_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="YAML file (e.g. params.yaml): 'head_config.<head>' gives config fields (--set "
-    "wins) and 'head_train.<head>' gives epochs, lr and batch_size (options given on the "
-    "command line win).",
-)
-def main(
-    sets: tuple[str, ...],
-    splits: tuple[str, ...],
-    repeats: int | None,
-    params_file: str | None,
-    **kwargs: Any,
-) -> None:
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: new, empty, or an earlier iqa-train-head output.")
+@click.option("--resume", is_flag=True, help="Continue each run from its last.pt.")
+@click.option("--written-only", is_flag=True,
+              help="Leave out images whose rows are not written (they are listed).")
+@click.option("--cache-root", help=f"Find the store in a shared cache root (or ${ROOT_ENV}) "
+              "by the manifest's images and --backbone.")
+@click.option("--backbone", help="With --cache-root: the backbone of the store to use.")
+@click.option("--fingerprint", help="With --cache-root: a fingerprint prefix, when several "
+              "stores of the backbone hold these images.")
+@click.option("--show-config", is_flag=True,
+              help="Print the effective training and head settings, then stop.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def main(**opts: Any) -> None:
     """Train a head on cached features (never a backbone) and evaluate it.
 
-    Model selection uses the validation part of each split only; the test part is scored
-    once at the end. Writes model.pt, metrics.json (val and test SRCC, PLCC, KRCC, RMSE;
-    with several splits also per-split results and their median/mean/std), curves.csv and
-    predictions.csv under OUT (one run_NN/ folder per split when there are several).
+    Model selection uses the validation part of each split only (without one, a fixed
+    number of epochs and the last); the test part is scored once at the end. Writes
+    OUT/metrics.json (every run and the median/mean/std), OUT/predictions.csv and per
+    run OUT/run_NN/ (model.pt, curves.csv, predictions.csv, metrics.json).
 
-    Example: iqa-train-head --head sfem_fr --features features/kadid10k/sam_vit_h.zarr
-    --manifest data/kadid10k/manifest.csv --split data/kadid10k/splits --repeats 10
-    --out runs/sfem_fr-kadid10k
+    \b
+    Example:
+      iqa-train-head --head sfem_fr --features features/kadid10k/sam_vit_h.zarr \\
+        --manifest data/kadid10k/manifest.csv --split data/kadid10k/splits \\
+        --repeats 10 --out runs/kadid10k/sam_vit_h/sfem_fr
     """
-    files = _split_files(splits)
-    if len(files) > 1:
-        if repeats is not None and repeats > len(files):
-            raise click.BadParameter(f"--repeats {repeats} but only {len(files)} split files",
-                                     param_hint="--repeats")
-        files, repeats = files[:repeats] if repeats else files, 1
-    kwargs.update(_params_training(params_file, kwargs["head"]))
-    overrides = {**_params_section(params_file, "head_config", kwargs["head"]), **_overrides(sets)}
-    spec = ExperimentSpec(splits=tuple(files), overrides=overrides, repeats=repeats or 1,
-                          **kwargs)
-    try:
-        plan_runs(spec)
-    except ValueError as err:
-        raise click.UsageError(str(err)) from err
-    try:
-        result = run_experiment(spec)
-    except EXPECTED as err:
-        raise click.ClickException(str(err)) from err
-    test = result.get("test") or result.get("summary", {}).get("test", {})
-    click.echo(f"{spec.head}: wrote {spec.out}; test {json.dumps(test)}")
+    from heads.experiment import ExperimentSpec, run_experiment
+
+    training = _training(opts)
+    overrides = {**_params_section(opts["params_file"], "head_config", opts["head"]),
+                 **parse_assignments(opts["sets"], "--set")}  # fmt: skip
+    if opts["show_config"]:
+        click.echo(json.dumps({"training": training.to_dict(), "head_config": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}}, indent=1))
+        return
+    spec = ExperimentSpec(
+        head=opts["head"], sources=_sources(opts), out=opts["out"], training=training,
+        seeds=opts["seeds"], seed=opts["seed"], device=opts["device"], resume=opts["resume"],
+        written_only=opts["written_only"], overrides=overrides,
+    )  # fmt: skip
+    result = run_experiment(spec)
+    _report(result, opts["out"], opts["as_json"])
+
+
+def _report(result: dict[str, Any], out: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=1, sort_keys=True))
+        return
+    dropped = sum(r["dropped_unwritten"] for r in result["runs"])
+    if dropped:
+        click.echo(f"left out {dropped} images with unwritten rows over "
+                   f"{len(result['runs'])} runs (listed in {out}/run_NN/metrics.json)",
+                   err=True)  # fmt: skip
+    test = result["summary"].get("test", {})
+    line = ", ".join(f"{k} {v['median']:.4f}" for k, v in test.items() if k in ("srcc", "plcc"))
+    click.echo(f"{result['head']} on {result['dataset']} ({result['backbone']}): "
+               f"{len(result['runs'])} runs, median test {line or 'n/a'}; wrote {out}")

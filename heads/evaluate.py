@@ -1,34 +1,70 @@
 """Prediction and metrics of a head on one split part (always the identity view, 0).
 
-The prompt head predicts under a prompt of ``n`` train images chosen by interval
-selection over the train labels (PromptIQA's default test-time prompt, n = 10).
+Heads are called through ``heads.protocols`` (by their declared kind, never their type).
+A grouped head (PromptIQA) predicts under a prompt of ``prompt_size`` train images,
+chosen by interval selection over the train labels (PromptIQA's default test-time
+prompt, n = 10) or at random (its Table 4); the prompt may be altered as in its Table 5
+(scores inverted or replaced by random numbers, features replaced by random numbers).
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from heads.augment import interval_select
+from heads import protocols
+from heads.augment import interval_select, random_select
 from heads.metrics import compute_metrics
-from heads.prompt import PromptHead
+from heads.optim import TrainConfig
 from heads.traindata import TrainData
 
 
 def make_prompt(
-    model: nn.Module, train: TrainData, n: int = 10, device: str | torch.device = "cpu"
+    model: nn.Module,
+    train: TrainData,
+    n: int = 10,
+    device: str | torch.device = "cpu",
+    *,
+    select: str = "interval",
+    transform: str = "none",
+    seed: int = 0,
 ) -> tuple[Tensor, list[str]]:
-    """A cached prompt (1, n, dim) from ``n`` interval-selected train rows, and their ids."""
-    rows = interval_select(train.targets, n)
+    """A cached prompt (1, n, dim) from ``n`` train rows, and their ids.
+
+    Args:
+        select: ``interval`` or ``random`` (seeded) selection of the prompt images.
+        transform: ``none``, ``invert`` (scores ``1 - s``), ``random_scores`` or
+            ``random_features`` (PromptIQA's Table 5 probes).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    rows = random_select(train.targets, n, gen) if select == "random" else (
+        interval_select(train.targets, n))  # fmt: skip
     feats, valid, _ = train.batch(rows, device=device)
+    scores = train.targets[rows].to(device)
+    if transform == "invert":
+        scores = 1 - scores
+    elif transform == "random_scores":
+        scores = torch.rand(len(rows), generator=gen).to(device)
+    elif transform == "random_features":
+        feats = {k: torch.randn(v.shape, generator=gen).to(v) for k, v in feats.items()}
     with torch.no_grad():
-        prompt = cast(PromptHead, model).forward_prompt(
-            feats, train.targets[rows].to(device), valid
-        )
+        prompt = protocols.embed_prompt(model, feats, scores, valid)
     return prompt, [train.ids[int(i)] for i in rows]
+
+
+def prompt_for(
+    model: nn.Module, train: TrainData, training: TrainConfig, device: str | torch.device,
+) -> tuple[Tensor | None, list[str]]:  # fmt: skip
+    """The evaluation prompt a training config asks for (None for heads without prompts)."""
+    if not protocols.is_grouped(model):
+        return None, []
+    return make_prompt(
+        model, train, training.prompt_size, device, select=training.prompt_select,
+        transform=training.prompt_transform,
+    )  # fmt: skip
 
 
 def predict(
@@ -39,16 +75,14 @@ def predict(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Predictions (N,) of ``model`` in eval mode over ``data``."""
+    """Predictions (N,) of ``model`` in eval mode over ``data`` (empty for no rows)."""
     model.eval()
     out = []
     with torch.no_grad():
-        for rows in torch.arange(len(data)).split(batch_size):
+        for start in range(0, len(data), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(data)))
             feats, valid, ref = data.batch(rows, device=device)
-            if prompt is not None:
-                out.append(cast(PromptHead, model).predict(feats, prompt, valid))
-            else:
-                out.append(model(feats, valid, ref))
+            out.append(protocols.predict(model, feats, valid, ref, prompt))
     return torch.cat(out).float().cpu().numpy() if out else np.zeros(0, np.float32)
 
 
@@ -66,8 +100,6 @@ def evaluate(
         ``{"ids", "pred", "target", "metrics"}``; ``metrics`` (srcc, plcc, krcc, rmse from
         ``heads.metrics.compute_metrics``) is empty when ``data`` has fewer than 2 rows.
     """
-    if getattr(model, "grouped", False) and prompt is None:
-        raise ValueError("the prompt head needs prompt=make_prompt(model, train) to evaluate")
     pred = predict(model, data, prompt=prompt, batch_size=batch_size, device=device)
     target = data.targets.double().numpy()
     metrics = compute_metrics(pred, target) if len(data) >= 2 else {}

@@ -1,14 +1,26 @@
 """One ``iqa-train-head`` experiment: train a head on one or more splits and report.
 
-For each run (one split file and seed) the head trains on the split's train part, is
-selected on its val part, and is evaluated once on val and test; the run's folder gets
-``model.pt``, ``curves.csv``, ``predictions.csv`` (id, part, target, prediction) and
-``metrics.json``. With one run that folder is ``out``; with several (several split files,
-or one split with ``repeats`` seeds) each run writes ``out/run_NN/`` and ``out/metrics.json``
-adds the per-run metrics and their median / mean / std (``heads.metrics.summarize``; the
-papers report the median over repeats) and ``out/predictions.csv`` gathers every run with a
-``run`` column. An FR head without ``ref_features`` reads references from the feature
-store itself.
+Everything is checked before anything is written (stores, manifests, split files against
+their manifest, the head against the store's arrays, the training settings), so a
+rejected request leaves nothing behind. Then every run (one split file and seed) trains
+on the split's train part, is selected on its val part, and is evaluated once on val and
+test. The output always has the same tree and ``metrics.json`` schema, whatever the
+number of runs::
+
+    OUT/.iqa-output.json             {"kind": "train-run"}
+    OUT/metrics.json                 head, dataset, backbone, store, manifest, label_norm,
+                                     training settings, "runs": [...], "summary"
+    OUT/predictions.csv              run,id,part,distortion,score,target,prediction,
+                                     predicted_score (every run)
+    OUT/run_NN/model.pt, last.pt, curves.csv, predictions.csv, metrics.json
+
+``summary`` holds the median / mean / std over runs (``heads.metrics.summarize``; papers
+report the median over repeats). ``score``/``predicted_score`` are on the dataset's own
+scale and orientation; ``target``/``prediction`` are normalised (higher is better).
+
+Several datasets (``Source`` each: store, manifest, splits) train one model together
+(PromptIQA's mixed training): run ``k`` uses the ``k``-th split of every dataset, and
+metrics, predictions and summaries are kept per dataset.
 """
 
 from __future__ import annotations
@@ -19,29 +31,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cache.manifest import read_manifest, read_split
+from cache.manifest import PARTS, Manifest, Split, file_sha256, read_manifest, read_split
+from cache.outputs import atomic_write_text, check_output_dir, prepare_output_dir
+from cache.reader import select_rows
+from cache.record import record_of
 from cache.store import FeatureStore, open_store
-from heads.data import SplitData, load_split
+from heads import protocols
+from heads.checkpoint import update_extra
+from heads.data import SplitData, StoreDataError, load_split, to_raw
 from heads.evaluate import evaluate
 from heads.metrics import summarize
-from heads.registry import get_head
-from heads.train import FitResult, fit
+from heads.optim import TrainConfig
+from heads.registry import head_class, make_config
+from heads.train import FitResult, TrainError, check_trainable, fit
+
+SCHEMA = 2
+PRED_FIELDS = ("run", "dataset", "id", "part", "distortion", "score", "target", "prediction",
+               "predicted_score")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Source:
+    """One dataset of an experiment: its feature store, manifest and split files."""
+
+    features: str
+    manifest: str
+    splits: tuple[str, ...]
+    ref_features: str | None = None
 
 
 @dataclass(frozen=True)
 class ExperimentSpec:
-    """Everything ``iqa-train-head`` was asked to do."""
+    """Everything ``iqa-train-head`` was asked to do.
+
+    Attributes:
+        sources: one per dataset (several: mixed training of one model).
+        seeds: runs per split file, with seeds ``seed, seed + 1, ...``.
+    """
 
     head: str
-    features: str
-    manifest: str
-    splits: tuple[str, ...]
+    sources: tuple[Source, ...]
     out: str
-    ref_features: str | None = None
-    repeats: int = 1
-    epochs: int = 100
-    batch_size: int = 16
-    lr: float = 1e-4
+    training: TrainConfig = field(default_factory=TrainConfig)
+    seeds: int = 1
     seed: int = 0
     device: str = "cpu"
     resume: bool = False
@@ -50,129 +82,231 @@ class ExperimentSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def plan_runs(spec: ExperimentSpec) -> list[tuple[str, int]]:
-    """(split file, seed) of every run: one per split, or ``repeats`` seeds of one split."""
-    if not spec.splits:
-        raise ValueError("give at least one split file")
-    if spec.repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {spec.repeats}")
-    if len(spec.splits) > 1 and spec.repeats > 1:
-        raise ValueError("give several split files or --repeats with one split, not both")
-    if len(spec.splits) > 1:
-        return [(s, spec.seed) for s in spec.splits]
-    return [(spec.splits[0], spec.seed + k) for k in range(spec.repeats)]
+@dataclass
+class _Dataset:
+    """A source, opened and checked."""
+
+    source: Source
+    store: FeatureStore
+    ref_store: FeatureStore | None
+    manifest: Manifest
+    splits: list[Split]
+
+    @property
+    def name(self) -> str:
+        return str(self.store.attrs.get("dataset") or self.manifest.info.name)
+
+
+def plan_runs(spec: ExperimentSpec) -> list[tuple[int, int]]:
+    """(split index, seed) of every run: each split file times ``seeds`` seeds."""
+    counts = {len(s.splits) for s in spec.sources}
+    if not spec.sources or 0 in counts:
+        raise TrainError("give at least one split file")
+    if len(counts) > 1:
+        raise TrainError(f"mixed training needs as many split files per dataset, got {counts}")
+    if spec.seeds < 1:
+        raise TrainError(f"seeds must be >= 1, got {spec.seeds}")
+    return [(k, spec.seed + s) for k in range(counts.pop()) for s in range(spec.seeds)]
+
+
+def _open(spec: ExperimentSpec, source: Source) -> _Dataset:
+    store = open_store(source.features, verify=True)
+    ref_store = None
+    if protocols.needs_ref(head_class(spec.head)):
+        ref_store = open_store(source.ref_features, verify=True) if source.ref_features else store
+    manifest = read_manifest(source.manifest)
+    splits = [read_split(p) for p in source.splits]
+    for path, split in zip(source.splits, splits, strict=True):
+        split.check_against(manifest, where=path)
+    return _Dataset(source, store, ref_store, manifest, splits)
+
+
+def prepare(spec: ExperimentSpec) -> list[_Dataset]:
+    """Open and check everything a run needs; nothing is written.
+
+    Raises:
+        The project's errors naming what is wrong (stores, manifests, splits, the head).
+    """
+    plan_runs(spec)
+    check_output_dir(spec.out, "train-run")
+    datasets = [_open(spec, s) for s in spec.sources]
+    specs = {n: a.shape for n, a in datasets[0].store.arrays.items()}
+    for d in datasets[1:]:
+        other = {n: a.shape for n, a in d.store.arrays.items()}
+        if other != specs:
+            raise TrainError(f"mixed training needs stores of one layout: {specs} vs {other}")
+    make_config(spec.head, specs, **spec.overrides)  # the head fits the store's arrays
+    if protocols.needs_ref(head_class(spec.head)):
+        for d in datasets:
+            if not d.manifest.is_fr:
+                raise TrainError(f"{spec.head} is full-reference but {d.source.manifest} lists "
+                                 "no reference images")  # fmt: skip
+    for d in datasets:
+        _check_rows(spec, d)
+    return datasets
+
+
+def _check_rows(spec: ExperimentSpec, d: _Dataset) -> None:
+    """Every split's rows exist (and are written, or ``written_only``) and can train."""
+    by_id = d.manifest.by_id()
+    grouped = protocols.is_grouped(head_class(spec.head))
+    need = spec.training.batch_size if grouped else 2
+    for path, split in zip(d.source.splits, d.splits, strict=True):
+        for part in PARTS:
+            try:
+                sel = select_rows(d.store, split.part(part), ref_store=d.ref_store,
+                                  ref_of=lambda i: by_id[i].ref, written_only=spec.written_only,
+                                  what=part)  # fmt: skip
+            except KeyError as err:
+                raise StoreDataError(f"{path} ({part}): {err.args[0]}") from None
+            if part == "train" and len(sel) < need:
+                raise TrainError(
+                    f"{path}: the train part has {len(sel)} usable images, too few to train "
+                    f"{spec.head} (need {need}); use a larger split or a smaller batch size"
+                )
+
+
+def _load(spec: ExperimentSpec, d: _Dataset, k: int) -> SplitData:
+    return load_split(d.store, d.manifest, d.splits[k], ref_store=d.ref_store,
+                      written_only=spec.written_only, preload=spec.preload)  # fmt: skip
+
+
+def _predictions(
+    res: FitResult, data: SplitData, d: _Dataset, i: int, run: int, device: str
+) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+    metrics, rows = {}, []
+    by_id = d.manifest.by_id()
+    for part in (data.train, data.val, data.test):
+        ev = evaluate(res.model, part, prompt=res.prompts[i], device=device)
+        metrics[part.name] = ev["metrics"]
+        for image, target, pred in zip(ev["ids"], ev["target"], ev["pred"], strict=True):
+            rows.append({
+                "run": run, "dataset": d.name, "id": image, "part": part.name,
+                "distortion": by_id[image].distortion, "score": by_id[image].score,
+                "target": float(target), "prediction": float(pred),
+                "predicted_score": to_raw(float(pred), data.label_norm),
+            })  # fmt: skip
+    return metrics, rows
+
+
+def _one_run(
+    spec: ExperimentSpec, datasets: list[_Dataset], k: int, seed: int, run: int, run_dir: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    parts = [_load(spec, d, k) for d in datasets]
+    check_trainable(spec.head, [p.train for p in parts], [p.val for p in parts], spec.training)
+    first = datasets[0]
+    res = fit(
+        spec.head, spec.overrides, [p.train for p in parts], [p.val for p in parts],
+        training=spec.training, seed=seed, device=spec.device, out_dir=run_dir,
+        store_fingerprint=parts[0].fingerprint, label_norm=parts[0].label_norm,
+        resume=spec.resume and (run_dir / "last.pt").is_file(),
+        record=store_record(first.store), desc=f"{spec.head} run {run}",
+    )  # fmt: skip
+    per_dataset, preds = {}, []
+    for i, (d, data) in enumerate(zip(datasets, parts, strict=True)):
+        metrics, rows = _predictions(res, data, d, i, run, spec.device)
+        per_dataset[d.name] = {**metrics, "dropped_unwritten": data.dropped,
+                               "split": d.source.splits[k]}  # fmt: skip
+        preds += rows
+    _record_prompts(res, datasets, run_dir)
+    record = {
+        "run": run, "dir": run_dir.name, "split": first.source.splits[k], "seed": seed,
+        "best_epoch": res.best_epoch, "epochs_run": len(res.history),
+        "selection": res.selection, "prompt_ids": res.prompt_ids[0] if res.prompt_ids else [],
+        "dropped_unwritten": parts[0].n_dropped,
+        **{p: per_dataset[first.name][p] for p in ("train", "val", "test")},
+    }  # fmt: skip
+    if len(datasets) > 1:
+        record["datasets"] = per_dataset
+    _write_json(run_dir / "metrics.json", record)
+    _write_predictions(run_dir / "predictions.csv", preds)
+    return record, preds
+
+
+def _record_prompts(res: FitResult, datasets: list[_Dataset], run_dir: Path) -> None:
+    """Keep each evaluation prompt (ids and embedding) in the selected checkpoint."""
+    if res.prompt is None or not (run_dir / "model.pt").is_file():
+        return
+    prompts = [{"dataset": d.name, "ids": ids, "embedding": p.detach().cpu()}
+               for d, ids, p in zip(datasets, res.prompt_ids, res.prompts, strict=True)
+               if p is not None]  # fmt: skip
+    update_extra(run_dir / "model.pt", prompts=prompts)
+
+
+def store_record(store: FeatureStore) -> dict[str, Any]:
+    """What a checkpoint keeps of its store so the backbone can be rebuilt and checked."""
+    try:
+        extraction = record_of(store.attrs).to_dict()
+    except ValueError:
+        extraction = None  # a store written by other code: scoring images is not possible
+    return {
+        "store_fields": store.fingerprint_fields,
+        "extraction": extraction,
+        "dataset": store.attrs.get("dataset"),
+    }
 
 
 def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["id"])
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(PRED_FIELDS), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def _report(
-    res: FitResult, data: SplitData, run_dir: Path, spec: ExperimentSpec
-) -> tuple[dict, list]:
-    out, preds = {}, []
-    for part in (data.train, data.val, data.test):
-        ev = evaluate(res.model, part, prompt=res.prompt, device=spec.device)
-        out[part.name] = ev["metrics"]
-        preds += [
-            {"id": i, "part": part.name, "target": float(t), "prediction": float(p)}
-            for i, t, p in zip(ev["ids"], ev["target"], ev["pred"], strict=True)
-        ]
-    _write_predictions(run_dir / "predictions.csv", preds)
-    return out, preds
-
-
-def _one_run(
-    spec: ExperimentSpec, stores: tuple, split_path: str, seed: int, run_dir: Path
-) -> tuple[dict, list]:
-    store, ref_store = stores
-    data = load_split(
-        store,
-        read_manifest(spec.manifest),
-        read_split(split_path),
-        ref_store=ref_store,
-        written_only=spec.written_only,
-        preload=spec.preload,
-    )
-    res = fit(
-        spec.head,
-        spec.overrides,
-        data.train,
-        data.val,
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
-        lr=spec.lr,
-        seed=seed,
-        device=spec.device,
-        out_dir=run_dir,
-        store_fingerprint=data.fingerprint,
-        label_norm=data.label_norm,
-        resume=spec.resume and (run_dir / "last.pt").is_file(),
-        record=_store_record(store),
-    )
-    metrics, preds = _report(res, data, run_dir, spec)
-    record = {
-        "split": split_path,
-        "seed": seed,
-        "best_epoch": res.best_epoch,
-        "selection": res.selection,
-        "dropped_unwritten": data.dropped,
-        "val": metrics["val"],
-        "test": metrics["test"],
-        "train": metrics["train"],
-    }
-    _write_json(run_dir / "metrics.json", record)
-    return record, preds
-
-
-def _store_record(store: FeatureStore) -> dict[str, Any]:
-    """What a checkpoint keeps of its store so the backbone can be rebuilt and checked."""
+def _header(spec: ExperimentSpec, datasets: list[_Dataset]) -> dict[str, Any]:
+    first = datasets[0]
     return {
-        "store_fields": store.fingerprint_fields,
-        "extract_config": store.attrs.get("extract_config"),
-        "dataset": store.attrs.get("dataset"),
+        "schema": SCHEMA,
+        "head": spec.head,
+        "protocol": protocols.kind_of(head_class(spec.head)),
+        "dataset": first.name if len(datasets) == 1 else "+".join(d.name for d in datasets),
+        "datasets": [d.name for d in datasets],
+        "backbone": str(first.store.fingerprint_fields.get("backbone", "unknown")),
+        "features": first.source.features,
+        "ref_features": first.source.ref_features,
+        "fingerprint": first.store.fingerprint,
+        "manifest": first.source.manifest,
+        "manifest_sha256": file_sha256(first.source.manifest),
+        "score_kind": first.manifest.info.score_kind,
+        "label_norm": {"method": "score_range", "low": first.manifest.info.score_range[0],
+                       "high": first.manifest.info.score_range[1],
+                       "lower_better": first.manifest.info.lower_better},  # fmt: skip
+        "training": spec.training.to_dict(),
+        "head_config": {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in spec.overrides.items()},  # fmt: skip
     }
 
 
-def _open_stores(spec: ExperimentSpec) -> tuple[FeatureStore, FeatureStore | None]:
-    store = open_store(spec.features)
-    if not get_head(spec.head).needs_ref:
-        return store, None
-    return store, open_store(spec.ref_features) if spec.ref_features else store
+def _summary(records: list[dict[str, Any]], datasets: list[_Dataset]) -> dict[str, Any]:
+    out: dict[str, Any] = {p: summarize([r[p] for r in records if r[p]]) for p in ("val", "test")
+           if any(r[p] for r in records)}  # fmt: skip
+    if len(datasets) > 1:
+        for d in datasets:
+            per = [r["datasets"][d.name] for r in records]
+            out[d.name] = {p: summarize([x[p] for x in per if x[p]]) for p in ("val", "test")
+                           if any(x[p] for x in per)}  # fmt: skip
+    return out
 
 
 def run_experiment(spec: ExperimentSpec) -> dict[str, Any]:
-    """Train and evaluate every planned run; returns what ``out/metrics.json`` holds."""
+    """Check, train and evaluate every planned run; returns what ``OUT/metrics.json`` holds."""
+    datasets = prepare(spec)
     runs = plan_runs(spec)
-    out = Path(spec.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stores = _open_stores(spec)
+    out = prepare_output_dir(spec.out, "train-run")
+    result = _header(spec, datasets)
     records, all_preds = [], []
-    for k, (split_path, seed) in enumerate(runs):
-        run_dir = out if len(runs) == 1 else out / f"run_{k:02d}"
+    for run, (k, seed) in enumerate(runs):
+        run_dir = out / f"run_{run:02d}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        record, preds = _one_run(spec, stores, split_path, seed, run_dir)
+        record, preds = _one_run(spec, datasets, k, seed, run, run_dir)
         records.append(record)
-        all_preds += [{"run": k, **p} for p in preds]
-    result = {
-        "head": spec.head,
-        "features": spec.features,
-        "fingerprint": stores[0].fingerprint,
-        **({k: records[0][k] for k in ("val", "test")} if len(runs) == 1 else {}),
-    }
-    if len(runs) > 1:
-        result["runs"] = records
-        done = {p: [r[p] for r in records if r[p]] for p in ("val", "test")}
-        result["summary"] = {p: summarize(v) for p, v in done.items() if v}
-        _write_predictions(out / "predictions.csv", all_preds)
-        _write_json(out / "metrics.json", result)
-    else:
-        _write_json(out / "metrics.json", {**records[0], **result})
+        all_preds += preds
+    result["runs"] = records
+    result["summary"] = _summary(records, datasets)
+    _write_predictions(out / "predictions.csv", all_preds)
+    _write_json(out / "metrics.json", result)
     return result

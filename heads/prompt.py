@@ -29,12 +29,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from heads.specs import HeadConfigError, valid_mask
+from heads.losses import L1
+from heads.optim import TrainConfig
+from heads.protocols import GROUPED
+from heads.specs import FeatureSpecs, HeadConfigError, pick_feature, valid_mask
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,31 @@ def leave_one_out(n: int, device: torch.device | None = None) -> Tensor:
     return full[keep].view(n, n - 1)  # (n, n-1)
 
 
+def prompt_input_fields(specs: FeatureSpecs, overrides: Any) -> dict[str, Any]:
+    """The store decides which feature the head reads and its width."""
+    name = pick_feature(specs, overrides.get("feature", ""), "prompt", map_only=False)
+    shape = specs[name]
+    if len(shape) not in (1, 3):
+        raise HeadConfigError(f"prompt needs a vector (D,) or map (C, H, W); {name!r} is {shape}")
+    return {"feature": name, "in_dim": shape[0]}
+
+
+# PromptIQA §4.1 C: Adam 1e-5, weight decay 1e-5, cosine annealing every 50 epochs, 100
+# epochs, batch 66 on 6 GPUs = 6 groups of 11 (10 prompts + 1 target) per step.
+PROMPT_IQA_TRAINING = TrainConfig(
+    epochs=100, batch_size=11, groups_per_step=6, lr=1e-5, weight_decay=1e-5,
+    schedule="cosine_restarts", restart_every=50,
+)  # fmt: skip
+
+
 class PromptHead(nn.Module):
     """The PromptIQA head over cached image features."""
 
-    needs_ref = False
-    grouped = True
+    kind = GROUPED
+    config_cls = PromptConfig
+    input_fields = staticmethod(prompt_input_fields)
+    default_loss = L1
+    train_defaults = PROMPT_IQA_TRAINING
 
     def __init__(self, config: PromptConfig) -> None:
         super().__init__()

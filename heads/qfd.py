@@ -22,12 +22,16 @@ Deviations and choices:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from heads.specs import HeadConfigError
+from heads.losses import MSE_RANK
+from heads.optim import TrainConfig
+from heads.protocols import PLAIN
+from heads.specs import FeatureSpecs, HeadConfigError, map_names
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,37 @@ def _conv_se(cin: int, cout: int, reduction: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), SqueezeExcitation(cout, reduction))
 
 
+def qfd_input_fields(specs: FeatureSpecs, overrides: Any) -> dict[str, Any]:
+    """The store decides the maps QFD reads, their channels and the common size."""
+    names = tuple(overrides.get("names") or map_names(specs))
+    if not names:
+        raise HeadConfigError(
+            f"qfd needs at least one (C, H, W) feature map; the store has {dict(specs)}"
+        )
+    for name in names:
+        if name not in specs or len(specs[name]) != 3:
+            raise HeadConfigError(
+                f"qfd needs (C, H, W) maps; {name!r} is {specs.get(name, 'missing')}"
+            )
+    size = overrides.get("size") or max(max(specs[n][1:]) for n in names)
+    return {"names": names, "in_channels": tuple(specs[n][0] for n in names), "size": size}
+
+
+# DP-IQA §IV-B and build.py: Adam 1e-5, MultiStepLR x0.2 (KonIQ milestone 5), the
+# teacher trained "for up to 15 epochs" with a batch of at least 12 (the code: 16).
+DP_IQA_TRAINING = TrainConfig(
+    epochs=15, batch_size=16, lr=1e-5, schedule="multistep", milestones=(5,), gamma=0.2
+)
+
+
 class QFD(nn.Module):
     """Quality feature decoder + MLP regressor."""
 
-    needs_ref = False
+    kind = PLAIN
+    config_cls = QFDConfig
+    input_fields = staticmethod(qfd_input_fields)
+    default_loss = MSE_RANK
+    train_defaults = DP_IQA_TRAINING
 
     def __init__(self, config: QFDConfig) -> None:
         super().__init__()

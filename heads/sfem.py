@@ -37,13 +37,17 @@ parameters) doubles that.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from heads.fourier import FourierUnit
-from heads.specs import HeadConfigError, valid_mask
+from heads.losses import L1
+from heads.optim import TrainConfig
+from heads.protocols import FULL_REFERENCE, PLAIN
+from heads.specs import FeatureSpecs, HeadConfigError, pick_feature, valid_mask
 
 BRANCHES = ("spatial", "frequency")
 
@@ -208,10 +212,24 @@ def init_weights(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def sfem_input_fields(specs: FeatureSpecs, overrides: Any) -> dict[str, Any]:
+    """The store decides which map SFEM reads and its channel count."""
+    name = pick_feature(specs, overrides.get("feature", ""), "sfem", map_only=True)
+    return {"feature": name, "in_channels": specs[name][0]}
+
+
+# SAM-IQA §4.2: Adam, learning rate 2e-5, batch 16, 500 epochs (no schedule is given).
+SAM_IQA_TRAINING = TrainConfig(epochs=500, batch_size=16, lr=2e-5)
+
+
 class SFEMNR(nn.Module):
     """No-reference SAM-IQA head: SFEM, eta_s / eta_f, concatenation, NRRB (eq. 5)."""
 
-    needs_ref = False
+    kind = PLAIN
+    config_cls = SFEMConfig
+    input_fields = staticmethod(sfem_input_fields)
+    default_loss = L1
+    train_defaults = SAM_IQA_TRAINING
 
     def __init__(self, config: SFEMConfig) -> None:
         super().__init__()
@@ -235,7 +253,11 @@ class SFEMNR(nn.Module):
 class SFEMFR(nn.Module):
     """Full-reference SAM-IQA head: Siamese SFEM, |F_L - F_H| per branch, f / g, FRRB."""
 
-    needs_ref = True
+    kind = FULL_REFERENCE
+    config_cls = SFEMConfig
+    input_fields = staticmethod(sfem_input_fields)
+    default_loss = L1
+    train_defaults = SAM_IQA_TRAINING
 
     def __init__(self, config: SFEMConfig) -> None:
         super().__init__()

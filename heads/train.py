@@ -1,40 +1,53 @@
 """Training loop of the heads on in-memory data (``TrainData``), independent of the store.
 
-Adam; every training item draws a random cached view per step (its reference takes the
-same view); model selection on the **validation** split by SRCC, never on test (with an
-empty validation split the last epoch is kept and the result says so); a tqdm bar with the
-loss and the validation SRCC; per-epoch curves in ``curves.csv``
-(``epoch,train_loss,val_srcc,val_plcc``, for DVC plots); deterministic for a seed on CPU.
+Adam with the head's training settings (``heads.optim.TrainConfig``: weight decay and a
+per-epoch schedule); every training item draws a random cached view per step (its
+reference takes the same view); model selection on the **validation** part by SRCC,
+never on test. Without a validation part the run trains a fixed number of epochs and
+keeps the last one, and says so. Optional early stopping on validation (``patience``).
+Per-epoch curves go to ``curves.csv`` (``epoch,train_loss,val_srcc,val_plcc,lr``, for
+DVC plots); progress shows on a terminal as a bar and in logs as a line every few
+seconds; deterministic for a seed on CPU.
 
-The prompt head trains in groups as PromptIQA does: each batch is one group from one
-dataset, its labels are augmented together (random scaling, random flipping), and each
-member's prompt is the other members; it is evaluated under a prompt of ``prompt_size``
-interval-selected train images. Deviation: the reference selects checkpoints on the
-test split; here only the validation split is ever evaluated during training.
+Heads are driven through ``heads.protocols`` by their declared kind. Grouped heads
+(PromptIQA) train as the reference does: each group holds ``batch_size`` images of one
+dataset, the last incomplete group of each dataset is dropped, labels are augmented per
+group (random scaling and flipping, ``scale_p``/``flip_p``/``scale_mode``), each member's
+prompt is the rest of its group, and ``groups_per_step`` groups make one optimiser step.
+
+Several training sets (one per dataset, e.g. PromptIQA's mixed training) may be given:
+each batch or group comes from one of them, validation metrics are kept per dataset and
+the epoch is selected on the sum of their validation SRCCs. Deviation from the
+references: they select checkpoints on the test split; here only validation is used.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
+from cache.console import progress
+from heads import protocols
 from heads.augment import augment_labels
 from heads.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from heads.evaluate import evaluate, make_prompt
+from heads.evaluate import evaluate, prompt_for
 from heads.losses import LossConfig, head_loss
-from heads.prompt import PromptHead
-from heads.registry import build_from_config, get_head, make_config
+from heads.optim import TrainConfig, make_optimizer, make_scheduler
+from heads.registry import build_from_config, head_class, make_config
 from heads.traindata import TrainData
 
-CURVE_FIELDS = ("epoch", "train_loss", "val_srcc", "val_plcc")
+CURVE_FIELDS = ("epoch", "train_loss", "val_srcc", "val_plcc", "lr")
+
+
+class TrainError(ValueError):
+    """The data cannot train this head as asked (too few rows, missing references)."""
 
 
 @dataclass
@@ -46,80 +59,109 @@ class FitResult:
         config: its config.
         best_epoch: the selected epoch (0-based).
         history: one dict per epoch with the ``CURVE_FIELDS``.
-        val_metrics: validation metrics of the selected epoch (empty without validation).
+        val_metrics: validation metrics of the selected epoch per training set (empty
+            dicts without validation).
         selection: how the epoch was chosen, in words.
-        prompt: the evaluation prompt (prompt head only).
+        prompts: the evaluation prompt per training set (grouped heads), else Nones.
+        prompt_ids: the image ids of each prompt.
         checkpoint: path of ``model.pt`` when ``out_dir`` was given.
+        stopped_early: training ended before ``epochs`` (early stopping).
     """
 
     model: nn.Module
     config: Any
     best_epoch: int
     history: list[dict[str, float]]
-    val_metrics: dict[str, float]
+    val_metrics: list[dict[str, float]]
     selection: str
-    prompt: Tensor | None = None
+    prompts: list[Tensor | None] = field(default_factory=list)
+    prompt_ids: list[list[str]] = field(default_factory=list)
     checkpoint: Path | None = None
-    prompt_ids: list[str] = field(default_factory=list)
+    stopped_early: bool = False
+
+    @property
+    def prompt(self) -> Tensor | None:
+        """The prompt of the first (often only) training set."""
+        return self.prompts[0] if self.prompts else None
 
 
 @dataclass
 class _State:
     model: nn.Module
     optimizer: torch.optim.Optimizer
+    scheduler: Any
     generator: torch.Generator
     history: list[dict[str, float]] = field(default_factory=list)
-    best_srcc: float = -math.inf
+    best_score: float = -math.inf
     best_epoch: int = -1
     best_state: dict[str, Tensor] | None = None
 
 
-def _grouped_step(
-    model: nn.Module, data: TrainData, rows: Tensor, st: _State, device: str, loss: LossConfig
-) -> Tensor | None:
-    if len(rows) < 2:
-        return None
-    views = torch.randint(data.n_views, (len(rows),), generator=st.generator)
-    feats, valid, _ = data.batch(rows, views, device)
-    y = augment_labels(data.targets[rows], st.generator).to(device)
-    return head_loss(cast(PromptHead, model).forward_group(feats, y, valid), y, loss)
+def _as_list(data: TrainData | Sequence[TrainData]) -> list[TrainData]:
+    return [data] if isinstance(data, TrainData) else list(data)
 
 
-def _plain_step(
-    model: nn.Module, data: TrainData, rows: Tensor, st: _State, device: str, loss: LossConfig
+def _units(
+    st: _State, trains: list[TrainData], size: int, grouped: bool
+) -> list[tuple[int, Tensor]]:
+    """This epoch's batches (or groups) as (training set, rows), shuffled across sets."""
+    units = []
+    for d, data in enumerate(trains):
+        for rows in torch.randperm(len(data), generator=st.generator).split(size):
+            if len(rows) == size or (not grouped and len(rows) >= 2):
+                units.append((d, rows))
+    order = torch.randperm(len(units), generator=st.generator).tolist()
+    return [units[i] for i in order]
+
+
+def _unit_loss(
+    st: _State, data: TrainData, rows: Tensor, cfg: TrainConfig, device: str, loss: LossConfig
 ) -> Tensor:
     views = torch.randint(data.n_views, (len(rows),), generator=st.generator)
     feats, valid, ref = data.batch(rows, views, device)
-    return head_loss(model(feats, valid, ref), data.targets[rows].to(device), loss)
+    y = data.targets[rows]
+    if protocols.is_grouped(st.model):
+        y = augment_labels(y, st.generator, scale_p=cfg.scale_p, flip_p=cfg.flip_p,
+                           scale_mode=cfg.scale_mode).to(device)  # fmt: skip
+        return head_loss(protocols.group_forward(st.model, feats, y, valid), y, loss)
+    return head_loss(protocols.predict(st.model, feats, valid, ref), y.to(device), loss)
 
 
 def _train_epoch(
-    st: _State, data: TrainData, batch_size: int, device: str, loss: LossConfig
-) -> float:
+    st: _State, trains: list[TrainData], cfg: TrainConfig, device: str, loss: LossConfig,
+    bar: Any,
+) -> float:  # fmt: skip
     st.model.train()
-    grouped = getattr(st.model, "grouped", False)
+    grouped = protocols.is_grouped(st.model)
+    per_step = cfg.groups_per_step if grouped else 1
+    units = _units(st, trains, cfg.batch_size, grouped)
     total, count = 0.0, 0
-    for rows in torch.randperm(len(data), generator=st.generator).split(batch_size):
-        if grouped:
-            value = _grouped_step(st.model, data, rows, st, device, loss)
-        else:
-            value = _plain_step(st.model, data, rows, st, device, loss)
-        if value is None:
-            continue
+    for start in range(0, len(units), per_step):
+        chunk = units[start : start + per_step]
         st.optimizer.zero_grad()
-        value.backward()
+        for d, rows in chunk:
+            value = _unit_loss(st, trains[d], rows, cfg, device, loss)
+            (value / len(chunk)).backward()
+            total, count = total + value.item() * len(rows), count + len(rows)
+            bar.update(len(rows))
         st.optimizer.step()
-        total, count = total + value.item() * len(rows), count + len(rows)
+    if st.scheduler is not None:
+        st.scheduler.step()
     return total / max(count, 1)
 
 
 def _validate(
-    model: nn.Module, train: TrainData, val: TrainData, device: str, n: int
-) -> dict[str, float]:
-    if len(val) < 2:
-        return {}
-    prompt = make_prompt(model, train, n, device)[0] if getattr(model, "grouped", False) else None
-    return evaluate(model, val, prompt=prompt, device=device)["metrics"]
+    model: nn.Module, trains: list[TrainData], vals: list[TrainData], cfg: TrainConfig,
+    device: str,
+) -> list[dict[str, float]]:  # fmt: skip
+    out: list[dict[str, float]] = []
+    for train, val in zip(trains, vals, strict=True):
+        if len(val) < 2:
+            out.append({})
+            continue
+        prompt, _ = prompt_for(model, train, cfg, device)
+        out.append(evaluate(model, val, prompt=prompt, device=device)["metrics"])
+    return out
 
 
 def _write_curves(path: Path, history: list[dict[str, float]]) -> None:
@@ -130,21 +172,31 @@ def _write_curves(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def _resolve_config(head: str, config: Any, train: TrainData) -> Any:
-    entry = get_head(head)
+    cls = head_class(head)
     if config is None or isinstance(config, Mapping):
         return make_config(head, train.feature_specs, **dict(config or {}))
-    if not isinstance(config, entry.config_cls):
-        raise TypeError(f"{head}: config must be a {entry.config_cls.__name__} or a dict")
+    if not isinstance(config, cls.config_cls):
+        raise TypeError(f"{head}: config must be a {cls.config_cls.__name__} or a dict")
     return config
 
 
-def _check_data(head: str, train: TrainData, val: TrainData) -> None:
-    entry = get_head(head)
-    for part in (train, val):
-        if entry.needs_ref and part.ref_features is None and len(part):
-            raise ValueError(f"{head} is full-reference: {part.name} has no reference features")
-    if len(train) < 2:
-        raise ValueError(f"{head}: need at least 2 training rows, got {len(train)}")
+def check_trainable(head: str, trains: list[TrainData], vals: list[TrainData],
+                    cfg: TrainConfig) -> None:  # fmt: skip
+    """Fail with one clear line when the data cannot train ``head`` as asked."""
+    cls = head_class(head)
+    if len(trains) != len(vals):
+        raise TrainError(f"{head}: {len(trains)} training sets but {len(vals)} validation sets")
+    for part in [*trains, *vals]:
+        if protocols.needs_ref(cls) and part.ref_features is None and len(part):
+            raise TrainError(f"{head} is full-reference: {part.name} has no reference features")
+    need = cfg.batch_size if protocols.is_grouped(cls) else 2
+    for data in trains:
+        if len(data) < need:
+            what = f"one group of {cfg.batch_size}" if protocols.is_grouped(cls) else "2"
+            raise TrainError(
+                f"{head}: the {data.name} part has {len(data)} rows, too few to train "
+                f"(need at least {what}); use a larger split or a smaller batch size"
+            )
 
 
 def _resume(st: _State, path: Path, fingerprint: str) -> int:
@@ -154,24 +206,24 @@ def _resume(st: _State, path: Path, fingerprint: str) -> int:
         raise CheckpointError(f"{path}: has no optimizer state to resume from")
     st.optimizer.load_state_dict(ckpt["optimizer"])
     extra = ckpt["extra"]
+    if st.scheduler is not None and extra.get("scheduler") is not None:
+        st.scheduler.load_state_dict(extra["scheduler"])
     st.generator.set_state(extra["generator"])
     torch.set_rng_state(extra["torch_rng"])
     st.history = [dict(r) for r in extra["history"]]
-    st.best_srcc, st.best_epoch = extra["best_srcc"], extra["best_epoch"]
+    st.best_score, st.best_epoch = extra["best_score"], extra["best_epoch"]
     best_path = path.with_name("model.pt")
     st.best_state = read_checkpoint(best_path)["model"] if best_path.is_file() else None
-    return ckpt["epoch"] + 1
+    return int(ckpt["epoch"]) + 1
 
 
 def fit(
     head_name: str,
     config: Any,
-    train: TrainData,
-    val: TrainData,
+    train: TrainData | Sequence[TrainData],
+    val: TrainData | Sequence[TrainData],
     *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
+    training: TrainConfig,
     seed: int,
     device: str = "cpu",
     out_dir: str | Path | None = None,
@@ -179,91 +231,91 @@ def fit(
     loss: LossConfig | None = None,
     store_fingerprint: str = "",
     label_norm: Mapping[str, Any] | None = None,
-    prompt_size: int = 10,
     resume: bool = False,
     record: Mapping[str, Any] | None = None,
+    desc: str | None = None,
 ) -> FitResult:
-    """Train head ``head_name`` on ``train``; select the epoch by SRCC on ``val``.
+    """Train head ``head_name``; select the epoch by validation SRCC.
 
     Args:
         head_name: a key of ``heads.registry.HEADS``.
         config: the head's config, a dict of overrides, or None for the defaults.
-        train: training rows. val: validation rows (may be empty). No test data is taken.
-        epochs: total epochs (a resumed run continues up to this number).
-        batch_size: rows per step (the group size for the prompt head).
-        lr: Adam learning rate.
+        train: training rows, or one ``TrainData`` per dataset (mixed training).
+        val: validation rows, aligned with ``train`` (may be empty). No test data is taken.
+        training: optimiser, schedule, epochs, batch and (grouped heads) prompt settings.
         seed: seeds the model init, shuffling, view draws and label augmentation.
         device: torch device.
         out_dir: where ``model.pt`` (selected epoch), ``last.pt`` and ``curves.csv`` go.
         on_epoch: called with (epoch, curve row) after every epoch.
-        loss: loss terms; the head's registry default when None.
+        loss: loss terms; the head's declared default when None.
         store_fingerprint: recorded in checkpoints; checked on resume.
         label_norm: how targets were normalised, recorded in checkpoints.
-        prompt_size: prompt images at evaluation (prompt head).
         resume: continue from ``out_dir/last.pt``.
-        record: what else checkpoints keep under ``extra`` (e.g. the store's fingerprint
-            fields and extraction settings, so ``iqa-score`` can rebuild the backbone).
+        record: what else checkpoints keep under ``extra`` (the store's fingerprint fields
+            and extraction record, so ``iqa-score`` can rebuild the backbone).
+        desc: progress label.
     """
-    _check_data(head_name, train, val)
-    cfg = _resolve_config(head_name, config, train)
+    trains, vals = _as_list(train), _as_list(val)
+    check_trainable(head_name, trains, vals, training)
+    cfg = _resolve_config(head_name, config, trains[0])
     torch.manual_seed(seed)
     model = build_from_config(head_name, cfg).to(device)
-    st = _State(
-        model, torch.optim.Adam(model.parameters(), lr=lr), torch.Generator().manual_seed(seed)
-    )
+    optimizer = make_optimizer(model, training)
+    st = _State(model, optimizer, make_scheduler(optimizer, training),
+                torch.Generator().manual_seed(seed))  # fmt: skip
     out = Path(out_dir) if out_dir is not None else None
     start = _resume(st, out / "last.pt", store_fingerprint) if resume and out else 0
-    save = _saver(out, head_name, train, store_fingerprint, label_norm, record)
-    loss_cfg = loss or get_head(head_name).loss
-    bar = tqdm(range(start, epochs), desc=head_name, disable=None, leave=False)
-    for epoch in bar:
-        row = _one_epoch(st, train, val, epoch, batch_size, device, loss_cfg, prompt_size)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_srcc=f"{row['val_srcc']:.4f}")
-        if save is not None and out is not None:
-            if st.best_epoch == epoch:
-                save("model.pt", st, epoch)
-            _write_curves(out / "curves.csv", st.history)
-            save("last.pt", st, epoch, full=True)
-        if on_epoch is not None:
-            on_epoch(epoch, row)
-    return _finish(st, head_name, cfg, train, val, device, prompt_size, out)
+    save = _saver(out, head_name, trains[0], store_fingerprint, label_norm, record, training)
+    loss_cfg = loss or head_class(head_name).default_loss
+    rows = sum(len(t) for t in trains)
+    has_val = any(len(v) >= 2 for v in vals)
+    stopped = False
+    with progress((training.epochs - start) * rows, desc or head_name, "rows") as bar:
+        for epoch in range(start, training.epochs):
+            row = _one_epoch(st, trains, vals, epoch, training, device, loss_cfg, bar)
+            bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.4f}",
+                            val_srcc=f"{row['val_srcc']:.4f}")  # fmt: skip
+            if save is not None and out is not None:
+                if st.best_epoch == epoch:
+                    save("model.pt", st, epoch)
+                _write_curves(out / "curves.csv", st.history)
+                save("last.pt", st, epoch, full=True)
+            if on_epoch is not None:
+                on_epoch(epoch, row)
+            if has_val and training.patience and epoch - st.best_epoch >= training.patience:
+                stopped = epoch + 1 < training.epochs
+                break
+    return _finish(st, head_name, cfg, trains, vals, device, training, out, stopped)
 
 
 def _one_epoch(
-    st: _State,
-    train: TrainData,
-    val: TrainData,
-    epoch: int,
-    batch_size: int,
-    device: str,
-    loss: LossConfig,
-    prompt_size: int,
-) -> dict[str, float]:
-    train_loss = _train_epoch(st, train, batch_size, device, loss)
-    metrics = _validate(st.model, train, val, device, prompt_size)
-    srcc = metrics.get("srcc", math.nan)
+    st: _State, trains: list[TrainData], vals: list[TrainData], epoch: int,
+    cfg: TrainConfig, device: str, loss: LossConfig, bar: Any,
+) -> dict[str, float]:  # fmt: skip
+    lr = float(st.optimizer.param_groups[0]["lr"])
+    train_loss = _train_epoch(st, trains, cfg, device, loss, bar)
+    metrics = _validate(st.model, trains, vals, cfg, device)
+    scored = [m for m in metrics if m]
+    score = sum(m["srcc"] for m in scored) if scored else math.nan
     row = {
         "epoch": epoch,
         "train_loss": train_loss,
-        "val_srcc": srcc,
-        "val_plcc": metrics.get("plcc", math.nan),
+        "val_srcc": sum(m["srcc"] for m in scored) / len(scored) if scored else math.nan,
+        "val_plcc": sum(m["plcc"] for m in scored) / len(scored) if scored else math.nan,
+        "lr": lr,
     }
     st.history.append(row)
-    if not metrics or srcc > st.best_srcc:
-        st.best_srcc = srcc if metrics else -math.inf
+    if not scored or score > st.best_score:
+        st.best_score = score if scored else -math.inf
         st.best_epoch = epoch
         st.best_state = {k: v.detach().clone() for k, v in st.model.state_dict().items()}
     return row
 
 
 def _saver(
-    out: Path | None,
-    head: str,
-    train: TrainData,
-    fingerprint: str,
-    label_norm: Any,
-    record: Mapping[str, Any] | None,
-) -> Callable[..., None] | None:
+    out: Path | None, head: str, train: TrainData, fingerprint: str, label_norm: Any,
+    record: Mapping[str, Any] | None, training: TrainConfig,
+) -> Callable[..., None] | None:  # fmt: skip
     if out is None:
         return None
     out.mkdir(parents=True, exist_ok=True)
@@ -271,53 +323,47 @@ def _saver(
     def save(name: str, st: _State, epoch: int, full: bool = False) -> None:
         extra: dict[str, Any] = {
             **(record or {}),
+            "training": training.to_dict(),
             "best_epoch": st.best_epoch,
-            "best_srcc": st.best_srcc,
+            "best_score": st.best_score,
         }
         if full:
             extra |= {
                 "generator": st.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "history": st.history,
+                "scheduler": None if st.scheduler is None else st.scheduler.state_dict(),
             }
         save_checkpoint(
-            out / name,
-            st.model,
-            head=head,
-            feature_specs=train.feature_specs,
-            store_fingerprint=fingerprint,
-            epoch=epoch,
-            label_norm=label_norm,
-            optimizer=st.optimizer,
-            extra=extra,
-        )
+            out / name, st.model, head=head, feature_specs=train.feature_specs,
+            store_fingerprint=fingerprint, epoch=epoch, label_norm=label_norm,
+            optimizer=st.optimizer if full else None, extra=extra,
+        )  # fmt: skip
 
     return save
 
 
 def _finish(
-    st: _State,
-    head: str,
-    cfg: Any,
-    train: TrainData,
-    val: TrainData,
-    device: str,
-    prompt_size: int,
-    out: Path | None,
-) -> FitResult:
+    st: _State, head: str, cfg: Any, trains: list[TrainData], vals: list[TrainData],
+    device: str, training: TrainConfig, out: Path | None, stopped: bool,
+) -> FitResult:  # fmt: skip
     if st.best_state is not None:
         st.model.load_state_dict(st.best_state)
     st.model.eval()
-    if len(val) >= 2:
-        selection = f"epoch {st.best_epoch} by validation SRCC ({st.best_srcc:.4f})"
+    epochs_run = len(st.history)
+    if any(len(v) >= 2 for v in vals):
+        selection = f"epoch {st.best_epoch} by validation SRCC"
+        if stopped:
+            selection += f" (early stop after {epochs_run} epochs)"
     else:
-        selection = f"last epoch ({st.best_epoch}): empty validation split, no model selection"
-    prompt: Tensor | None = None
-    prompt_ids: list[str] = []
-    if getattr(st.model, "grouped", False):
-        prompt, prompt_ids = make_prompt(st.model, train, prompt_size, device)
-    metrics = _validate(st.model, train, val, device, prompt_size)
+        selection = (f"last epoch ({st.best_epoch}): no validation part, a fixed "
+                     f"{training.epochs} epochs and no model selection")  # fmt: skip
+    prompts, prompt_ids = [], []
+    for train in trains:
+        prompt, ids = prompt_for(st.model, train, training, device)
+        prompts.append(prompt)
+        prompt_ids.append(ids)
+    metrics = _validate(st.model, trains, vals, training, device)
     ckpt = out / "model.pt" if out is not None else None
-    return FitResult(
-        st.model, cfg, st.best_epoch, st.history, metrics, selection, prompt, ckpt, prompt_ids
-    )
+    return FitResult(st.model, cfg, st.best_epoch, st.history, metrics, selection, prompts,
+                     prompt_ids, ckpt, stopped)  # fmt: skip

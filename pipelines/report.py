@@ -50,7 +50,7 @@ def read_run(path: str | Path) -> RunSummary:
     if not metrics_file.is_file():
         raise FileNotFoundError(f"{path}: no metrics.json (is it an iqa-train-head --out?)")
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-    runs = metrics.get("runs") or [metrics]
+    runs = metrics["runs"]
     store = open_store(metrics["features"])
     return RunSummary(
         path=path,

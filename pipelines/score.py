@@ -19,9 +19,13 @@ import numpy as np
 import torch
 
 from cache.fingerprint import describe_diff, diff_fields
+from cache.record import ExtractionRecord, RecordError
+from cache.shard_writer import storage_values
+from cache.store import store_fields
 from extract.images import load_image
 from extract.run import ExtractConfig, build_backbone, fingerprint_fields
 from extract.shards import autocast
+from heads import protocols
 from heads.checkpoint import load_head
 from heads.data import normalise
 
@@ -39,16 +43,20 @@ class Scored:
     score: float  # the same on the training dataset's raw scale and orientation
 
 
-def _extract_config(ckpt: dict[str, Any], checkpoint: str | None, device: str) -> ExtractConfig:
+def _record(ckpt: dict[str, Any]) -> ExtractionRecord:
     extra = ckpt.get("extra") or {}
-    raw = extra.get("extract_config")
-    if not raw or "store_fields" not in extra:
+    try:
+        record = ExtractionRecord.from_dict(extra.get("extraction") or extra.get("extract_config"))
+    except RecordError as err:
         raise ScoreError("the head checkpoint does not record its backbone; retrain it with "
-                         "this version of iqa-train-head")
-    raw = dict(raw, checkpoint=checkpoint, device=device, random_init=False)
-    raw["arch"] = tuple(tuple(pair) for pair in raw.get("arch", ()))
-    raw["views"] = ("identity",)
-    return ExtractConfig(**raw)
+                         "this version of iqa-train-head") from err
+    if "store_fields" not in extra:
+        raise ScoreError("the head checkpoint does not record its store's fingerprint fields")
+    return record
+
+
+def _extract_config(ckpt: dict[str, Any], checkpoint: str | None, device: str) -> ExtractConfig:
+    return ExtractConfig.from_record(_record(ckpt), checkpoint, device)
 
 
 def load_scorer(head_ckpt: str | Path, checkpoint: str | None, device: str = "cpu") -> Any:
@@ -57,7 +65,7 @@ def load_scorer(head_ckpt: str | Path, checkpoint: str | None, device: str = "cp
     cfg = _extract_config(ckpt, checkpoint, device)
     backbone = build_backbone(cfg)
     trained = dict(ckpt["extra"]["store_fields"])
-    given = fingerprint_fields(backbone, cfg)
+    given = store_fields(fingerprint_fields(backbone, cfg), cfg.keepbits)
     given["views"] = trained.get("views", given["views"])  # views do not change a row
     if diff_fields(trained, given):
         raise ScoreError(
@@ -76,9 +84,12 @@ def _features(backbone: Any, cfg: ExtractConfig, paths: Sequence[str | Path]) ->
     device = torch.device(cfg.device)
     with torch.inference_mode(), autocast(device, cfg.dtype):
         out = backbone.forward_features(torch.stack(tensors).to(device))  # (B, 3, H, W) in
-    feats = {k: v.float() for k, v in out.items()}
-    if cfg.storage_dtype == "float16":  # round as the store did for the training features
-        feats = {k: v.half().float() for k, v in feats.items()}
+    feats = {  # the values the store kept for the training features: dtype and bit-rounding
+        k: torch.from_numpy(
+            storage_values(v.float().cpu().numpy(), cfg.storage_dtype, cfg.keepbits)
+        ).float().to(device)
+        for k, v in out.items()
+    }
     return feats, torch.stack(valid).to(device)
 
 
@@ -109,18 +120,18 @@ def score_images(
         ScoreError: a missing reference or prompt, or a backbone that differs from training.
     """
     backbone, head, ckpt, cfg = load_scorer(head_ckpt, checkpoint, device)
-    if getattr(head, "needs_ref", False) and len(refs) not in (1, len(images)):
+    if protocols.needs_ref(head) and len(refs) not in (1, len(images)):
         raise ScoreError(f"head {ckpt['head']!r} is full-reference: give one --ref per image "
                          "or a single --ref for all")
-    if getattr(head, "grouped", False) and not prompt_csv:
+    if protocols.is_grouped(head) and not prompt_csv:
         raise ScoreError("the prompt head needs --prompt prompt.csv (image,score rows)")
     feats, valid = _features(backbone, cfg, images)
     with torch.no_grad():
-        if prompt_csv and getattr(head, "grouped", False):
+        if prompt_csv and protocols.is_grouped(head):
             quality = head.predict(feats, _prompt(backbone, cfg, head, ckpt, prompt_csv), valid)
         else:
             ref = None
-            if getattr(head, "needs_ref", False):
+            if protocols.needs_ref(head):
                 ref_paths = list(refs) * len(images) if len(refs) == 1 else list(refs)
                 ref, _ = _features(backbone, cfg, ref_paths)
             quality = head(feats, valid, ref)

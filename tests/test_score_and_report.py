@@ -15,7 +15,8 @@ from PIL import Image
 from cache.manifest import DatasetInfo, Manifest, ManifestRow, Split, write_manifest, write_split
 from extract.run import ExtractConfig, arch_overrides, run_extract
 from extract.sam import build_sam_vit_b
-from heads.experiment import ExperimentSpec, run_experiment
+from heads.experiment import ExperimentSpec, Source, run_experiment
+from heads.optim import TrainConfig
 from pipelines.eval_cli import main as eval_main
 from pipelines.score_cli import main as score_main
 
@@ -54,10 +55,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train(root: Path, store: str, head: str, out: str) -> Path:
+    source = Source(store, str(root / "manifest.csv"), (str(root / "splits" / "split_00.json"),))
     run_experiment(ExperimentSpec(
-        head=head, features=store, manifest=str(root / "manifest.csv"),
-        splits=(str(root / "splits" / "split_00.json"),), out=out, epochs=2, batch_size=4,
-        lr=1e-3, overrides=dict(HEAD_TINY),
+        head=head, sources=(source,), out=out, overrides=dict(HEAD_TINY),
+        training=TrainConfig(epochs=2, batch_size=4, lr=1e-3),
     ))
     return Path(out)
 
@@ -69,7 +70,7 @@ def test_score_matches_training_predictions(dataset: Path, tmp_path: Path) -> No
     run = _train(dataset, store, "sfem_fr", str(tmp_path / "fr"))
     res = CliRunner().invoke(score_main, [
         str(dataset / "d3_1.png"), "--ref", str(dataset / "ref3.png"),
-        "--head", str(run / "model.pt"), "--json",
+        "--head", str(run / "run_00" / "model.pt"), "--json",
     ])
     assert res.exit_code == 0, res.output
     scored = json.loads(res.output)[0]
@@ -78,7 +79,7 @@ def test_score_matches_training_predictions(dataset: Path, tmp_path: Path) -> No
     assert scored["quality"] == pytest.approx(float(row["prediction"]), abs=1e-5)
     assert scored["score"] == pytest.approx(1 + 4 * scored["quality"], abs=1e-5)
     res = CliRunner().invoke(score_main, [str(dataset / "d3_1.png"), "--head",
-                                          str(run / "model.pt")])
+                                          str(run / "run_00" / "model.pt")])
     assert res.exit_code == 1 and "full-reference" in res.output
 
 
@@ -96,10 +97,10 @@ def test_score_refuses_other_backbone_weights(dataset: Path, tmp_path: Path) -> 
                         progress=False).store
     run = _train(dataset, store, "sfem_nr", str(tmp_path / "nr"))
     image = str(dataset / "d0_0.png")
-    ok = CliRunner().invoke(score_main, [image, "--head", str(run / "model.pt"),
+    ok = CliRunner().invoke(score_main, [image, "--head", str(run / "run_00" / "model.pt"),
                                          "--checkpoint", str(paths[0])])
     assert ok.exit_code == 0, ok.output
-    bad = CliRunner().invoke(score_main, [image, "--head", str(run / "model.pt"),
+    bad = CliRunner().invoke(score_main, [image, "--head", str(run / "run_00" / "model.pt"),
                                           "--checkpoint", str(paths[1])])
     assert bad.exit_code == 1 and "weights_sha256" in bad.output
 
@@ -119,7 +120,8 @@ def test_eval_table_with_baselines_and_scatter(dataset: Path, tmp_path: Path) ->
     # the test part is one reference whose score rises as its noise falls: PSNR ranks it
     assert methods["psnr"]["srcc"]["median"] == pytest.approx(1.0)
     metrics = json.loads((run / "metrics.json").read_text())
-    assert methods["sfem_fr (nss)"]["srcc"]["median"] == pytest.approx(metrics["test"]["srcc"])
+    assert methods["sfem_fr (nss)"]["srcc"]["median"] == pytest.approx(
+        metrics["runs"][0]["test"]["srcc"])  # fmt: skip
     assert "| sfem_fr (nss) |" in (out / "table.md").read_text()
     scatter = out / "scatter" / "tiny-nss-sfem_fr"
     assert scatter.with_suffix(".png").stat().st_size > 0

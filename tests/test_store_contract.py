@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import zarr
 
-from cache.backends import MemoryBackend
+from cache.backends import BACKENDS
+from cache.backends.memory import MemoryBackend
 from cache.fingerprint import FingerprintMismatch, check_fingerprint, fingerprint_of
+from cache.outputs import OutputPathError
 from cache.store import (
     ArraySpec,
     IncompleteStoreError,
@@ -19,6 +21,7 @@ from cache.store import (
     open_store,
     store_fields,
 )
+from cache.testing import fast_reader, write_bypassing_checksums
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -43,8 +46,12 @@ def write_all(store, seed: int = 0, failures=None) -> None:
 
 
 class StoreContract:
-    """Subclass with a ``url`` fixture (and ``backend`` when the URL does not decide it)."""
+    """Subclass with a ``url`` fixture (and ``backend`` when the URL does not decide it).
 
+    ``serves`` names the ``cache.backends.BACKENDS`` entry the subclass tests.
+    """
+
+    serves = ""
     backend: str | None = None
     storage_options: dict | None = None
 
@@ -150,7 +157,7 @@ class StoreContract:
         write_all(s)
         assert s.verify().ok
         bad = np.zeros((4, 3, 4, 4), dtype=np.float16)
-        s._b.write("features/embed", 4, bad)  # bypasses write_shard: no new checksum
+        write_bypassing_checksums(s, "embed", 4, bad)
         report = s.verify()
         assert not report.ok
         assert report.corrupt_shards == {1: ["embed: checksum mismatch"]}
@@ -178,8 +185,9 @@ class StoreContract:
         s = self.make(url, provenance={"backbone": "tiny", "manifest_sha256": "ab" * 32})
         assert s.fingerprint == fingerprint_of(FIELDS)  # lossless: the caller's fields as given
         assert s.fingerprint_fields == FIELDS
-        for key in ("backbone", "manifest_sha256", "created_at", "package_version", "dtype"):
+        for key in ("backbone", "manifest_sha256", "package_version", "dtype"):
             assert key in s.attrs
+        assert "created_at" not in s.attrs  # no clock time: re-extraction is byte-identical
         assert s.attrs["dtype"] == {"embed": "float16", "feature": "float32"}
         check_fingerprint(s.fingerprint, s)
         check_fingerprint(FIELDS, s)
@@ -202,8 +210,35 @@ class StoreContract:
         with pytest.raises(StoreError, match="no feature store at"):
             self.reopen(url)
 
+    def test_verified_reads_catch_damage(self, url):
+        s = self.make(url)
+        write_all(s)
+        s.close()
+        opts = {"backend": self.backend, "storage_options": self.storage_options}
+        with open_store(url, verify=True, **opts) as checked:
+            checked.read([0, 1])  # shard 0 checks out
+        with self.reopen(url, "a") as damaged:
+            write_bypassing_checksums(damaged, "embed", 5, np.zeros((1, 3, 4, 4), np.float16))
+        with open_store(url, verify=True, **opts) as checked:
+            checked.read([0, 1])
+            with pytest.raises(StoreError, match="shard 1 of 'embed' fails its checksum"):
+                checked.read([5])
+        with self.reopen(url) as plain:
+            assert plain.read([5])["embed"].max() == 0  # unverified reads serve the damage
+        with self.reopen(url, "a") as damaged:
+            damaged.uncommit([1])
+        with self.reopen(url) as s:
+            assert s.missing_shards() == [1]  # --resume rewrites it
+
+    def test_small_store_fewer_rows_than_a_shard(self, url):
+        s = self.make(url, image_ids=IDS[:1], shard_size=64)
+        write_all(s)
+        assert self.reopen(url).verify().ok
+
 
 class TestMemoryStore(StoreContract):
+    serves = "memory"
+
     @pytest.fixture
     def url(self):
         url = f"memory://contract-{uuid.uuid4().hex}"
@@ -212,6 +247,8 @@ class TestMemoryStore(StoreContract):
 
 
 class TestZarrLocalStore(StoreContract):
+    serves = "zarr"
+
     @pytest.fixture
     def url(self, tmp_path):
         return str(tmp_path / "feats.zarr")
@@ -229,9 +266,9 @@ class TestZarrLocalStore(StoreContract):
             n = len(s.shard_rows(k))
             s.write_shard(k, shard_data(s, k), np.ones((n, 2)), np.ones((n, 2)))
         rows = np.array([9, 0, 5, 3, 8, 0])
-        fast = s._b._fast("features/embed")
-        assert fast is not None and s._b._fast("written") is None
-        got = fast.read(rows)
+        fast = fast_reader(s, "features/embed")
+        assert fast is not None and fast_reader(s, "written") is None
+        got = fast.read(rows)  # type: ignore[attr-defined]
         want = zarr.open_array(os.path.join(url, "features/embed"), mode="r")[:][rows]
         np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))  # NaNs too
         assert np.isnan(got[2]).all()
@@ -249,6 +286,7 @@ class TestZarrLocalStore(StoreContract):
 
 
 class TestZarrFsspecMemoryStore(StoreContract):
+    serves = "zarr"
     backend = "zarr"
 
     @pytest.fixture
@@ -257,6 +295,51 @@ class TestZarrFsspecMemoryStore(StoreContract):
 
 
 class TestHDF5Store(StoreContract):
+    serves = "hdf5"
+
     @pytest.fixture
     def url(self, tmp_path):
         return str(tmp_path / "feats.h5")
+
+
+class TestZarrLocalOutputs:
+    """A store is created only where nothing else is: never over a folder of data."""
+
+    def test_folder_with_data_is_refused_and_kept(self, tmp_path):
+        folder = tmp_path / "kadid10k"
+        folder.mkdir()
+        (folder / "I01.png").write_bytes(b"not a store")
+        with pytest.raises(OutputPathError, match="not a feature store; nothing was written"):
+            create_store(str(folder), arrays=ARRAYS, image_ids=IDS, fingerprint_fields=FIELDS)
+        assert sorted(p.name for p in folder.iterdir()) == ["I01.png"]
+
+    def test_empty_folder_is_used(self, tmp_path):
+        folder = tmp_path / "empty.zarr"
+        folder.mkdir()
+        s = create_store(str(folder), arrays=ARRAYS, image_ids=IDS, fingerprint_fields=FIELDS)
+        assert s.n_images == 5 and not (folder / ".iqa-claims").exists()
+
+    def test_interrupted_creation_is_rebuilt(self, tmp_path):
+        url = str(tmp_path / "half.zarr")
+        zarr.open_group(url, mode="w").create_array("written", shape=(4,), dtype=bool)
+        (tmp_path / "half.zarr" / ".iqa-claims").mkdir()
+        (tmp_path / "half.zarr" / ".iqa-claims" / "create.claim").write_text(
+            '{"host": "elsewhere", "pid": 1, "started": 0}'
+        )
+        os.utime(tmp_path / "half.zarr" / ".iqa-claims" / "create.claim", (0, 0))  # stale
+        s = create_store(url, arrays=ARRAYS, image_ids=IDS, fingerprint_fields=FIELDS)
+        assert s.n_images == 5
+
+
+def test_hdf5_output_never_truncates_a_file(tmp_path):
+    path = tmp_path / "notes.h5"
+    path.write_bytes(b"precious")
+    with pytest.raises(OutputPathError, match="notes.h5 already holds data"):
+        create_store(str(path), arrays=ARRAYS, image_ids=IDS, fingerprint_fields=FIELDS)
+    assert path.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.h5"]  # no half-built file left
+
+
+def test_every_backend_has_a_contract_subclass():
+    tested = {cls.serves for cls in StoreContract.__subclasses__()}
+    assert tested == set(BACKENDS)

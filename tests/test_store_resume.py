@@ -54,9 +54,9 @@ def snapshot(url: str) -> dict[str, np.ndarray]:
         out = {n: a.view(np.uint8) for n, a in s.read(slice(None), allow_unwritten=True,
                                                          dtype=None).items()}  # fmt: skip
         out["written"] = s.written
-        out["commit"] = s._b.read("commit", slice(None))
-        out["sizes"] = s._b.read("sizes", slice(None))
-        out["failure"] = s._b.read("failure", slice(None)).astype(str)
+        out["commit"] = s.read_raw("commit", slice(None))
+        out["sizes"] = s.read_raw("sizes", slice(None))
+        out["failure"] = s.read_raw("failure", slice(None)).astype(str)
         return out
 
 

@@ -12,7 +12,7 @@ import uuid
 
 import numpy as np
 import pytest
-from test_store_contract import FIELDS, StoreContract, write_all
+from test_store_contract import FIELDS, IDS, VIEWS, StoreContract, write_all
 
 from cache.fingerprint import fingerprint_of
 from cache.root import CacheRoot
@@ -77,6 +77,7 @@ class TestS3Store(StoreContract):
     Each store creation costs ~25 requests against moto, so the rest are left out here.
     """
 
+    serves = "zarr"
     backend = None  # s3:// -> Zarr through FsspecStore
     test_layout_is_image_major = None
     test_failures_are_recorded_not_written = None
@@ -94,10 +95,10 @@ def test_cache_root_on_s3_and_copy_back(s3_options, tmp_path):
     root = CacheRoot("s3://features/root", storage_options=s3_options)
     s = StoreContract()
     s.storage_options = s3_options
-    url = root.path_for("demo", "tiny", fingerprint_of(FIELDS))
+    url = root.path_for("demo", "tiny", fingerprint_of(FIELDS), IDS, VIEWS)
     store = s.make(url, provenance={"dataset": "demo", "backbone": "tiny"})
     write_all(store)
-    assert root.find("demo", store.fingerprint) == url
+    assert root.find("demo", store.fingerprint, IDS, VIEWS) == url
     (info,) = root.list_stores()
     assert (info.dataset, info.rows_written, info.complete) == ("demo", 10, True)
     assert info.stored_bytes > 0 and info.files > 0

@@ -21,10 +21,11 @@ from cache.manifest import (
     write_manifest,
     write_split,
 )
+from cache.reader import StoreArray
 from cache.store import ArraySpec, create_store, open_store
 from heads.checkpoint import read_checkpoint
 from heads.cli import main
-from heads.data import LazyRows, load_split
+from heads.data import load_split
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REFS = [f"refs/r{i}.png" for i in range(3)]
@@ -111,15 +112,20 @@ def test_single_split_writes_every_output(files) -> None:
     )
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["val"]) >= {"srcc", "plcc", "krcc", "rmse"}
-    assert set(metrics["test"]) >= {"srcc", "plcc", "krcc", "rmse"}
-    with open(out / "curves.csv") as fh:
+    (run,) = metrics["runs"]
+    assert set(run["val"]) >= {"srcc", "plcc", "krcc", "rmse"}
+    assert set(run["test"]) >= {"srcc", "plcc", "krcc", "rmse"}
+    assert metrics["summary"]["test"]["srcc"]["n"] == 1
+    with open(out / "run_00" / "curves.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 3
     with open(out / "predictions.csv") as fh:
         preds = list(csv.DictReader(fh))
-    assert list(preds[0]) == ["id", "part", "target", "prediction"]
+    assert list(preds[0]) == ["run", "dataset", "id", "part", "distortion", "score", "target",
+                              "prediction", "predicted_score"]  # fmt: skip
     assert sorted(p["id"] for p in preds) == sorted(DIST)
-    ckpt = read_checkpoint(out / "model.pt")
+    p = preds[0]
+    assert float(p["score"]) == pytest.approx(1 + 4 * float(p["target"]), abs=1e-5)
+    ckpt = read_checkpoint(out / "run_00" / "model.pt")
     assert ckpt["store_fingerprint"] == metrics["fingerprint"]
     assert ckpt["label_norm"] == {
         "method": "score_range",
@@ -154,7 +160,8 @@ def test_fr_over_two_splits_summarises(files) -> None:
 
 def test_prompt_head_with_repeats(files) -> None:
     out = files / "prompt"
-    args = ["--head", "prompt", "--split", str(files / "split_0.json"), "--out", str(out)]
+    args = ["--head", "prompt", "--split", str(files / "split_0.json"), "--out", str(out),
+            "--batch-size", "4"]  # fmt: skip
     res = CliRunner().invoke(
         main,
         [
@@ -176,13 +183,16 @@ def test_prompt_head_with_repeats(files) -> None:
         "heads=2",
         "--set",
         "fusion_depth=1",
-        "--repeats",
+        "--seeds",
         "2",
     ]
     res = _run(files, *args, *tiny)
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert [r["seed"] for r in metrics["runs"]] == [0, 1]
+    assert all(len(r["prompt_ids"]) == 10 for r in metrics["runs"])
+    prompts = read_checkpoint(out / "run_00" / "model.pt")["extra"]["prompts"]
+    assert prompts[0]["ids"] == metrics["runs"][0]["prompt_ids"]
 
 
 def test_unwritten_rows_are_refused_unless_written_only(files) -> None:
@@ -201,10 +211,13 @@ def test_unwritten_rows_are_refused_unless_written_only(files) -> None:
             str(files / "a"),
         ],
     )
-    assert res.exit_code != 0 and "--written-only" in res.output
+    assert res.exit_code == 1 and "--written-only" in res.output and "--resume" in res.output
+    assert not (files / "a").exists()  # nothing left behind
     res = _run(files, *args, "--written-only", "--out", str(files / "b"))
     assert res.exit_code == 0, res.output
-    assert json.loads((files / "b" / "metrics.json").read_text())["dropped_unwritten"] == 4
+    assert json.loads((files / "b" / "metrics.json").read_text())["runs"][0][
+        "dropped_unwritten"] == 4  # fmt: skip
+    assert "left out 4 images with unwritten rows" in res.output
 
 
 def test_usage_errors(files) -> None:
@@ -219,7 +232,16 @@ def test_usage_errors(files) -> None:
     res = _run(
         files, "--head", "sfem_nr", "--split", split, "--set", "oops", "--out", str(files / "x")
     )
-    assert res.exit_code == 2 and "key=value" in res.output
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
+    for bad in (["--epochs", "0"], ["--epochs", "-1"], ["--batch-size", "0"], ["--lr", "0"]):
+        res = CliRunner().invoke(main, ["--features", str(files / "f.zarr"), "--manifest",
+                                        str(files / "manifest.csv"), "--head", "sfem_nr",
+                                        "--split", split, "--out", str(files / "z"), *bad])
+        assert res.exit_code == 2 and "range" in res.output, bad
+    res = _run(files, "--head", "sfem_nr", "--split", split, "--train-set", "patience=-2",
+               "--out", str(files / "z"))  # fmt: skip
+    assert res.exit_code == 2 and "patience" in res.output
+    assert not (files / "x").exists() and not (files / "z").exists()
     res = _run(
         files,
         "--head",
@@ -241,7 +263,7 @@ def test_lazy_rows_match_the_preloaded_part(files, ref: bool) -> None:
     opts = {"ref_store": store if ref else None}
     ram = load_split(store, manifest, split, preload=True, **opts)
     lazy = load_split(store, manifest, split, preload=False, **opts)
-    assert isinstance(lazy.train.features["embed"], LazyRows)
+    assert isinstance(lazy.train.features["embed"], StoreArray)
     assert (
         lazy.train.feature_specs == ram.train.feature_specs == {"embed": (4, 8, 8), "feature": (6,)}
     )
@@ -276,7 +298,9 @@ def test_split_folder_repeats_and_params(files) -> None:
     res = _run(files, "--head", "sfem_nr", "--split", str(folder), "--repeats", "1",
                "--params", str(params), "--out", str(one))
     assert res.exit_code == 0, res.output
-    assert json.loads((one / "metrics.json").read_text())["split"].endswith("split_00.json")
+    metrics_one = json.loads((one / "metrics.json").read_text())
+    assert [r["split"] for r in metrics_one["runs"]] == [str(folder / "split_00.json")]
+    assert set(metrics_one) == set(metrics)  # one schema, whatever the number of runs
 
 
 def test_params_training_options_yield_to_the_command_line(files) -> None:
@@ -289,7 +313,7 @@ def test_params_training_options_yield_to_the_command_line(files) -> None:
     res = _run(files, "--head", "sfem_nr", "--split", split, "--params", str(params),
                "--out", str(out))
     assert res.exit_code == 0, res.output
-    with open(out / "curves.csv") as fh:
+    with open(out / "run_00" / "curves.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 3
     alone = files / "q"
     res = CliRunner().invoke(main, [
@@ -297,9 +321,9 @@ def test_params_training_options_yield_to_the_command_line(files) -> None:
         "--head", "sfem_nr", "--split", split, "--params", str(params), "--out", str(alone),
     ])
     assert res.exit_code == 0, res.output
-    with open(alone / "curves.csv") as fh:
-        assert len(list(csv.DictReader(fh))) == 2  # head_train's epochs, not the default 100
+    with open(alone / "run_00" / "curves.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 2  # head_train's epochs, not the default 500
     params.write_text("head_train:\n  sfem_nr: {epoch: 2}\n")
     res = _run(files, "--head", "sfem_nr", "--split", split, "--params", str(params),
                "--out", str(out))
-    assert res.exit_code == 2 and "unknown keys ['epoch']" in res.output
+    assert res.exit_code == 2 and "unknown training option(s) ['epoch']" in res.output

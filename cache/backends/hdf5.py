@@ -14,13 +14,23 @@ and use it in forked workers: readers open it lazily per process (``cache.reader
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from cache.backends import STRING, Backend, RowSelection, StoreError, local_path, sorted_read
+from cache.backends import (
+    STRING,
+    Backend,
+    Capabilities,
+    RowSelection,
+    StoreBusyError,
+    StoreError,
+    local_path,
+    sorted_read,
+)
 
 ATTR_KEY = "iqa_store_json"
 CHUNK_CACHE_BYTES = 1 << 20  # rows above 1 MiB bypass the cache: 4x faster random reads
@@ -34,31 +44,76 @@ _FILTERS: dict[str, dict[str, Any]] = {
 
 
 class HDF5Backend(Backend):
-    """Arrays as datasets of one HDF5 file; attributes as one JSON root attribute."""
+    """Arrays as datasets of one HDF5 file; attributes as one JSON root attribute.
+
+    A new file is built under a temporary name beside the target and linked into place
+    by ``publish`` (an existing file is never truncated); ``"a"`` opens ``r+``. libhdf5's
+    own file lock keeps a second writer (and readers while one writes) out: that is
+    reported as ``StoreBusyError``.
+    """
 
     name = "hdf5"
+    capabilities = Capabilities(parallel_writers=False, locking="exclusive", random_access=True)
 
-    def __init__(self, url: str, mode: str) -> None:
-        super().__init__(url, writable=mode != "r")
+    def __init__(self, url: str, mode: str, storage_options: dict[str, Any] | None = None):
+        super().__init__(url, mode)
         path = local_path(url)
         if path is None:
             raise StoreError(f"HDF5 stores must be local files, got {url}")
         self._path = Path(path)
+        self._creating: Path | None = None
         if mode != "w" and not self._path.is_file():
             raise StoreError(f"no HDF5 store at {url}")
+        target = self._path
         if mode == "w":
             self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._creating = target = self._path.with_name(
+                f".{self._path.name}.{os.getpid()}.creating"
+            )
+        self._file = self._open(target, {"r": "r", "a": "r+", "w": "x"}[mode])
+
+    def _open(self, path: Path, mode: str) -> h5py.File:
         try:
-            self._file = h5py.File(self._path, mode, rdcc_nbytes=CHUNK_CACHE_BYTES)
+            return h5py.File(path, mode, rdcc_nbytes=CHUNK_CACHE_BYTES)
         except OSError as err:
-            raise StoreError(f"cannot open HDF5 store {url}: {err}") from err
+            if "lock" in str(err).lower():
+                raise StoreBusyError(
+                    f"{self.url} is open for writing by another process; wait for it to "
+                    "finish (one writer per HDF5 file)"
+                ) from err
+            raise StoreError(f"cannot open HDF5 store {self.url}: {err}") from err
+
+    @classmethod
+    def exists(cls, url: str, storage_options: dict[str, Any] | None = None) -> bool:
+        path = local_path(url)
+        return path is not None and path.is_file()
+
+    @classmethod
+    def occupied(cls, url: str, storage_options: dict[str, Any] | None = None) -> bool:
+        path = local_path(url)
+        return path is not None and path.exists()
+
+    def publish(self) -> None:
+        """Link the newly built file into place (refused if the target appeared)."""
+        if self._creating is None:
+            return
+        self._file.close()
+        try:
+            os.link(self._creating, self._path)  # atomic, never replaces an existing file
+        except FileExistsError as err:
+            raise StoreError(f"{self.url} appeared while the store was built; kept") from err
+        finally:
+            self._creating.unlink(missing_ok=True)
+        self._creating = None
+        self._file = self._open(self._path, "r+")
 
     def create_array(self, name, shape, dtype, *, chunks, shard_rows=None, fill_value=None,
                      codec="none"):  # fmt: skip
         if codec not in _FILTERS:
             raise StoreError(f"unknown codec {codec!r}; choose one of {sorted(_FILTERS)}")
         if name in self._file:
-            del self._file[name]
+            raise StoreError(f"{self.url}: dataset {name!r} exists; not overwritten")
+        chunks = tuple(max(1, min(c, n)) for c, n in zip(chunks, shape, strict=True))
         if dtype == STRING:
             self._file.create_dataset(name, shape=shape, dtype=h5py.string_dtype(), chunks=chunks)
             return {"filters": {}}
@@ -122,3 +177,6 @@ class HDF5Backend(Backend):
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
+        if self._creating is not None:  # never published: the half-built file is ours
+            self._creating.unlink(missing_ok=True)
+            self._creating = None

@@ -25,11 +25,20 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
-from cache.backends import STRING, Backend, RowSelection, StoreError, local_path, sorted_read
+from cache.backends import (
+    STRING,
+    Backend,
+    Capabilities,
+    RowSelection,
+    StoreError,
+    local_path,
+    sorted_read,
+)
+from cache.backends.zarr_shards import ShardRowReader
 from cache.schema import FEATURE_GROUP
-from cache.zarr_fastread import ShardRowReader
 
 PARTIAL_STALE_S = 900.0
+CLAIMS_DIR = ".iqa-claims"  # per-shard writer claims (cache.claims); empty once complete
 FASTREAD = os.environ.get("IQA_CACHE_ZARR_FASTREAD", "1") != "0"  # "0": zarr for every read
 
 
@@ -58,22 +67,62 @@ def _read_runs(arr: zarr.Array, rows: np.ndarray) -> np.ndarray:
 
 
 class ZarrBackend(Backend):
-    """A Zarr v3 group holding the store's arrays; attributes in the group's ``zarr.json``."""
+    """A Zarr v3 group holding the store's arrays; attributes in the group's ``zarr.json``.
+
+    Mode ``"w"`` creates a new group (zarr's ``a`` on a folder holding no group: the caller
+    holds the creation claim) and fails if a group exists: a store is never cleared to be
+    re-created.
+    """
 
     name = "zarr"
 
     def __init__(self, url: str, mode: str, storage_options: dict[str, Any] | None = None):
-        super().__init__(url, writable=mode != "r")
+        super().__init__(url, mode)
         self._options = dict(storage_options or {})
         self._path = local_path(url)
+        self.capabilities = Capabilities(
+            parallel_writers=True, locking="shard-claims", random_access=True,
+            remote=self._path is None,
+        )  # fmt: skip
+        self._arrays: dict[str, zarr.Array] = {}
+        self._fast_readers: dict[str, ShardRowReader | None] = {}
+        if mode == "w" and self.exists(url, storage_options):
+            raise StoreError(f"{url} already holds a Zarr group; not overwritten")
         store = self._make_store(mode == "r")
         try:
-            self._group = zarr.open_group(store, mode=cast(Any, mode))
+            self._group = zarr.open_group(store, mode=cast(Any, "a" if mode == "w" else mode))
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
             raise StoreError(f"no Zarr store at {url}") from err
-        self._arrays: dict[str, zarr.Array] = {}
-        self._fresh = mode == "w"  # a cleared group: no old array to overwrite (saves listings)
-        self._fast_readers: dict[str, ShardRowReader | None] = {}
+        except (ValueError, KeyError) as err:  # a corrupt zarr.json
+            raise StoreError(
+                f"{url}: unreadable Zarr metadata ({err}); is its zarr.json damaged?"
+            ) from err
+
+    @classmethod
+    def exists(cls, url: str, storage_options: dict[str, Any] | None = None) -> bool:
+        path = local_path(url)
+        if path is not None:
+            return (path / "zarr.json").is_file()
+        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
+
+    @classmethod
+    def occupied(cls, url: str, storage_options: dict[str, Any] | None = None) -> bool:
+        """True when the folder holds anything but writer claims (claims are ours)."""
+        path = local_path(url)
+        if path is not None:
+            if path.exists() and not path.is_dir():
+                return True
+            return path.is_dir() and any(p.name != CLAIMS_DIR for p in path.iterdir())
+        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        if not fs.exists(root):
+            return False
+        entries = fs.ls(root, detail=False)
+        return any(e.rstrip("/").rsplit("/", 1)[-1] != CLAIMS_DIR for e in entries)
+
+    @classmethod
+    def claims_url(cls, url: str) -> str | None:
+        return f"{url.rstrip('/')}/{CLAIMS_DIR}"
 
     def _make_store(self, read_only: bool) -> Any:
         if self._path is not None:
@@ -101,7 +150,7 @@ class ZarrBackend(Backend):
             kwargs.update(dtype=dtype, compressors=zarr_compressors(codec))
         if shard_rows is not None:
             kwargs["shards"] = (min(shard_rows, shape[0]), *shape[1:])
-        arr = self._group.create_array(name, overwrite=not self._fresh, **kwargs)
+        arr = self._group.create_array(name, overwrite=False, **kwargs)
         self._arrays[name] = arr
         return {"codecs": [c.to_dict() for c in arr.metadata.codecs]}  # type: ignore[union-attr]
 

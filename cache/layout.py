@@ -1,4 +1,10 @@
-"""Helpers of ``cache.store``: creating and checking the layout, row indexing, selections."""
+"""The row layout of a store: creating and checking it, row indexing, row selections.
+
+``create_layout`` creates every array of a new store (see ``cache.schema``),
+``check_same_layout`` compares an existing store with what a caller asks for (and leaves
+the store open: closing is the caller's), ``RowIndex`` maps (image id, view) to a row and
+``normalise_rows`` turns any row selection into what every backend reads in one go.
+"""
 
 from __future__ import annotations
 
@@ -139,10 +145,9 @@ def check_same_layout(
             differ.append(name)
             details.append(_layout_detail(name, have, given))
     if differ:
-        store.close()
         raise FingerprintMismatch(
             f"existing store {store.url} differs in {differ} (store != given: "
-            f"{'; '.join(details)}); write to another URL or delete the old store",
+            f"{'; '.join(details)}); write to another URL (the existing store is kept)",
             differ,
         )
 
