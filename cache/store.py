@@ -237,6 +237,22 @@ class FeatureStore:
         """Recompute every committed shard's checksums; report corrupt and missing parts."""
         return self._writer.verify()
 
+    def tidy(self) -> bool:
+        """Remove temporary files from a complete store that nobody else is writing.
+
+        Returns:
+            True when the store is complete and holds no temporary files now.
+        """
+        if self.missing_shards():
+            return False
+        claims = self.claims()
+        if claims is not None:
+            if claims.live_names():
+                return False
+            claims.clean_stale()
+        self._backend.clean_partial(older_than_s=0.0)
+        return True
+
     def uncommit(self, shards: Sequence[int]) -> None:
         """Clear the commit marks of ``shards`` so a resumed extraction rewrites them."""
         width = 1 + len(self.arrays) * 16
@@ -580,6 +596,11 @@ def open_store(
 
 def _not_found(url: str, backend: str | None, storage_options: dict[str, Any] | None) -> str:
     cls = backend_class(url, backend)
+    if cls.exists(url, storage_options):
+        try:
+            cls(url, "r", storage_options=storage_options).close()
+        except StoreError as err:
+            return str(err)
     if cls.occupied(url, storage_options):
         return (f"{url} is not a feature store (no store attributes: an interrupted "
                 "creation, or another kind of data)")  # fmt: skip

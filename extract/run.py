@@ -275,6 +275,7 @@ def run_extract(
         result.interrupted = stopped
     result.failures = dict(store.failures)
     result.written_rows = int(store.written.sum())
+    store.tidy()
     if root is not None and out is not None and not result.interrupted:
         _file_in_root(root, store, manifest, cfg, ids)
     store.close()

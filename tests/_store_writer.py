@@ -1,8 +1,10 @@
 """Test helper run as a subprocess: write shards of a small deterministic store.
 
-Usage: ``python tests/_store_writer.py URL FIRST STOP [--slow SECONDS]``. Creates the store
-(or reopens it to resume) and writes the missing shards in ``[FIRST, STOP)``; the features
-of shard ``k`` depend on ``k`` only, so any sequence of runs gives the same bytes.
+Usage: ``python tests/_store_writer.py URL FIRST STOP [--slow SECONDS] [--claims]``. Creates
+the store (or reopens it to resume) and writes the missing shards in ``[FIRST, STOP)``; the
+features of shard ``k`` depend on ``k`` only, so any sequence of runs gives the same bytes.
+With ``--claims`` each shard is claimed first (``FeatureStore.claims``), as cooperating
+writers do, and the numbers of the shards written are printed.
 """
 
 from __future__ import annotations
@@ -35,19 +37,35 @@ def shard_features(store, k: int) -> dict[str, np.ndarray]:
     return {"embed": smooth, "feature": rng.normal(size=(n, 8))}
 
 
-def main(url: str, first: int, stop: int, slow: float) -> None:
+def write(store, k: int) -> None:
+    n = len(store.shard_rows(k))
+    sizes = np.tile([[32, 24]], (n, 1))
+    failures = {1: "synthetic failure"} if k % 5 == 3 else None
+    store.write_shard(k, shard_features(store, k), sizes, sizes * 32, failures)
+
+
+def main(url: str, first: int, stop: int, slow: float, claim: bool = False) -> None:
     store = open_or_create(url)
     print("ready", flush=True)
+    claims = store.claims() if claim else None
     for k in store.missing_shards():
-        if first <= k < stop:
-            n = len(store.shard_rows(k))
-            sizes = np.tile([[32, 24]], (n, 1))
-            failures = {1: "synthetic failure"} if k % 5 == 3 else None
-            store.write_shard(k, shard_features(store, k), sizes, sizes * 32, failures)
-            time.sleep(slow)
+        if not first <= k < stop:
+            continue
+        if claims is not None:
+            if not claims.try_claim(f"shard_{k:06d}") or k not in store.missing_shards():
+                continue
+        write(store, k)
+        if claims is not None:
+            claims.release(f"shard_{k:06d}")
+            print(k, flush=True)
+        time.sleep(slow)
+    if claims is not None:
+        claims.release_all()
+        claims.remove_if_empty()
     store.close()
 
 
 if __name__ == "__main__":
-    slow = float(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[4] == "--slow" else 0.0
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), slow)
+    argv = sys.argv
+    slow = float(argv[argv.index("--slow") + 1]) if "--slow" in argv else 0.0
+    main(argv[1], int(argv[2]), int(argv[3]), slow, "--claims" in argv)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import importlib
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +174,27 @@ class Backend(ABC):
     def close(self) -> None:
         """Release handles (a closed backend must not be used again)."""
         return None
+
+
+@contextmanager
+def remote_access(url: str) -> Iterator[None]:
+    """Turn an object store's credential, permission and connection errors into one line."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as err:  # noqa: BLE001 - botocore/aiohttp types are not imported here
+        kind = type(err).__name__
+        if "Credential" in kind:
+            raise StoreError(
+                f"{url}: no credentials for the object store; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass storage_options"
+            ) from err
+        if isinstance(err, PermissionError) or "AccessDenied" in str(err):
+            raise StoreError(f"{url}: access denied by the object store ({err})") from err
+        if "Connect" in kind or "Timeout" in kind:
+            raise StoreError(f"{url}: cannot reach the object store ({kind}: {err})") from err
+        raise
 
 
 def sorted_read(read_sorted: Any, rows: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from cache.backends import (
     RowSelection,
     StoreError,
     local_path,
+    remote_access,
     sorted_read,
 )
 from cache.backends.zarr_shards import ShardRowReader
@@ -95,7 +96,8 @@ class ZarrBackend(Backend):
             raise StoreError(f"no Zarr store at {url}") from err
         except (ValueError, KeyError) as err:  # a corrupt zarr.json
             raise StoreError(
-                f"{url}: unreadable Zarr metadata ({err}); is its zarr.json damaged?"
+                f"{url.rstrip('/')}/zarr.json is damaged ({type(err).__name__}); restore the "
+                "store (e.g. 'dvc pull') or extract it again"
             ) from err
 
     @classmethod
@@ -103,8 +105,9 @@ class ZarrBackend(Backend):
         path = local_path(url)
         if path is not None:
             return (path / "zarr.json").is_file()
-        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
+        with remote_access(url):
+            fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
 
     @classmethod
     def occupied(cls, url: str, storage_options: dict[str, Any] | None = None) -> bool:
@@ -114,10 +117,11 @@ class ZarrBackend(Backend):
             if path.exists() and not path.is_dir():
                 return True
             return path.is_dir() and any(p.name != CLAIMS_DIR for p in path.iterdir())
-        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        if not fs.exists(root):
-            return False
-        entries = fs.ls(root, detail=False)
+        with remote_access(url):
+            fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            if not fs.exists(root):
+                return False
+            entries = fs.ls(root, detail=False)
         return any(e.rstrip("/").rsplit("/", 1)[-1] != CLAIMS_DIR for e in entries)
 
     @classmethod
@@ -139,6 +143,9 @@ class ZarrBackend(Backend):
                 self._arrays[name] = self._group[name]  # type: ignore[assignment]
             except KeyError as err:
                 raise StoreError(f"{self.url}: no array {name!r}") from err
+            except ValueError as err:  # a damaged zarr.json of the array
+                raise StoreError(f"{self.url}/{name}/zarr.json is damaged ({err}); restore "
+                                 "the store or extract it again") from err
         return self._arrays[name]
 
     def create_array(self, name, shape, dtype, *, chunks, shard_rows=None, fill_value=None,
@@ -157,7 +164,27 @@ class ZarrBackend(Backend):
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         if data.dtype == object:
             data = data.astype(str)
-        self._array(name)[start : start + len(data)] = data
+        arr = self._array(name)
+        try:
+            arr[start : start + len(data)] = data
+        except ValueError as err:  # zarr read back a damaged old shard file to merge into
+            if "checksum" not in str(err).lower():
+                raise
+            self._drop_chunk(arr, start)
+            arr[start : start + len(data)] = data
+
+    def _drop_chunk(self, arr: zarr.Array, start: int) -> None:
+        """Delete the (damaged) stored chunk or shard holding ``start``; it is rewritten whole.
+
+        Only uncommitted shards are written, so what is dropped is never committed data.
+        """
+        coords = (start // arr.shards[0] if arr.shards else start // arr.chunks[0],
+                  *[0] * (arr.ndim - 1))  # fmt: skip
+        key = arr.metadata.encode_chunk_key(coords)
+        fs, root = self._fs()
+        path = f"{root.rstrip('/')}/{arr.path}/{key}"
+        if fs.exists(path):
+            fs.rm(path)
 
     def _fast(self, name: str) -> ShardRowReader | None:
         """The direct shard reader for a local feature array (see ``cache.zarr_fastread``)."""
