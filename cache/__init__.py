@@ -1,44 +1,43 @@
 """Feature store: manifests, fingerprinted sharded stores, readers and the shared cache root.
 
 The ground floor of the pipeline: ``extract`` and ``heads`` import it; it imports neither.
+The names below are imported on first use, so ``import cache.console`` (every command's
+``--help``) does not pay for numpy, zarr or fsspec.
 """
 
 from __future__ import annotations
 
-from cache.fingerprint import (
-    FingerprintMismatch,
-    check_fingerprint,
-    diff_fields,
-    fingerprint_of,
-)
-from cache.root import CacheRoot
-from cache.store import (
-    ArraySpec,
-    FeatureStore,
-    IncompleteStoreError,
-    StoreError,
-    StoreNotFoundError,
-    VerifyReport,
-    create_store,
-    open_store,
-    store_fields,
-)
-from cache.transfer import copy_store
+import importlib
+from typing import Any
 
-__all__ = [
-    "ArraySpec",
-    "CacheRoot",
-    "FeatureStore",
-    "FingerprintMismatch",
-    "IncompleteStoreError",
-    "StoreError",
-    "StoreNotFoundError",
-    "VerifyReport",
-    "check_fingerprint",
-    "copy_store",
-    "create_store",
-    "diff_fields",
-    "fingerprint_of",
-    "open_store",
-    "store_fields",
-]
+_EXPORTS = {
+    "FingerprintMismatch": "cache.fingerprint",
+    "check_fingerprint": "cache.fingerprint",
+    "diff_fields": "cache.fingerprint",
+    "fingerprint_of": "cache.fingerprint",
+    "CacheRoot": "cache.root",
+    "ArraySpec": "cache.store",
+    "CorruptShardError": "cache.store",
+    "FeatureStore": "cache.store",
+    "IncompleteStoreError": "cache.store",
+    "StoreBusyError": "cache.store",
+    "StoreError": "cache.store",
+    "StoreNotFoundError": "cache.store",
+    "VerifyReport": "cache.store",
+    "create_store": "cache.store",
+    "open_store": "cache.store",
+    "store_fields": "cache.store",
+    "ExtractionRecord": "cache.record",
+    "FeatureDataset": "cache.reader",
+    "PairedFeatureDataset": "cache.reader",
+    "select_rows": "cache.reader",
+    "copy_store": "cache.transfer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cache' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

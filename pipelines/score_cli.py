@@ -7,11 +7,10 @@ from dataclasses import asdict
 
 import click
 
-from heads.checkpoint import CheckpointError
-from pipelines.score import ScoreError, score_images
+from cache.console import Command
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command)
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--head", "head_ckpt", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Head checkpoint (model.pt from iqa-train-head).")
@@ -31,11 +30,10 @@ def main(images: tuple[str, ...], head_ckpt: str, checkpoint: str | None,
     weights, preprocessing or dtype are refused. 'quality' is the head's output (0-1,
     higher is better); 'score' is the same on the training dataset's scale and orientation.
     """
-    try:
-        results = score_images(head_ckpt, images, checkpoint=checkpoint, refs=refs,
-                               prompt_csv=prompt_csv, device=device)
-    except (ScoreError, CheckpointError, ValueError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from err
+    from pipelines.score import score_images
+
+    results = score_images(head_ckpt, images, checkpoint=checkpoint, refs=refs,
+                           prompt_csv=prompt_csv, device=device)
     if as_json:
         click.echo(json.dumps([asdict(r) for r in results], indent=1))
         return
