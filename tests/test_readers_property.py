@@ -72,18 +72,26 @@ def target(tmp_path: Path) -> Path:
     return tmp_path / "file"
 
 
+READERS = pytest.mark.parametrize(
+    ("reader", "valid"), [(read_manifest, VALID_MANIFEST), (read_split, VALID_SPLIT)],
+    ids=["manifest", "split"],
+)  # fmt: skip
+
+
+@READERS
 @SETTINGS
 @given(data=st.binary(max_size=300))
-def test_manifest_reader_on_random_bytes(target: Path, data: bytes) -> None:
+def test_readers_on_random_bytes(target: Path, reader, valid: str, data: bytes) -> None:
     target.write_bytes(data)
-    _only_located_errors(read_manifest, target)
+    _only_located_errors(reader, target)
 
 
+@READERS
 @SETTINGS
 @given(edits=EDITS)
-def test_manifest_reader_on_garbled_manifests(target: Path, edits: list) -> None:
-    target.write_bytes(_garble(VALID_MANIFEST, edits).encode("utf-8", "surrogatepass"))
-    _only_located_errors(read_manifest, target)
+def test_readers_on_garbled_files(target: Path, reader, valid: str, edits: list) -> None:
+    target.write_bytes(_garble(valid, edits).encode("utf-8", "surrogatepass"))
+    _only_located_errors(reader, target)
 
 
 FIELD = st.sampled_from(
@@ -112,20 +120,6 @@ PARTS_ISH = st.fixed_dictionaries(
     {"train": JSON, "test": JSON}, optional={"val": JSON, "seed": JSON, "ratios": JSON,
                                              "manifest_sha256": JSON},
 )  # fmt: skip
-
-
-@SETTINGS
-@given(data=st.binary(max_size=300))
-def test_split_reader_on_random_bytes(target: Path, data: bytes) -> None:
-    target.write_bytes(data)
-    _only_located_errors(read_split, target)
-
-
-@SETTINGS
-@given(edits=EDITS)
-def test_split_reader_on_garbled_json(target: Path, edits: list) -> None:
-    target.write_bytes(_garble(VALID_SPLIT, edits).encode("utf-8", "surrogatepass"))
-    _only_located_errors(read_split, target)
 
 
 @SETTINGS

@@ -19,8 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from cache.manifest import DatasetInfo, Manifest, ManifestError, ManifestRow, validate_rows
-from pipelines.importers._common import Expected, Located
+from pipelines.importers._common import Expected, ExpectedLike, Located, as_expected
 from pipelines.importers._paths import DiskIndex, normalise_id
+from pipelines.importers.known import KNOWN
 
 
 def _on_disk(index: DiskIndex, raw: str, kind: str, where: str) -> str:
@@ -115,3 +116,16 @@ def build_manifest(
     rows = _merge_groups([item.row for item in resolved])
     validate_rows(rows, where=where)
     return Manifest(info=info, rows=rows)
+
+
+def official_manifest(
+    name: str,
+    base: Path,
+    located: Sequence[Located],
+    expected: ExpectedLike,
+    where: Path,
+    score_range: tuple[float, float] | None = None,
+) -> Manifest:
+    """:func:`build_manifest` with the known labels of dataset ``name`` rooted at ``base``."""
+    info = KNOWN[name].info(name, str(base), score_range)
+    return build_manifest(info, located, as_expected(expected), str(where))

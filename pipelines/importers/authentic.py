@@ -22,14 +22,14 @@ Deviations, on purpose:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from cache.manifest import Manifest, ManifestError, ManifestRow
-from pipelines.importers._build import build_manifest
+from pipelines.importers._build import official_manifest
 from pipelines.importers._common import (
     ExpectedLike,
     Located,
-    as_expected,
     cell,
     cell_text,
     csv_records,
@@ -88,8 +88,7 @@ def import_koniq10k(
         located.append(Located(row, where))
     top = max((item.row.score for item in located), default=0.0)
     low_high = (1.0, 5.0) if score_col == "MOS" and top <= 5.0 else (0.0, 100.0)
-    info = KNOWN["koniq10k"].info("koniq10k", str(base), low_high)
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    return official_manifest("koniq10k", base, located, expected, label_path, low_high)
 
 
 def import_spaq(
@@ -120,8 +119,7 @@ def import_spaq(
         extra = {k: cell_text(cell(values, c)) for k, c in attr_cols.items()}
         score = parse_float(cell(values, mos_col), where)
         located.append(Located(authentic_row(join_id(image_dir, name), score, **extra), where))
-    info = KNOWN["spaq"].info("spaq", str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    return official_manifest("spaq", base, located, expected, label_path)
 
 
 def import_livec(
@@ -153,8 +151,7 @@ def import_livec(
         where = f"{mos_path}: entry {k + 1} ({name})"
         row = authentic_row(join_id(image_dir, name), parse_float(score, where))
         located.append(Located(row, where))
-    info = KNOWN["livec"].info("livec", str(base))
-    return build_manifest(info, located, as_expected(expected), str(mos_path))
+    return official_manifest("livec", base, located, expected, mos_path)
 
 
 def import_bid(
@@ -171,18 +168,22 @@ def import_bid(
     """
     base = dataset_root(root)
     label_path = find_label(base, label_file, ["DatabaseGrades.xlsx"], "BID")
-    rows = xlsx_rows(label_path)
+    located = numbered_rows(label_path, lambda n: join_id(image_dir, f"DatabaseImage{n:04d}.JPG"))
+    return official_manifest("bid", base, located, expected, label_path)
+
+
+def numbered_rows(path: Path, image_of: Callable[[int], str]) -> list[Located]:
+    """Rows of a spreadsheet of ``(image number, MOS)`` after a header line."""
+    rows = xlsx_rows(path)
     next(rows, None)  # header row
     located = []
     for number, values in rows:
-        where = f"{label_path}: row {number}"
-        if len([v for v in values if v is not None]) < 2:
+        where = f"{path}: row {number}"
+        if cell(values, 1) is None:
             raise ManifestError(f"{where}: expected (image number, MOS), got {values}")
-        index = parse_int(values[0], where, "image number")
-        image = join_id(image_dir, f"DatabaseImage{index:04d}.JPG")
+        image = image_of(parse_int(values[0], where, "image number"))
         located.append(Located(authentic_row(image, parse_float(values[1], where)), where))
-    info = KNOWN["bid"].info("bid", str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    return located
 
 
 def import_flive(
@@ -206,8 +207,7 @@ def import_flive(
         Located(authentic_row(join_id(folder, rec["name"]), parse_float(rec["mos"], where)), where)
         for where, rec in records
     ]
-    info = KNOWN["flive"].info("flive", str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    return official_manifest("flive", base, located, expected, label_path)
 
 
 def _relative_folder(path: Path, base: Path) -> str:

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from cache.manifest import Manifest, ManifestError, ManifestRow
-from pipelines.importers._build import build_manifest
+from pipelines.importers._build import official_manifest
 from pipelines.importers._common import (
     ExpectedLike,
     Located,
-    as_expected,
     cell,
     cell_text,
     dataset_root,
@@ -76,8 +75,7 @@ def import_csiq(
         located = _text_rows(label_path, image_dir or "dst_imgs_all", ref_dir)
     else:
         located = _xlsx_rows(label_path, image_dir or "dst_imgs", ref_dir)
-    info = KNOWN["csiq"].info("csiq", str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    return official_manifest("csiq", base, located, expected, label_path)
 
 
 def _csiq_row(image: str, ref: str, stem: str, dmos: float, kind: str, level: int) -> ManifestRow:

@@ -26,12 +26,11 @@ import re
 from pathlib import Path
 
 from cache.manifest import Manifest, ManifestError, ManifestRow
-from pipelines.importers._build import build_manifest
+from pipelines.importers._build import official_manifest
 from pipelines.importers._common import (
     Expected,
     ExpectedLike,
     Located,
-    as_expected,
     csv_records,
     dataset_root,
     find_label,
@@ -128,8 +127,7 @@ def import_live(
             group=Path(ref).stem, distortion=LIVE_DISTORTIONS.get(folder, folder),
         )  # fmt: skip
         located.append(Located(row, where))
-    info = KNOWN["live"].info("live", str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    return official_manifest("live", base, located, expected, label_path)
 
 
 def _lookup(names: tuple[str, ...], number: str, where: str) -> str:
@@ -163,8 +161,7 @@ def import_tid2013(
             distortion=_lookup(TID2013_DISTORTIONS, dist_no, where), extra={"level": level},
         )  # fmt: skip
         located.append(Located(row, where))
-    info = KNOWN["tid2013"].info("tid2013", str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    return official_manifest("tid2013", base, located, expected, label_path)
 
 
 def import_kadid10k(
@@ -186,8 +183,7 @@ def import_kadid10k(
     require_columns(header, ("dist_img", "ref_img", "dmos"), label_path)
     refs = image_dir if ref_dir is None else ref_dir
     located = [_kadid_row(rec, image_dir, refs, where) for where, rec in records]
-    info = KNOWN["kadid10k"].info("kadid10k", str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    return official_manifest("kadid10k", base, located, expected, label_path)
 
 
 def _kadid_row(rec: dict[str, str], image_dir: str, ref_dir: str, where: str) -> Located:
@@ -246,8 +242,7 @@ def import_pipal(
         )
     where_images = _pipal_folders(DiskIndex(base), image_dir)
     located = [item for path in files for item in _pipal_rows(path, where_images, ref_dir)]
-    info = KNOWN["pipal"].info("pipal", str(base), score_range)
-    return build_manifest(info, located, as_expected(expected), str(labels))
+    return official_manifest("pipal", base, located, expected, labels, score_range)
 
 
 def _pipal_rows(path: Path, images: dict[str, str], ref_dir: str) -> list[Located]:

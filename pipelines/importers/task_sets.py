@@ -27,24 +27,20 @@ import os
 import re
 from dataclasses import replace
 
-from cache.manifest import Manifest, ManifestError
-from pipelines.importers._build import build_manifest
+from cache.manifest import Manifest
+from pipelines.importers._build import official_manifest
 from pipelines.importers._common import (
     ExpectedLike,
     Located,
-    as_expected,
-    cell,
     csv_records,
     dataset_root,
     find_label,
     load_mat,
     parse_float,
-    parse_int,
     require_columns,
-    xlsx_rows,
 )
 from pipelines.importers._paths import DiskIndex, find_image_dir, join_id
-from pipelines.importers.authentic import authentic_row
+from pipelines.importers.authentic import authentic_row, numbered_rows
 from pipelines.importers.known import KNOWN
 
 AGIQA_FOLDERS = ("AGIQA-3K", "img", "image", "images", "")
@@ -72,8 +68,7 @@ def import_gfiqa20k(
         )
         for where, rec in records
     ]
-    info = KNOWN["gfiqa20k"].info("gfiqa20k", str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    return official_manifest("gfiqa20k", base, located, expected, label_path)
 
 
 def _prompt_group(name: str, prompt: str) -> str:
@@ -105,8 +100,7 @@ def import_agiqa3k(
         if by_prompt:
             row = replace(row, group=_prompt_group(rec["name"], rec.get("prompt", "")))
         located.append(Located(row, where))
-    info = KNOWN["agiqa3k"].info("agiqa3k", str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    return official_manifest("agiqa3k", base, located, expected, label_path)
 
 
 def import_aigciqa2023(
@@ -131,8 +125,7 @@ def import_aigciqa2023(
         extra = {c: repr(float(v[k])) for c, v in extras.items() if k < len(v)}
         row = authentic_row(join_id(image_dir, f"{k}.png"), parse_float(score, where), **extra)
         located.append(Located(row, where))
-    info = KNOWN["aigciqa2023"].info("aigciqa2023", str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    return official_manifest("aigciqa2023", base, located, expected, label_path)
 
 
 def import_uwiqa(
@@ -145,14 +138,5 @@ def import_uwiqa(
     """UWIQA: ``IQA_Value.xlsx`` rows ``(number, MOS 0..1)`` after a header -> ``%04d.png``."""
     base = dataset_root(root)
     label_path = find_label(base, label_file, ["IQA_Value.xlsx"], "UWIQA")
-    rows = xlsx_rows(label_path)
-    next(rows, None)  # header row
-    located = []
-    for number, values in rows:
-        where = f"{label_path}: row {number}"
-        if cell(values, 1) is None:
-            raise ManifestError(f"{where}: expected (image number, MOS), got {values}")
-        image = join_id(image_dir, f"{parse_int(values[0], where, 'image number'):04d}.png")
-        located.append(Located(authentic_row(image, parse_float(values[1], where)), where))
-    info = KNOWN["uwiqa"].info("uwiqa", str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    located = numbered_rows(label_path, lambda n: join_id(image_dir, f"{n:04d}.png"))
+    return official_manifest("uwiqa", base, located, expected, label_path)
