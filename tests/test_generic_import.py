@@ -229,3 +229,9 @@ def test_pyiqa_old_numeric_split_values_and_bad_values(tmp_path: Path) -> None:
     path = _csv(tmp_path, "official_split,img_name\ntrain,a.jpg\n", "a.jpg")
     with pytest.raises(ManifestError, match="not a pyiqa meta-info header"):
         import_pyiqa(path, name="livec")
+
+
+def test_a_broken_link_is_a_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").symlink_to(tmp_path / "gone.jpg")
+    with pytest.raises(ManifestError, match=r"meta.csv:2: image file missing \(any case\)"):
+        _nr(tmp_path, "a.jpg,1\n")

@@ -63,7 +63,10 @@ class DiskIndex:
         if folder not in self._listings:
             try:
                 with os.scandir(self.root / folder if folder else self.root) as entries:
-                    self._listings[folder] = {e.name: e.is_dir() for e in entries}
+                    # folders and files (links followed); broken links and the like are absent
+                    self._listings[folder] = {
+                        e.name: e.is_dir() for e in entries if e.is_dir() or e.is_file()
+                    }
             except (FileNotFoundError, NotADirectoryError):
                 self._listings[folder] = None
         return self._listings[folder]

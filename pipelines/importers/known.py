@@ -178,6 +178,6 @@ def help_table() -> str:
         count = f"{known.expected.images}" + (
             f"/{known.expected.refs}" if known.expected.refs else ""
         )
-        mark = "" if known.checked else " [count from papers]"
+        mark = "" if known.checked else " [unverified]"
         lines.append(f"{name:<12} {count:>9}{mark}  {known.release}")
     return "\n".join(lines)
