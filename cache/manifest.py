@@ -18,7 +18,11 @@ features by it and split files list it. ``ref`` is empty for authentic (NR) data
 resolved against the manifest's own folder.
 
 A split file is JSON: ``{"train": [...], "val": [...], "test": [...], "seed": 0,
-"ratios": [...], "manifest_sha256": "..."}`` listing image ids, never row numbers.
+"ratios": [...], "manifest_sha256": "..."}`` listing image ids, never row numbers. A split
+is only used with the manifest whose sha256 it records (:meth:`Split.check_against`).
+
+Both readers turn every defect of a file (bad bytes, garbled CSV or JSON, wrong fields)
+into a :class:`ManifestError` whose message starts with ``<file>:<line>:``.
 """
 
 from __future__ import annotations
@@ -26,21 +30,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+import posixpath
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from cache.manifest_base import ManifestError, atomic_write_text, decode_text, file_sha256
+from cache.split_file import PARTS, Split, UncheckedSplitWarning, read_split, write_split
 
 FORMAT_VERSION = "1"
 SCORE_KINDS = ("MOS", "DMOS", "pseudo-MOS")
 REQUIRED_COLUMNS = ("image", "ref", "score", "group", "distortion")
-PARTS = ("train", "val", "test")
-
-
-class ManifestError(ValueError):
-    """A manifest or split file is malformed or inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,9 @@ class DatasetInfo:
         if self.score_kind not in SCORE_KINDS:
             raise ManifestError(f"score_kind must be one of {SCORE_KINDS}, got {self.score_kind!r}")
         low, high = self.score_range
-        if not low < high:
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ManifestError(
-                f"score_range must be (low, high) with low < high, got {self.score_range}"
+                f"score_range must be finite (low, high) with low < high, got {self.score_range}"
             )
 
 
@@ -130,6 +132,26 @@ class Manifest:
     def with_root(self, root: str) -> Manifest:
         return replace(self, info=replace(self.info, root=root))
 
+    def sha256(self) -> str:
+        """sha256 of the manifest file (or of its CSV text when it was never written)."""
+        if self.path is not None and Path(self.path).is_file():
+            return file_sha256(self.path)
+        return hashlib.sha256(manifest_text(self).encode("utf-8")).hexdigest()
+
+
+def id_problem(image_id: str) -> str | None:
+    """Why ``image_id`` cannot be an id (absolute, escaping the root, unnormalised), or None."""
+    if not image_id:
+        return "an empty path"
+    if image_id.startswith("/") or "\\" in image_id or image_id[1:2] == ":":
+        return f"{image_id!r} is absolute or not a '/'-separated path; ids are relative to root"
+    normal = posixpath.normpath(image_id)
+    if normal == ".." or normal.startswith("../"):
+        return f"{image_id!r} escapes the dataset root"
+    if normal != image_id:
+        return f"{image_id!r} is not normalised (it names {normal!r})"
+    return None
+
 
 def _header_lines(info: DatasetInfo) -> list[str]:
     low, high = info.score_range
@@ -156,13 +178,9 @@ def manifest_text(manifest: Manifest) -> str:
     return buf.getvalue()
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def manifest_digest(manifest: Manifest) -> str:
+    """sha256 of the manifest file (or of its CSV text when it was never written)."""
+    return manifest.sha256()
 
 
 def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> None:
@@ -171,144 +189,149 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> None:
     atomic_write_text(path, manifest_text(manifest))
 
 
+def _row_problem(r: ManifestRow, seen: set[str]) -> str | None:
+    problem = id_problem(r.image)
+    if problem:
+        return f"image path is {problem}" if problem == "an empty path" else problem
+    if r.image in seen:
+        return f"image {r.image!r} appears twice"
+    if r.ref and id_problem(r.ref):
+        return f"reference {id_problem(r.ref)}"
+    if not math.isfinite(r.score):
+        return f"image {r.image!r} has a non-finite score {r.score}"
+    if not r.group:
+        return f"image {r.image!r} has an empty group"
+    return None
+
+
 def validate_rows(rows: Iterable[ManifestRow], where: str = "manifest") -> None:
-    """Check ids are unique and non-empty and scores are finite."""
+    """Check ids are unique, relative and normalised, scores finite and groups set."""
     seen: set[str] = set()
     for i, r in enumerate(rows):
-        if not r.image:
-            raise ManifestError(f"{where}: row {i + 1} has an empty image path")
-        if r.image in seen:
-            raise ManifestError(f"{where}: image {r.image!r} appears twice (row {i + 1})")
-        if not math.isfinite(r.score):
-            raise ManifestError(f"{where}: image {r.image!r} has a non-finite score {r.score}")
-        if not r.group:
-            raise ManifestError(f"{where}: image {r.image!r} has an empty group")
+        problem = _row_problem(r, seen)
+        if problem:
+            raise ManifestError(f"{where}: row {i + 1}: {problem}")
         seen.add(r.image)
 
 
-def _parse_header(lines: list[str], path: Path) -> DatasetInfo:
-    meta: dict[str, str] = {}
-    for line in lines:
-        key, sep, value = line.lstrip("#").partition(":")
-        if sep:
-            meta[key.strip()] = value.strip()
-    if meta.get("iqa-manifest") != FORMAT_VERSION:
-        raise ManifestError(
-            f"{path}: not an iqa manifest (first line must be '# iqa-manifest: {FORMAT_VERSION}');"
-            " convert label files with 'iqa-data import'"
-        )
+# ---------------------------------------------------------------- reading a manifest
+
+
+def _comment_lines(fh: io.StringIO) -> list[str]:
+    """The leading ``#`` lines; ``fh`` is left at the first other line."""
+    lines: list[str] = []
+    while True:
+        pos = fh.tell()
+        line = fh.readline()
+        if not line.startswith("#"):
+            fh.seek(pos)
+            return lines
+        lines.append(line.rstrip("\r\n"))
+
+
+def _score_range(text: str, where: str) -> tuple[float, float]:
     try:
-        low, high = (float(v) for v in meta.get("score_range", "0,1").split(","))
-        return DatasetInfo(
-            name=meta["name"],
-            score_kind=meta.get("score_kind", "MOS"),
-            lower_better=meta.get("lower_better", "false").lower() == "true",
-            score_range=(low, high),
-            root=meta.get("root", "."),
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ManifestError(f"{where}: bad score_range {text!r} (want LOW,HIGH with LOW < HIGH)")
+    return low, high
+
+
+def _parse_header(lines: list[str], path: Path) -> DatasetInfo:
+    meta: dict[str, tuple[str, str]] = {}  # key -> (value, "file:line")
+    for lineno, text in enumerate(lines, start=1):
+        key, sep, value = text.lstrip("#").partition(":")
+        if sep:
+            meta.setdefault(key.strip(), (value.strip(), f"{path}:{lineno}"))
+    if meta.get("iqa-manifest", ("", ""))[0] != FORMAT_VERSION or "name" not in meta:
+        raise ManifestError(
+            f"{path}:1: not an iqa manifest (first line must be '# iqa-manifest: {FORMAT_VERSION}'"
+            " and a '# name:' line must follow); convert label files with 'iqa-data import'"
         )
-    except (KeyError, ValueError) as err:
-        raise ManifestError(f"{path}: bad manifest header: {err}") from err
+    low_high = _score_range(*meta.get("score_range", ("0,1", f"{path}:1")))
+    kind, where = meta.get("score_kind", ("MOS", f"{path}:1"))
+    if kind not in SCORE_KINDS:
+        raise ManifestError(f"{where}: score_kind must be one of {SCORE_KINDS}")
+    lower, where = meta.get("lower_better", ("false", f"{path}:1"))
+    if lower.lower() not in ("true", "false"):
+        raise ManifestError(f"{where}: lower_better must be true or false")
+    root = meta.get("root", (".", ""))[0]
+    return DatasetInfo(meta["name"][0], kind, lower.lower() == "true", low_high, root)
+
+
+def _records(fh: io.StringIO, first_line: int, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank CSV records as (physical line number, fields); csv errors become lines."""
+    reader = csv.reader(fh)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise ManifestError(f"{path}:{first_line + reader.line_num}: bad CSV: {err}") from None
+        if fields:
+            yield first_line + reader.line_num, fields
+
+
+def _columns(records: Iterator[tuple[int, list[str]]], path: Path) -> tuple[int, list[str]]:
+    try:
+        lineno, columns = next(records)
+    except StopIteration:
+        raise ManifestError(f"{path}:1: no column header line after the comments") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise ManifestError(f"{path}:{lineno}: missing columns {missing} (have {columns})")
+    if len(set(columns)) != len(columns):
+        raise ManifestError(f"{path}:{lineno}: a column name appears twice in {columns}")
+    return lineno, columns
+
+
+def _manifest_row(fields: list[str], columns: list[str], where: str) -> ManifestRow:
+    if len(fields) != len(columns):
+        raise ManifestError(f"{where}: {len(fields)} fields, the header has {len(columns)}")
+    rec = dict(zip(columns, fields, strict=True))
+    try:
+        score = float(rec["score"])
+    except ValueError:
+        raise ManifestError(f"{where}: bad score {rec['score']!r}") from None
+    extra = {k: v for k, v in rec.items() if k not in REQUIRED_COLUMNS}
+    return ManifestRow(
+        image=rec["image"], ref=rec["ref"], score=score, group=rec["group"],
+        distortion=rec["distortion"], extra=extra,
+    )  # fmt: skip
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read and validate a manifest CSV.
 
     Raises:
-        ManifestError: naming the file and line of the first problem.
+        ManifestError: ``<file>:<line>: <problem>`` for the first problem found.
     """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    n_header = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
-    info = _parse_header(lines[:n_header], path)
-    reader = csv.DictReader(lines[n_header:])
-    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ManifestError(f"{path}: missing columns {missing} (have {reader.fieldnames})")
-    rows = []
-    for lineno, rec in enumerate(reader, start=n_header + 2):
-        try:
-            score = float(rec["score"])
-        except (TypeError, ValueError) as err:
-            raise ManifestError(f"{path}:{lineno}: bad score {rec['score']!r}") from err
-        extra = {k: v for k, v in rec.items() if k not in REQUIRED_COLUMNS and k is not None}
-        rows.append(
-            ManifestRow(
-                image=rec["image"] or "",
-                ref=rec["ref"] or "",
-                score=score,
-                group=rec["group"] or "",
-                distortion=rec["distortion"] or "",
-                extra=extra,
-            )
-        )
-    validate_rows(rows, where=str(path))
+    fh = io.StringIO(decode_text(path), newline="")
+    comments = _comment_lines(fh)
+    info = _parse_header(comments, path)
+    records = _records(fh, len(comments), path)
+    _, columns = _columns(records, path)
+    rows: list[ManifestRow] = []
+    seen: set[str] = set()
+    for lineno, fields in records:
+        row = _manifest_row(fields, columns, f"{path}:{lineno}")
+        problem = _row_problem(row, seen)
+        if problem:
+            raise ManifestError(f"{path}:{lineno}: {problem}")
+        seen.add(row.image)
+        rows.append(row)
     return Manifest(info=info, rows=tuple(rows), path=path)
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class Split:
-    """A train/val/test partition of a manifest's image ids."""
-
-    train: tuple[str, ...]
-    val: tuple[str, ...]
-    test: tuple[str, ...]
-    seed: int = 0
-    ratios: tuple[float, ...] = (0.6, 0.2, 0.2)
-    manifest_sha256: str = ""
-
-    def part(self, name: str) -> tuple[str, ...]:
-        if name not in PARTS:
-            raise ManifestError(f"split part must be one of {PARTS}, got {name!r}")
-        return getattr(self, name)
-
-    def check_against(self, manifest: Manifest, where: str = "split") -> None:
-        """Fail when the split names images the manifest lacks or lists one twice."""
-        known = set(manifest.image_ids)
-        seen: set[str] = set()
-        for part in PARTS:
-            for image in self.part(part):
-                if image not in known:
-                    raise ManifestError(f"{where}: {part} image {image!r} is not in the manifest")
-                if image in seen:
-                    raise ManifestError(f"{where}: image {image!r} is in two parts")
-                seen.add(image)
-
-
-def write_split(split: Split, path: str | os.PathLike[str]) -> None:
-    data = {
-        "seed": split.seed,
-        "ratios": list(split.ratios),
-        "manifest_sha256": split.manifest_sha256,
-        **{part: list(split.part(part)) for part in PARTS},
-    }
-    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
-
-
-def read_split(path: str | os.PathLike[str]) -> Split:
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"split file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return Split(
-            train=tuple(data["train"]),
-            val=tuple(data.get("val", [])),
-            test=tuple(data["test"]),
-            seed=int(data.get("seed", 0)),
-            ratios=tuple(float(r) for r in data.get("ratios", ())),
-            manifest_sha256=str(data.get("manifest_sha256", "")),
-        )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ManifestError(f"{path}: not a split file: {err}") from err
+__all__ = [
+    "FORMAT_VERSION", "PARTS", "REQUIRED_COLUMNS", "SCORE_KINDS", "DatasetInfo", "Manifest",
+    "ManifestError", "ManifestRow", "Split", "UncheckedSplitWarning", "atomic_write_text",
+    "file_sha256", "id_problem", "manifest_digest", "manifest_text", "read_manifest",
+    "read_split", "validate_rows", "write_manifest", "write_split",
+]  # fmt: skip

@@ -1,12 +1,15 @@
 """``iqa-data``: import label files into manifests, make splits, build the demo set.
 
 A thin click layer: each command parses its options and calls one library function
-(:func:`pipelines.importers.import_to`, :func:`pipelines.importers.import_csv`,
-:func:`pipelines.splits.make_splits`, :func:`pipelines.demo.build_demo`).
+(:func:`pipelines.importers.get_importer`, :func:`pipelines.importers.import_csv`,
+:func:`pipelines.importers.import_pyiqa`, :func:`pipelines.splits.make_splits`,
+:func:`pipelines.demo.build_demo`). Outputs are checked first (:mod:`cache.outputs`): a
+manifest path must be new or hold a manifest, a split folder new, empty or a split folder.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,19 +17,49 @@ from typing import Any
 import click
 import numpy as np
 
-from cache.manifest import SCORE_KINDS, Manifest, ManifestError, read_manifest, write_manifest
+from cache.console import Group, UsageProblem
+from cache.manifest import (
+    SCORE_KINDS,
+    Manifest,
+    ManifestError,
+    file_sha256,
+    read_manifest,
+    write_manifest,
+)
+from cache.outputs import check_output_dir, prepare_output_dir
 from pipelines.demo import DISTORTIONS, REFERENCES, build_demo
-from pipelines.importers import IMPORTERS, import_csv, import_to
+from pipelines.importers import (
+    IMPORTERS,
+    KNOWN,
+    check_manifest_output,
+    get_importer,
+    import_csv,
+    import_pyiqa,
+)
 from pipelines.importers.generic import MAPPABLE
+from pipelines.importers.known import help_table
+from pipelines.importers.pyiqa import write_pyiqa_splits
 from pipelines.splits import make_splits, normalize_ratios, write_splits
 
-# parameter name -> option, for the options that only 'import csv' takes
-CSV_OPTIONS = {
-    "labels": "--labels",
+# parameter -> option, for the options only 'import csv' / 'import pyiqa' take
+LIST_OPTIONS = {
     "columns": "--map",
     "dataset": "--name",
     "kind": "--kind",
-    "lower_better": "--lower-better",
+    "lower_better": "--lower-better/--higher-better",
+    "authentic": "--authentic",
+    "unusual_orientation": "--unusual-orientation",
+    "splits_out": "--splits-out",
+}
+NOT_FOR = {
+    "csv": {"splits_out": "--splits-out"},
+    "pyiqa": {"columns": "--map", "authentic": "--authentic"},
+}
+# importer keyword -> option, for the options an official importer may take
+LAYOUT_OPTIONS = {
+    "label_file": "--label-file",
+    "image_dir": "--image-dir",
+    "ref_dir": "--ref-dir",
     "score_range": "--range",
 }
 
@@ -61,8 +94,8 @@ def _ratios(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
 
 def _score_range(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     values = _numbers(float, (2,))(ctx, param, value)
-    if values is not None and not values[0] < values[1]:
-        raise click.BadParameter(f"expected LOW,HIGH with LOW < HIGH, got {value!r}")
+    if values is not None and not (np.all(np.isfinite(values)) and values[0] < values[1]):
+        raise click.BadParameter(f"expected finite LOW,HIGH with LOW < HIGH, got {value!r}")
     return values
 
 
@@ -78,96 +111,163 @@ def _mapping(ctx: click.Context, param: click.Parameter, value: str | None) -> A
     return {k: v for k, _, v in pairs}
 
 
-def _fail(err: Exception) -> click.ClickException:
-    return click.ClickException(str(err))
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group)
 def main() -> None:
     """Dataset side of the IQA feature-cache pipeline: manifests, splits, demo set."""
 
 
-@main.command("import")
-@click.argument("name", type=click.Choice([*IMPORTERS, "csv"]))
+IMPORT_EPILOG = (
+    "Datasets (images[/references] and the release each reads, unmodified; point --root at"
+    " its folder):\n\n\b\n" + help_table() + "\n\n"
+    "csv: any CSV with a header, mapped with --map (needs --kind, --lower-better or"
+    " --higher-better and --range, unless --name is one of the datasets above).\n\n"
+    "pyiqa: a pyiqa meta-info CSV (img_name,<label>,... or ref_name,dist_name,<label>,...);"
+    " its split columns become split files in --splits-out."
+)
+
+
+@main.command("import", epilog=IMPORT_EPILOG)
+@click.argument("name", type=click.Choice([*IMPORTERS, "csv", "pyiqa"]), metavar="DATASET")
 @click.option(
     "--root",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Dataset folder in its official download layout (default for csv: the CSV's folder).",
+    help="Dataset folder in its official download layout (default for csv/pyiqa: the CSV's"
+    " folder).",
 )
 @click.option(
     "--out",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Manifest CSV to write (only after every check passed).",
+    help="Manifest CSV to write (only after every check passed; never over another file).",
 )
 @click.option(
-    "--no-count-check",
-    is_flag=True,
-    help="Skip the official image/reference counts (partial or extended copies).",
-)
-@click.option(
+    "--label-file",
     "--labels",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="csv only: the label CSV to import.",
+    "label_file",
+    help="The label file: for a dataset, relative to --root (default: its official name); for"
+    " csv/pyiqa, the CSV itself.",
 )
+@click.option("--image-dir", help="Folder of the (distorted) images, relative to --root.")
+@click.option("--ref-dir", help="Folder of the reference images, relative to --root.")
+@click.option("--no-count-check", is_flag=True, help="Skip the official counts (partial copies).")
 @click.option(
     "--map",
     "columns",
     callback=_mapping,
-    help="csv only: FIELD=COLUMN pairs, e.g. image=dist_name,ref=ref_name,score=dmos.",
+    help="csv: FIELD=COLUMN pairs, e.g. image=dist_name,ref=ref_name,score=dmos.",
 )
-@click.option("--name", "dataset", help="csv only: dataset key recorded in the manifest.")
+@click.option("--name", "dataset", help="csv/pyiqa: dataset key (a known one supplies labels).")
+@click.option("--kind", type=click.Choice(SCORE_KINDS), help="csv/pyiqa: label kind.")
 @click.option(
-    "--kind",
-    type=click.Choice(SCORE_KINDS),
-    default="MOS",
-    show_default=True,
-    help="csv only: label kind.",
+    "--lower-better/--higher-better",
+    "lower_better",
+    default=None,
+    help="csv/pyiqa: which way the scores point (required unless --name is known).",
 )
-@click.option("--lower-better", is_flag=True, help="csv only: a lower score means better quality.")
 @click.option(
     "--range",
     "score_range",
     callback=_score_range,
     metavar="LOW,HIGH",
-    help="csv only: nominal score range (default: the data's min,max).",
+    help="csv/pyiqa (and pipal): nominal score range; never taken from the data.",
 )
-def import_cmd(
-    name: str, root: Path | None, out: Path, no_count_check: bool, **csv_opts: Any
-) -> None:
-    """Import dataset NAME (or a mapped CSV with NAME=csv) into a manifest CSV."""
-    try:
-        manifest = _run_import(name, root, out, no_count_check, **csv_opts)
-    except ManifestError as err:
-        raise _fail(err) from err
+@click.option(
+    "--authentic",
+    is_flag=True,
+    help="csv: no references and every image is distinct content (one group per image).",
+)
+@click.option(
+    "--unusual-orientation",
+    is_flag=True,
+    help="csv/pyiqa: accept DMOS with higher-is-better or MOS with lower-is-better.",
+)
+@click.option(
+    "--splits-out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="pyiqa: folder for one split file per split column (default: 'splits' beside --out).",
+)
+def import_cmd(name: str, root: Path | None, out: Path, no_count_check: bool, **opts: Any) -> None:
+    """Import DATASET (or a mapped CSV, or a pyiqa meta-info CSV) into a manifest."""
+    check_manifest_output(out)
+    if name in ("csv", "pyiqa"):
+        manifest, note = _import_list(name, root, out, no_count_check, opts)
+    else:
+        manifest, note = _import_official(name, root, out, no_count_check, opts), ""
     click.echo(f"wrote {out}: {len(manifest.rows)} images, {len(manifest.ref_ids)} references")
+    if note:
+        click.echo(note)
 
 
-def _run_import(
-    name: str, root: Path | None, out: Path, no_count_check: bool, **opts: Any
+def _import_official(
+    name: str, root: Path | None, out: Path, no_count_check: bool, opts: dict[str, Any]
 ) -> Manifest:
-    extra = {"expected": None} if no_count_check else {}
-    if name != "csv":
-        given = [CSV_OPTIONS[k] for k, v in opts.items() if v not in (None, False, "MOS")]
-        if given:
-            raise click.UsageError(f"{', '.join(given)}: only for 'import csv'")
-        if root is None:
-            raise click.MissingParameter(param_hint="'--root'", param_type="option")
-        return import_to(name, root, out, **extra)
-    for key in ("labels", "columns", "dataset"):
+    given = [
+        LIST_OPTIONS[k] for k, v in opts.items() if k in LIST_OPTIONS and v not in (None, False)
+    ]
+    if given:
+        raise UsageProblem(f"{', '.join(given)}: only for 'import csv' or 'import pyiqa'")
+    if root is None:
+        raise click.MissingParameter(param_hint="'--root'", param_type="option")
+    importer = get_importer(name)
+    accepted = inspect.signature(importer).parameters
+    kwargs: dict[str, Any] = {"expected": None} if no_count_check else {}
+    for key, option in LAYOUT_OPTIONS.items():
         if opts[key] is None:
-            raise click.MissingParameter(param_hint=f"'{CSV_OPTIONS[key]}'", param_type="option")
-    manifest = import_csv(
-        opts["labels"],
-        name=opts["dataset"],
-        columns=opts["columns"],
-        root=root,
-        score_kind=opts["kind"],
-        lower_better=opts["lower_better"],
-        score_range=opts["score_range"],
-    )
+            continue
+        if key not in accepted:
+            raise UsageProblem(f"{option}: not an option of dataset {name!r}")
+        kwargs[key] = opts[key]
+    manifest = importer(root, **kwargs)
     write_manifest(manifest, out)
     return manifest
+
+
+def _import_list(
+    name: str, root: Path | None, out: Path, no_count_check: bool, opts: dict[str, Any]
+) -> tuple[Manifest, str]:
+    needed = ["label_file", "dataset"] + (["columns"] if name == "csv" else [])
+    for key in needed:
+        if opts[key] is None:
+            option = {"label_file": "--label-file", **LIST_OPTIONS}[key]
+            raise click.MissingParameter(param_hint=f"'{option}'", param_type="option")
+    given = [opt for key, opt in NOT_FOR[name].items() if opts[key] not in (None, False)]
+    if given:
+        raise UsageProblem(f"{', '.join(given)}: not an option of 'import {name}'")
+    common = {
+        "name": opts["dataset"], "root": root, "image_dir": opts["image_dir"] or "",
+        "ref_dir": opts["ref_dir"] or "", "score_kind": opts["kind"],
+        "lower_better": opts["lower_better"], "score_range": opts["score_range"],
+        "unusual_orientation": opts["unusual_orientation"],
+    }  # fmt: skip
+    if name == "csv":
+        manifest = import_csv(
+            opts["label_file"], columns=opts["columns"], authentic=opts["authentic"], **common
+        )
+        write_manifest(manifest, out)
+        return manifest, ""
+    return _write_pyiqa(opts["label_file"], out, opts["splits_out"], no_count_check, common)
+
+
+def _write_pyiqa(
+    labels: str, out: Path, splits_out: Path | None, no_count_check: bool, common: dict[str, Any]
+) -> tuple[Manifest, str]:
+    result = import_pyiqa(labels, **common)
+    notes = []
+    known = KNOWN.get(common["name"])
+    if known and not no_count_check and len(result.manifest.rows) != known.expected.images:
+        notes.append(
+            f"note: {common['name']} officially has {known.expected.images} images; this file"
+            f" lists {len(result.manifest.rows)}"
+        )
+    folder = splits_out if splits_out is not None else out.parent / "splits"
+    if result.splits:
+        check_output_dir(folder, "splits")
+    write_manifest(result.manifest, out)
+    if result.splits:
+        prepare_output_dir(folder, "splits")
+        paths = write_pyiqa_splits(result.splits, folder, file_sha256(out))
+        notes.append(f"wrote {len(paths)} official split file(s) to {folder}")
+    return result.manifest, "\n".join(notes)
 
 
 @main.command("split")
@@ -191,16 +291,14 @@ def _run_import(
     "--out",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for split_00.json, split_01.json, ...",
+    help="Folder for split_00.json, split_01.json, ... (new, empty or a split folder).",
 )
 def split_cmd(
     manifest: Path, ratios: tuple[float, ...], repeats: int, seed: int, out: Path
 ) -> None:
     """Write content-disjoint random splits of MANIFEST (no group spans two parts)."""
-    try:
-        paths = write_splits(make_splits(read_manifest(manifest), ratios, repeats, seed), out)
-    except ManifestError as err:
-        raise _fail(err) from err
+    splits = make_splits(read_manifest(manifest), ratios, repeats, seed)
+    paths = write_splits(splits, prepare_output_dir(out, "splits"))
     click.echo(f"wrote {len(paths)} split files to {out}")
 
 
@@ -289,12 +387,9 @@ def _describe(manifest: Manifest) -> list[str]:
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def info_cmd(manifest: Path) -> None:
     """Print counts, groups and score statistics of MANIFEST."""
-    try:
-        loaded = read_manifest(manifest)
-    except ManifestError as err:
-        raise _fail(err) from err
+    loaded = read_manifest(manifest)
     if not loaded.rows:
-        raise click.ClickException(f"{manifest}: the manifest has no rows")
+        raise ManifestError(f"{manifest}: the manifest has no rows")
     click.echo("\n".join(_describe(loaded)))
 
 

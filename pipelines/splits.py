@@ -16,7 +16,6 @@ approach, cannot meet the one-group bound for some orders, e.g. sizes 1,1,1,7,7.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.manifest import Manifest, ManifestError, Split, file_sha256, manifest_text, write_split
+from cache.manifest import Manifest, ManifestError, Split, manifest_digest, write_split
 
 
 def normalize_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
@@ -41,13 +40,6 @@ def normalize_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     if len(values) == 2:
         return values[0], 0.0, values[1]
     return values[0], values[1], values[2]
-
-
-def manifest_digest(manifest: Manifest) -> str:
-    """sha256 of the manifest file (or of its CSV text when it was never written)."""
-    if manifest.path is not None and Path(manifest.path).is_file():
-        return file_sha256(manifest.path)
-    return hashlib.sha256(manifest_text(manifest).encode("utf-8")).hexdigest()
 
 
 def _group_sizes(manifest: Manifest) -> dict[str, int]:

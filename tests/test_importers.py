@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from openpyxl import Workbook
 from scipy.io import savemat
 
 from cache.manifest import ManifestError, read_manifest
-from pipelines.importers import IMPORTERS, Expected, get_importer, import_csv, import_to
+from pipelines.importers import IMPORTERS, Expected, get_importer, import_to
 
 
 def _touch(root: Path, *names: str) -> None:
@@ -153,7 +154,9 @@ def test_tid2013_case_insensitive_names(tmp_path: Path) -> None:
     ]
     assert m.rows[0].score == 5.51429 and m.rows[1].group == "I01"
     (tmp_path / "distorted_images/i01_08_5.bmp").unlink()
-    with pytest.raises(ManifestError, match=r"mos_with_names.txt:2: file missing \(any case\)"):
+    with pytest.raises(
+        ManifestError, match=r"mos_with_names.txt:2: image file missing \(any case\)"
+    ):
         IMPORTERS["tid2013"](tmp_path, expected=(3, 2))
 
 
@@ -273,33 +276,7 @@ def test_bid(tmp_path: Path) -> None:
         IMPORTERS["bid"](tmp_path, expected=None)
 
 
-# ---------------------------------------------------------------- generic CSV
-
-
-def test_generic_csv_pyiqa_fr(tmp_path: Path) -> None:
-    text = "ref_name,dist_name,dmos,ratio802_seed123_split_01\n"
-    text += "I01.png,I01_01_01.png,4.57,train\nI02.png,I02_01_01.png,3.0,val\n"
-    (tmp_path / "meta.csv").write_text(text)
-    _touch(tmp_path, "I01.png", "I02.png", "I01_01_01.png", "I02_01_01.png")
-    cols = {"image": "dist_name", "ref": "ref_name", "score": "dmos"}
-    m = import_csv(tmp_path / "meta.csv", name="kadid_pyiqa", columns=cols, score_range=(1, 5))
-    assert m.rows[0].group == "I01" and m.rows[0].ref == "I01.png"
-    assert m.rows[1].extra == {"ratio802_seed123_split_01": "val"}
-    assert m.info.root == str(tmp_path) and m.info.score_range == (1, 5)
-
-
-def test_generic_csv_nr_infers_range_and_errors(tmp_path: Path) -> None:
-    (tmp_path / "meta.csv").write_text("img_name,mos\na.jpg,10\nb.jpg,90\n")
-    _touch(tmp_path, "imgs/a.jpg", "imgs/b.jpg")
-    cols = {"image": "img_name", "score": "mos"}
-    m = import_csv(tmp_path / "meta.csv", name="x", columns=cols, root=tmp_path / "imgs")
-    assert m.info.score_range == (10, 90) and m.rows[1].group == "b.jpg"
-    with pytest.raises(ManifestError, match=r"meta.csv:1: no column\(s\) \['score'\]"):
-        import_csv(tmp_path / "meta.csv", name="x", columns={"image": "img_name", "score": "score"})
-    with pytest.raises(ManifestError, match="unknown keys \\['mos'\\]"):
-        import_csv(tmp_path / "meta.csv", name="x", columns={"image": "img_name", "mos": "mos"})
-    with pytest.raises(ManifestError, match=r"meta.csv:2: image file missing"):
-        import_csv(tmp_path / "meta.csv", name="x", columns=cols)
+# ---------------------------------------------------------------- every importer
 
 
 def test_import_to_roundtrip_and_registry(tmp_path: Path) -> None:
@@ -309,3 +286,47 @@ def test_import_to_roundtrip_and_registry(tmp_path: Path) -> None:
     assert read_manifest(out).rows == written.rows
     with pytest.raises(ManifestError, match="did you mean tid2013"):
         get_importer("tid2031")
+
+
+@pytest.mark.parametrize("name", sorted(IMPORTERS))
+def test_every_importer_names_its_label_file_and_image_folder(name: str) -> None:
+    """Each importer takes label_file= and image_dir= (the CLI's --label-file, --image-dir)."""
+    params = inspect.signature(IMPORTERS[name]).parameters
+    assert {"label_file", "image_dir", "expected"} <= set(params)
+
+
+def test_label_file_and_image_dir_options(tmp_path: Path) -> None:
+    """LIVE Challenge and KADID read from renamed files and folders when told."""
+    names = ["t1.bmp", "100.bmp", "101.bmp"]
+    (tmp_path / "labels").mkdir()
+    savemat(tmp_path / "labels/AllImages_release.mat", {"AllImages_release": _cells(names).T})
+    savemat(tmp_path / "labels/mos.mat", {"AllMOS_release": np.array([[1.0, 2.0, 3.0]])})
+    _touch(tmp_path, "photos/100.bmp", "photos/101.bmp")
+    m = IMPORTERS["livec"](tmp_path, label_file="labels/mos.mat", image_dir="photos", expected=2)
+    assert m.image_ids == ["photos/100.bmp", "photos/101.bmp"]
+    with pytest.raises(ManifestError, match=r"LIVE Challenge: label file not found.*--label-file"):
+        IMPORTERS["livec"](tmp_path)
+
+
+def test_reference_listed_as_a_distorted_row_is_refused(tmp_path: Path) -> None:
+    _fake_kadid(tmp_path, ["I01_01_01.png,I01.png,4.57,0.4", "I01.png,I01.png,5.0,0.1"])
+    with pytest.raises(ManifestError, match=r"dmos.csv:3: expected 'I##_##_##.png"):
+        IMPORTERS["kadid10k"](tmp_path, expected=None)
+    rows = ["I01_01_01.png,I01.png,4.57,0.4", "I02_01_01.png,I01_01_01.png,3.0,0.1"]
+    _fake_kadid(tmp_path, rows)
+    with pytest.raises(ManifestError, match=r"dmos.csv:2: 'images/I01_01_01.png' is a reference"):
+        IMPORTERS["kadid10k"](tmp_path, expected=None)
+
+
+def test_header_only_label_file_is_refused(tmp_path: Path) -> None:
+    _fake_kadid(tmp_path, [])
+    with pytest.raises(ManifestError, match=r"dmos.csv: no image rows"):
+        IMPORTERS["kadid10k"](tmp_path, expected=None)
+
+
+def test_kadid_short_row_names_the_fields(tmp_path: Path) -> None:
+    _fake_kadid(tmp_path, ["I01_01_01.png,I01.png,4.57,0.4"])
+    with open(tmp_path / "dmos.csv", "a") as fh:
+        fh.write("\nI01_01_02.png,I01.png\n")
+    with pytest.raises(ManifestError, match=r"dmos.csv:4: 2 fields, but the header has 4"):
+        IMPORTERS["kadid10k"](tmp_path, expected=None)

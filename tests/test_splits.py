@@ -102,3 +102,33 @@ def test_too_few_groups_and_bad_repeats() -> None:
         make_splits(_manifest([5, 5]), ratios=(0.6, 0.2, 0.2))
     with pytest.raises(ManifestError, match="repeats must be >= 1"):
         make_splits(_manifest([1] * 5), repeats=0)
+
+
+def test_split_for_another_manifest_is_refused(tmp_path: Path) -> None:
+    from cache.manifest import read_manifest
+
+    first, other = tmp_path / "a.csv", tmp_path / "b.csv"
+    write_manifest(_manifest([2] * 10), first)
+    write_manifest(_manifest([2] * 10 + [1]), other)
+    path = write_splits(make_splits(read_manifest(first), repeats=1), tmp_path / "s")[0]
+    split = read_split(path)
+    split.check_against(read_manifest(first))
+    with pytest.raises(
+        ManifestError, match=f"{path} was made for another manifest .* than {other}"
+    ):
+        split.check_against(read_manifest(other))
+    # same ids, different labels: still another manifest
+    write_manifest(_manifest([2] * 10).with_root("/elsewhere"), other)
+    with pytest.raises(ManifestError, match="was made for another manifest"):
+        split.check_against(read_manifest(other))
+
+
+def test_split_without_a_manifest_hash_is_accepted_with_a_warning(tmp_path: Path) -> None:
+    from cache.manifest import Split, UncheckedSplitWarning, read_manifest, write_split
+
+    write_manifest(_manifest([2] * 5), tmp_path / "m.csv")
+    manifest = read_manifest(tmp_path / "m.csv")
+    ids = manifest.image_ids
+    write_split(Split(tuple(ids[:6]), (), tuple(ids[6:])), tmp_path / "old.json")
+    with pytest.warns(UncheckedSplitWarning, match="old.json records no manifest_sha256"):
+        read_split(tmp_path / "old.json").check_against(manifest)

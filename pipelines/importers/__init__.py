@@ -1,9 +1,12 @@
 """Dataset importers: official label files -> :class:`cache.manifest.Manifest`.
 
-``IMPORTERS`` maps a dataset key to ``import_x(root, *, expected=..., **options)``;
-each returns a manifest (never writes) or raises
-:class:`~cache.manifest.ManifestError` naming the label file and line or entry.
-:func:`import_to` writes the manifest only after every check has passed.
+``IMPORTERS`` maps a dataset key to ``import_x(root, *, label_file=..., image_dir=...,
+expected=..., **options)``; each reads the dataset's official release unmodified, returns
+a manifest (never writes) or raises :class:`~cache.manifest.ManifestError` naming the
+label file and line or entry. :data:`~pipelines.importers.known.KNOWN` says which release
+each expects and its official counts. :func:`import_to` writes the manifest only after
+every check has passed. :func:`import_csv` (a mapped CSV) and :func:`import_pyiqa` (a
+pyiqa meta-info CSV with its splits) cover label lists of any other layout.
 """
 
 from __future__ import annotations
@@ -14,10 +17,26 @@ from collections.abc import Callable
 from typing import Any
 
 from cache.manifest import Manifest, ManifestError, write_manifest
+from cache.outputs import check_output_file, first_line_is
 from pipelines.importers._common import Expected
-from pipelines.importers.authentic import import_bid, import_koniq10k, import_livec, import_spaq
+from pipelines.importers.authentic import (
+    import_bid,
+    import_flive,
+    import_koniq10k,
+    import_livec,
+    import_spaq,
+)
+from pipelines.importers.csiq import import_csiq
 from pipelines.importers.generic import import_csv
-from pipelines.importers.synthetic import import_csiq, import_kadid10k, import_live, import_tid2013
+from pipelines.importers.known import KNOWN
+from pipelines.importers.pyiqa import import_pyiqa
+from pipelines.importers.synthetic import import_kadid10k, import_live, import_pipal, import_tid2013
+from pipelines.importers.task_sets import (
+    import_agiqa3k,
+    import_aigciqa2023,
+    import_gfiqa20k,
+    import_uwiqa,
+)
 
 Importer = Callable[..., Manifest]
 
@@ -26,11 +45,19 @@ IMPORTERS: dict[str, Importer] = {
     "csiq": import_csiq,
     "tid2013": import_tid2013,
     "kadid10k": import_kadid10k,
+    "pipal": import_pipal,
     "koniq10k": import_koniq10k,
     "spaq": import_spaq,
     "livec": import_livec,
     "bid": import_bid,
+    "flive": import_flive,
+    "gfiqa20k": import_gfiqa20k,
+    "agiqa3k": import_agiqa3k,
+    "aigciqa2023": import_aigciqa2023,
+    "uwiqa": import_uwiqa,
 }
+
+MANIFEST_FIRST_LINE = "# iqa-manifest"
 
 
 def get_importer(name: str) -> Importer:
@@ -42,16 +69,25 @@ def get_importer(name: str) -> Importer:
     raise ManifestError(f"unknown dataset {name!r} (known: {', '.join(IMPORTERS)}){hint}")
 
 
+def check_manifest_output(out: str | os.PathLike[str]) -> None:
+    """Refuse an output path that holds anything but an iqa manifest (never overwritten)."""
+    check_output_file(out, first_line_is(MANIFEST_FIRST_LINE), "manifest")
+
+
 def import_to(
     name: str, root: str | os.PathLike[str], out: str | os.PathLike[str], **options: Any
 ) -> Manifest:
     """Import dataset ``name`` from ``root`` and write its manifest to ``out``.
 
-    Nothing is written when any check fails.
+    Nothing is written when any check fails, and ``out`` must be new or a manifest.
     """
+    check_manifest_output(out)
     manifest = get_importer(name)(root, **options)
     write_manifest(manifest, out)
     return manifest
 
 
-__all__ = ["IMPORTERS", "Expected", "get_importer", "import_csv", "import_to"]
+__all__ = [
+    "IMPORTERS", "KNOWN", "Expected", "check_manifest_output", "get_importer", "import_csv",
+    "import_pyiqa", "import_to",
+]  # fmt: skip

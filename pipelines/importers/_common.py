@@ -1,13 +1,16 @@
-"""Shared helpers for the dataset importers: located rows, label-file readers, checks.
+"""Shared helpers for the dataset importers: located rows and label-file readers.
 
 Every importer turns a dataset's official label files into ``(ManifestRow, where)``
-pairs, where ``where`` names the label file and line (or entry) the row came from, and
-hands them to :func:`build_manifest`, which checks counts and files and fails with a
-:class:`~cache.manifest.ManifestError` naming that place. Importers never write files.
+pairs, where ``where`` names the label file and physical line (or entry) the row came
+from, and hands them to :func:`pipelines.importers._build.build_manifest`, which checks
+ids, files and counts and fails with a :class:`~cache.manifest.ManifestError` naming that
+place. Importers never write files.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,7 +18,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cache.manifest import DatasetInfo, Manifest, ManifestError, ManifestRow, validate_rows
+from cache.manifest import ManifestError, ManifestRow
+from cache.manifest_base import decode_text
 
 
 class Expected(NamedTuple):
@@ -52,17 +56,27 @@ def dataset_root(root: str | os.PathLike[str]) -> Path:
     return path
 
 
-def require_file(root: Path, relative: str | Sequence[str]) -> Path:
-    """The first of ``relative`` (one name or alternatives) that exists under ``root``."""
-    names = [relative] if isinstance(relative, str) else list(relative)
+def find_label(root: Path, given: str | None, defaults: Sequence[str], dataset: str) -> Path:
+    """The label file: ``given`` (relative to ``root`` or absolute) or the first default found.
+
+    Raises:
+        ManifestError: naming every file looked for and the option that names another.
+    """
+    names = [given] if given else list(defaults)
     for name in names:
         if (root / name).is_file():
             return root / name
-    raise ManifestError(f"label file not found: {root / names[0]}")
+    looked = " or ".join(repr(n) for n in names)
+    raise ManifestError(
+        f"{dataset}: label file not found under {root}: looked for {looked}; point --root at"
+        " the folder of the official release, or name the file with --label-file"
+    )
 
 
 def parse_float(text: Any, where: str, what: str = "score") -> float:
     """``float(text)``, or a ManifestError naming ``where``."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        raise ManifestError(f"{where}: empty {what}")
     try:
         value = float(text)
     except (TypeError, ValueError):
@@ -70,6 +84,14 @@ def parse_float(text: Any, where: str, what: str = "score") -> float:
     if not np.isfinite(value):
         raise ManifestError(f"{where}: non-finite {what} {text!r}")
     return value
+
+
+def parse_int(text: Any, where: str, what: str) -> int:
+    """An integer cell (``3``, ``3.0``, ``'3'``), or a ManifestError naming ``where``."""
+    value = parse_float(text, where, what)
+    if value != int(value):
+        raise ManifestError(f"{where}: {what} {text!r} is not an integer")
+    return int(value)
 
 
 def text_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -80,18 +102,68 @@ def text_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
                 yield lineno, line.split()
 
 
-def load_mat(path: Path, key: str) -> np.ndarray:
-    """One variable of a MATLAB .mat file (scipy.io.loadmat)."""
+def csv_records(path: Path) -> tuple[list[str], Iterator[tuple[str, dict[str, str]]]]:
+    """A CSV label file's header and its records as (``file:line``, column -> value).
+
+    Line numbers are physical (blank lines and quoted line breaks counted). A record with
+    more or fewer fields than the header is an error, never padded or cut; rows whose
+    fields are all empty (spreadsheet padding) are skipped.
+
+    Raises:
+        ManifestError: for a missing or duplicated header, a short or long row, bad CSV.
+    """
+    reader = csv.reader(io.StringIO(decode_text(path), newline=""))
+    header = _next_record(reader, path)
+    if header is None:
+        raise ManifestError(f"{path}:1: empty label file (no header line)")
+    names = [h.strip() for h in header]
+    if len(set(names)) != len(names) or not all(names):
+        raise ManifestError(f"{path}:{reader.line_num}: empty or repeated column names {names}")
+    return names, _records(reader, names, path)
+
+
+def _next_record(reader: Any, path: Path) -> list[str] | None:
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return None
+        except csv.Error as err:
+            raise ManifestError(f"{path}:{reader.line_num}: bad CSV: {err}") from None
+        if any(f.strip() for f in fields):
+            return list(fields)
+
+
+def _records(reader: Any, names: list[str], path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    while (fields := _next_record(reader, path)) is not None:
+        where = f"{path}:{reader.line_num}"
+        if len(fields) != len(names):
+            raise ManifestError(
+                f"{where}: {len(fields)} fields, but the header has {len(names)}"
+                f" ({', '.join(names)})"
+            )
+        yield where, dict(zip(names, (f.strip() for f in fields), strict=True))
+
+
+def require_columns(header: Sequence[str], wanted: Sequence[str], path: Path) -> None:
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise ManifestError(f"{path}:1: missing columns {missing} (have {list(header)})")
+
+
+def load_mat(path: Path, key: str | Sequence[str]) -> np.ndarray:
+    """One variable of a MATLAB .mat file (the first of ``key`` present; scipy.io.loadmat)."""
     from scipy.io import loadmat
 
     try:
         data = loadmat(path)
-    except (OSError, ValueError, NotImplementedError) as err:
+    except (OSError, ValueError, NotImplementedError, TypeError) as err:
         raise ManifestError(f"{path}: cannot read MATLAB file: {err}") from err
-    if key not in data:
-        have = sorted(k for k in data if not k.startswith("__"))
-        raise ManifestError(f"{path}: no variable {key!r} (have {have})")
-    return np.asarray(data[key])
+    for name in [key] if isinstance(key, str) else key:
+        if name in data:
+            return np.asarray(data[name])
+    have = sorted(k for k in data if not k.startswith("__"))
+    raise ManifestError(f"{path}: no variable {key!r} (have {have})")
 
 
 def mat_strings(array: np.ndarray) -> list[str]:
@@ -101,8 +173,11 @@ def mat_strings(array: np.ndarray) -> list[str]:
     return [str(np.asarray(cell).reshape(-1)[0]).strip() for cell in array.reshape(-1)]
 
 
-def xlsx_rows(path: Path) -> Iterator[tuple[int, tuple[Any, ...]]]:
-    """(row number, cell values) of the active sheet of an .xlsx file (openpyxl)."""
+def xlsx_rows(path: Path, sheet: str | None = None) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """(row number, cell values) of the non-empty rows of one sheet of an .xlsx file.
+
+    ``sheet`` names the sheet (the active one when None or absent).
+    """
     from openpyxl import load_workbook
 
     try:
@@ -110,74 +185,36 @@ def xlsx_rows(path: Path) -> Iterator[tuple[int, tuple[Any, ...]]]:
     except Exception as err:  # openpyxl raises several unrelated types
         raise ManifestError(f"{path}: cannot read spreadsheet: {err}") from err
     try:
-        for number, values in enumerate(book.active.iter_rows(values_only=True), start=1):
+        page = book[sheet] if sheet in book.sheetnames else book.active
+        for number, values in enumerate(page.iter_rows(values_only=True), start=1):
             if any(v is not None and str(v).strip() for v in values):
                 yield number, tuple(values)
     finally:
         book.close()
 
 
+def header_key(value: Any) -> str:
+    """A header cell compared case and space insensitively."""
+    return " ".join(str(value if value is not None else "").split()).lower()
+
+
 def header_index(header: Sequence[Any], wanted: str, where: str) -> int:
     """Column position of ``wanted`` in a header row (case and space insensitive)."""
-    keys = [" ".join(str(h or "").split()).lower() for h in header]
-    key = " ".join(wanted.split()).lower()
-    if key not in keys:
+    keys = [header_key(h) for h in header]
+    if header_key(wanted) not in keys:
         raise ManifestError(f"{where}: no column {wanted!r} in header {list(header)}")
-    return keys.index(key)
+    return keys.index(header_key(wanted))
 
 
-def folder_index(folder: Path) -> dict[str, str]:
-    """Lower-cased file name -> actual name, for label files whose case differs."""
-    if not folder.is_dir():
-        raise ManifestError(f"image folder not found: {folder}")
-    return {p.name.lower(): p.name for p in folder.iterdir()}
+def cell(values: tuple[Any, ...], column: int) -> Any:
+    """``values[column]``, None past the end of a short spreadsheet row."""
+    return values[column] if column < len(values) else None
 
 
-def _check_counts(located: Sequence[Located], expected: Expected | None, where: str) -> None:
-    if expected is None:
-        return
-    n_images = len(located)
-    n_refs = len({item.row.ref for item in located if item.row.ref})
-    if n_images != expected.images:
-        raise ManifestError(f"{where}: expected {expected.images} images, found {n_images}")
-    if n_refs != expected.refs:
-        raise ManifestError(f"{where}: expected {expected.refs} reference images, found {n_refs}")
-
-
-def _check_files(root: Path, located: Sequence[Located]) -> None:
-    seen: set[str] = set()
-    for item in located:
-        for kind, rel in (("image", item.row.image), ("reference", item.row.ref)):
-            if not rel or rel in seen:
-                continue
-            if not (root / rel).is_file():
-                raise ManifestError(f"{item.where}: {kind} file missing: {root / rel}")
-            seen.add(rel)
-
-
-def build_manifest(
-    info: DatasetInfo, located: Sequence[Located], expected: Expected | None, where: str
-) -> Manifest:
-    """Check counts, files and ids, then assemble the manifest.
-
-    Args:
-        info: dataset metadata (``root`` must be the resolved dataset folder).
-        located: rows with their label-file places.
-        expected: official counts, or None to skip the count check.
-        where: the label file, for count errors.
-
-    Raises:
-        ManifestError: naming the label file and line or entry of the first problem.
-    """
-    _check_counts(located, expected, where)
-    _check_files(Path(info.root), located)
-    seen: dict[str, str] = {}
-    for item in located:
-        if item.row.image in seen:
-            raise ManifestError(
-                f"{item.where}: image {item.row.image!r} already listed at {seen[item.row.image]}"
-            )
-        seen[item.row.image] = item.where
-    rows = tuple(item.row for item in located)
-    validate_rows(rows, where=where)
-    return Manifest(info=info, rows=rows)
+def cell_text(value: Any) -> str:
+    """A spreadsheet cell as text: ``1600.0`` -> ``'1600'``, None -> ``''``."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()

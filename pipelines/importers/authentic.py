@@ -1,122 +1,143 @@
-"""Importers for the authentic-distortion (no-reference) sets: KonIQ-10k, SPAQ, LIVE Challenge, BID.
+"""Importers for the authentic-distortion (no-reference) photo sets.
 
-Label-file layouts follow the official downloads (as also read by hyperIQA and PromptIQA
-loaders; no code taken). Each image is its own ``group``; ``ref`` is empty.
+KonIQ-10k, SPAQ, LIVE Challenge, BID and FLIVE (LIVE-FB / PaQ-2-PiQ). Label-file layouts
+follow the official downloads (as also read by hyperIQA, PromptIQA and DP-IQA loaders; no
+code taken). Each image is its own ``group``; ``ref`` is empty.
 
 Deviations, on purpose:
 
-* KonIQ-10k copies differ in the MOS scale (1-5 in ``koniq10k_scores_and_distributions``
-  style copies, 1-100 in ``koniq10k_distributions_sets.csv``): the scale is detected
-  from the maximum and recorded as ``score_range``; the official ``set`` column is kept
-  as the ``official_split`` extra (train / val / test), not used to drop rows.
+* KonIQ-10k ships two label files. ``koniq10k_scores_and_distributions.csv`` (database
+  site) has ``MOS`` on the 1-5 rating scale and ``MOS_zscore`` on 0-100;
+  ``koniq10k_distributions_sets.csv`` (code repository) has ``MOS`` on 0-100 and the
+  official ``set``. The 0-100 score is used from either (``MOS_zscore``, or ``MOS`` when
+  its values exceed 5), so both files give the same manifest; a file with only a 1-5
+  ``MOS`` is imported on 1..5. The raw 1-5 MOS is kept as ``mos_1to5``, the official
+  ``set`` as ``official_split`` (train / val / test), never used to drop rows.
 * LIVE Challenge drops its 7 training images by name (``t*``), not by position, so a
   reordered copy cannot shift labels (pyiqa's row-offset trap).
+* FLIVE is read from ``labels_image.csv`` (39,810 whole images); the patch labels are
+  not imported (a patch and its image in different parts would leak content).
 """
 
 from __future__ import annotations
 
-import csv
 import os
+from collections.abc import Callable
+from pathlib import Path
 
-from cache.manifest import DatasetInfo, Manifest, ManifestError, ManifestRow
+from cache.manifest import Manifest, ManifestError, ManifestRow
+from pipelines.importers._build import official_manifest
 from pipelines.importers._common import (
-    Expected,
     ExpectedLike,
     Located,
-    as_expected,
-    build_manifest,
+    cell,
+    cell_text,
+    csv_records,
     dataset_root,
+    find_label,
     header_index,
+    header_key,
     load_mat,
     mat_strings,
     parse_float,
-    require_file,
+    parse_int,
+    require_columns,
     xlsx_rows,
 )
+from pipelines.importers._paths import join_id
+from pipelines.importers.known import KNOWN
 
+KONIQ_FILES = ("koniq10k_distributions_sets.csv", "koniq10k_scores_and_distributions.csv")
 KONIQ_SETS = {"training": "train", "validation": "val", "test": "test"}
+SPAQ_FILES = (
+    "Annotations/MOS and Image attribute scores.xlsx",
+    "Annotations/MOS_and_Image_attribute_scores.xlsx",
+)
 SPAQ_ATTRIBUTES = ("Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness")
+FLIVE_FILES = ("labels_image.csv", "database/labels_image.csv")
 
 
-def _authentic_row(image: str, score: float, **extra: str) -> ManifestRow:
+def authentic_row(image: str, score: float, **extra: str) -> ManifestRow:
+    """A no-reference row: the image is its own content group."""
     return ManifestRow(image=image, score=score, group=image, extra=extra)
 
 
 def import_koniq10k(
     root: str | os.PathLike[str],
     *,
-    label_file: str = "koniq10k_distributions_sets.csv",
+    label_file: str | None = None,
     image_dir: str = "1024x768",
-    expected: ExpectedLike = Expected(10073),
+    expected: ExpectedLike = KNOWN["koniq10k"].expected,
 ) -> Manifest:
-    """KonIQ-10k: ``image_name,...,MOS,SD,set``; 10,073 images, MOS scale detected."""
+    """KonIQ-10k from either official label file; 10,073 images (see the module notes)."""
     base = dataset_root(root)
-    label_path = require_file(base, label_file)
+    label_path = find_label(base, label_file, KONIQ_FILES, "KonIQ-10k")
+    header, records = csv_records(label_path)
+    require_columns(header, ("image_name", "MOS"), label_path)
+    score_col = "MOS_zscore" if "MOS_zscore" in header else "MOS"
     located = []
-    with open(label_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"image_name", "MOS"} - set(reader.fieldnames or [])
-        if missing:
-            raise ManifestError(f"{label_path}:1: missing columns {sorted(missing)}")
-        for lineno, rec in enumerate(reader, start=2):
-            where = f"{label_path}:{lineno}"
-            extra = {"sd": rec.get("SD") or ""}
-            if rec.get("set"):
-                extra["official_split"] = KONIQ_SETS.get(rec["set"], rec["set"])
-            score = parse_float(rec["MOS"], where)
-            located.append(
-                Located(_authentic_row(f"{image_dir}/{rec['image_name']}", score, **extra), where)
-            )
+    for where, rec in records:
+        extra = {"sd": rec.get("SD", "")}
+        if score_col != "MOS":
+            extra["mos_1to5"] = rec["MOS"]
+        if rec.get("set"):
+            extra["official_split"] = KONIQ_SETS.get(rec["set"], rec["set"])
+        row = authentic_row(
+            join_id(image_dir, rec["image_name"]), parse_float(rec[score_col], where), **extra
+        )
+        located.append(Located(row, where))
     top = max((item.row.score for item in located), default=0.0)
-    score_range = (1.0, 5.0) if top <= 5.0 else (0.0, 100.0)
-    info = DatasetInfo("koniq10k", "MOS", False, score_range, str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    low_high = (1.0, 5.0) if score_col == "MOS" and top <= 5.0 else (0.0, 100.0)
+    return official_manifest("koniq10k", base, located, expected, label_path, low_high)
 
 
 def import_spaq(
     root: str | os.PathLike[str],
     *,
-    label_file: str = "Annotations/MOS and Image attribute scores.xlsx",
+    label_file: str | None = None,
     image_dir: str = "TestImage",
-    expected: ExpectedLike = Expected(11125),
+    expected: ExpectedLike = KNOWN["spaq"].expected,
 ) -> Manifest:
     """SPAQ: xlsx ``Image name, MOS, Brightness, ...``; 11,125 images, MOS 0-100.
 
     The five attribute scores are kept as lower-case extra columns.
     """
     base = dataset_root(root)
-    label_path = require_file(base, [label_file, label_file.replace(" ", "_")])
+    label_path = find_label(base, label_file, SPAQ_FILES, "SPAQ")
     rows = xlsx_rows(label_path)
     _, header = next(rows, (1, ()))
     name_col = header_index(header, "Image name", f"{label_path}: row 1")
     mos_col = header_index(header, "MOS", f"{label_path}: row 1")
-    attr_cols = {a.lower(): header.index(a) for a in SPAQ_ATTRIBUTES if a in header}
+    keys = [header_key(h) for h in header]
+    attr_cols = {a.lower(): keys.index(a.lower()) for a in SPAQ_ATTRIBUTES if a.lower() in keys}
     located = []
     for number, values in rows:
         where = f"{label_path}: row {number}"
-        if values[name_col] is None:
+        name = cell_text(cell(values, name_col))
+        if not name:
             raise ManifestError(f"{where}: empty image name")
-        extra = {k: str(values[c]) for k, c in attr_cols.items() if values[c] is not None}
-        score = parse_float(values[mos_col], where)
-        row = _authentic_row(f"{image_dir}/{values[name_col]}", score, **extra)
-        located.append(Located(row, where))
-    info = DatasetInfo("spaq", "MOS", False, (0.0, 100.0), str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+        extra = {k: cell_text(cell(values, c)) for k, c in attr_cols.items()}
+        score = parse_float(cell(values, mos_col), where)
+        located.append(Located(authentic_row(join_id(image_dir, name), score, **extra), where))
+    return official_manifest("spaq", base, located, expected, label_path)
 
 
 def import_livec(
     root: str | os.PathLike[str],
     *,
+    label_file: str | None = None,
     image_dir: str = "Images",
-    expected: ExpectedLike = Expected(1162),
+    expected: ExpectedLike = KNOWN["livec"].expected,
 ) -> Manifest:
-    """LIVE Challenge: ``Data/AllImages_release.mat`` + ``AllMOS_release.mat``; 1,162.
+    """LIVE Challenge: ``Data/AllMOS_release.mat`` + ``AllImages_release.mat``; 1,162.
 
-    The 7 training images (names starting with ``t``) are dropped.
+    ``label_file`` names the MOS file; the image names are read from
+    ``AllImages_release.mat`` in the same folder. The 7 training images (names starting
+    with ``t``) are dropped.
     """
     base = dataset_root(root)
-    names_path = require_file(base, "Data/AllImages_release.mat")
-    mos_path = require_file(base, "Data/AllMOS_release.mat")
+    mos_path = find_label(base, label_file, ["Data/AllMOS_release.mat"], "LIVE Challenge")
+    names_path = find_label(mos_path.parent, None, ["AllImages_release.mat"], "LIVE Challenge")
     names = mat_strings(load_mat(names_path, "AllImages_release"))
     scores = load_mat(mos_path, "AllMOS_release").reshape(-1)
     if len(names) != len(scores):
@@ -128,19 +149,17 @@ def import_livec(
         if name.lower().startswith("t"):
             continue
         where = f"{mos_path}: entry {k + 1} ({name})"
-        located.append(
-            Located(_authentic_row(f"{image_dir}/{name}", parse_float(score, where)), where)
-        )
-    info = DatasetInfo("livec", "MOS", False, (0.0, 100.0), str(base))
-    return build_manifest(info, located, as_expected(expected), str(mos_path))
+        row = authentic_row(join_id(image_dir, name), parse_float(score, where))
+        located.append(Located(row, where))
+    return official_manifest("livec", base, located, expected, mos_path)
 
 
 def import_bid(
     root: str | os.PathLike[str],
     *,
-    label_file: str = "DatabaseGrades.xlsx",
+    label_file: str | None = None,
     image_dir: str = "",
-    expected: ExpectedLike = Expected(586),
+    expected: ExpectedLike = KNOWN["bid"].expected,
 ) -> Manifest:
     """BID: xlsx rows ``(image number, MOS)`` after a header -> ``DatabaseImage%04d.JPG``.
 
@@ -148,19 +167,53 @@ def import_bid(
     keep the images in that subfolder.
     """
     base = dataset_root(root)
-    label_path = require_file(base, label_file)
-    prefix = f"{image_dir.rstrip('/')}/" if image_dir else ""
+    label_path = find_label(base, label_file, ["DatabaseGrades.xlsx"], "BID")
+    located = numbered_rows(label_path, lambda n: join_id(image_dir, f"DatabaseImage{n:04d}.JPG"))
+    return official_manifest("bid", base, located, expected, label_path)
+
+
+def numbered_rows(path: Path, image_of: Callable[[int], str]) -> list[Located]:
+    """Rows of a spreadsheet of ``(image number, MOS)`` after a header line."""
+    rows = xlsx_rows(path)
+    next(rows, None)  # header row
     located = []
-    for number, values in xlsx_rows(label_path):
-        if number == 1:
-            continue  # header
-        where = f"{label_path}: row {number}"
-        if len(values) < 2:
+    for number, values in rows:
+        where = f"{path}: row {number}"
+        if cell(values, 1) is None:
             raise ManifestError(f"{where}: expected (image number, MOS), got {values}")
-        index = parse_float(values[0], where, "image number")
-        if index != int(index):
-            raise ManifestError(f"{where}: image number {values[0]!r} is not an integer")
-        image = f"{prefix}DatabaseImage{int(index):04d}.JPG"
-        located.append(Located(_authentic_row(image, parse_float(values[1], where)), where))
-    info = DatasetInfo("bid", "MOS", False, (0.0, 5.0), str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+        image = image_of(parse_int(values[0], where, "image number"))
+        located.append(Located(authentic_row(image, parse_float(values[1], where)), where))
+    return located
+
+
+def import_flive(
+    root: str | os.PathLike[str],
+    *,
+    label_file: str | None = None,
+    image_dir: str | None = None,
+    expected: ExpectedLike = KNOWN["flive"].expected,
+) -> Manifest:
+    """FLIVE (LIVE-FB): ``labels_image.csv`` with ``name,mos``; 39,810 images, MOS 0-100.
+
+    Names are paths such as ``voc_emotic_ava/AVA__2884.jpg``, relative to the folder of
+    the label file (``image_dir`` overrides that folder).
+    """
+    base = dataset_root(root)
+    label_path = find_label(base, label_file, FLIVE_FILES, "FLIVE")
+    folder = image_dir if image_dir is not None else _relative_folder(label_path, base)
+    header, records = csv_records(label_path)
+    require_columns(header, ("name", "mos"), label_path)
+    located = [
+        Located(authentic_row(join_id(folder, rec["name"]), parse_float(rec["mos"], where)), where)
+        for where, rec in records
+    ]
+    return official_manifest("flive", base, located, expected, label_path)
+
+
+def _relative_folder(path: Path, base: Path) -> str:
+    """The label file's folder relative to the root ('' for the root or a folder outside)."""
+    try:
+        rel = path.parent.resolve().relative_to(base).as_posix()
+    except ValueError:
+        return ""
+    return "" if rel == "." else rel

@@ -1,66 +1,140 @@
-"""A generic CSV importer with a column mapping, for pyiqa meta-info files and team CSVs.
+"""A generic CSV importer with a column mapping, for team CSVs and other label lists.
 
-pyiqa's meta-info CSVs (``img_name,mos[,std,...]`` for NR sets,
-``ref_name,dist_name,mos|dmos[,...]`` for FR sets; see the pyiqa docs,
-``docs/Dataset_Preparation.md``) read columns by position; this importer reads them by
-name through an explicit mapping, so a reordered or extended CSV still imports right.
-Columns not mapped are kept as extra columns (pyiqa's split columns included).
+Columns are read by name through an explicit mapping, so a reordered or extended CSV
+still imports right. Columns not mapped are kept as extra columns. The generic path
+guesses nothing that could silently corrupt results:
+
+* the label kind (MOS / DMOS), its orientation (lower or higher is better) and its
+  nominal range must be given, or come from a known dataset (``name="live"``); a DMOS
+  where higher is better (or a MOS where lower is better) needs ``unusual_orientation``;
+* a list without a reference (``ref``) or content-group (``group``) column makes every
+  image its own group, which leaks content across splits for a full-reference set, so
+  it needs ``authentic=True``, the user's word that all images are distinct content;
+* every row must have exactly the header's fields, paths are normalised, found in their
+  on-disk case and kept inside the root (see :mod:`pipelines.importers._build`).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from cache.console import UsageProblem
 from cache.manifest import DatasetInfo, Manifest, ManifestError, ManifestRow
+from pipelines.importers._build import build_manifest
 from pipelines.importers._common import (
     ExpectedLike,
     Located,
     as_expected,
-    build_manifest,
+    csv_records,
     dataset_root,
     parse_float,
 )
+from pipelines.importers._paths import join_id
+from pipelines.importers.known import KNOWN
 
 MAPPABLE = ("image", "score", "ref", "group", "distortion")
+NATURAL = {"MOS": False, "DMOS": True}  # kind -> its usual lower_better
 
 
-def _check_mapping(columns: Mapping[str, str], fieldnames: list[str], where: str) -> None:
+class LabelSpecError(ManifestError, UsageProblem):
+    """The labels' kind, orientation or range is missing or contradictory (bad usage)."""
+
+
+def _known_labels(name: str) -> tuple[str | None, bool | None, tuple[float, float] | None]:
+    known = KNOWN.get(name)
+    if known is None:
+        return None, None, None
+    return known.kind, known.lower_better, known.score_range
+
+
+def label_spec(
+    name: str,
+    score_kind: str | None,
+    lower_better: bool | None,
+    score_range: tuple[float, float] | None,
+    unusual_orientation: bool = False,
+) -> tuple[str, bool, tuple[float, float]]:
+    """The (kind, lower_better, range) to record, given or taken from known dataset ``name``.
+
+    Raises:
+        LabelSpecError: when one is missing, contradicts the known dataset, or is an
+            unusual orientation without ``unusual_orientation``.
+    """
+    k_kind, k_lower, k_range = _known_labels(name)
+    for given, known, what in (
+        (score_kind, k_kind, "kind"),
+        (lower_better, k_lower, "orientation"),
+    ):
+        if given is not None and known is not None and given != known:
+            raise LabelSpecError(
+                f"{what} given for {name!r} contradicts the known {name} labels ({k_kind},"
+                f" {'lower' if k_lower else 'higher'} is better); use another --name for a"
+                " relabelled copy"
+            )
+    kind = score_kind or k_kind
+    lower = lower_better if lower_better is not None else k_lower
+    low_high = score_range or k_range
+    missing = [opt for opt, v in (("--kind", kind), ("--lower-better or --higher-better", lower),
+                                  ("--range LOW,HIGH", low_high)) if v is None]  # fmt: skip
+    if missing:
+        raise LabelSpecError(
+            f"say how to read the scores of {name!r}: {', '.join(missing)} (or --name one of the"
+            f" known datasets: {', '.join(KNOWN)}); nothing is guessed, since a wrong"
+            " orientation or a range taken from the data silently corrupts mixed training"
+        )
+    assert kind is not None and lower is not None and low_high is not None
+    if kind in NATURAL and NATURAL[kind] != lower and not unusual_orientation:
+        usual = "lower" if NATURAL[kind] else "higher"
+        raise LabelSpecError(
+            f"{kind} where {'lower' if lower else 'higher'} is better is unusual ({kind} usually"
+            f" means {usual} is better); check the labels and pass --unusual-orientation if so"
+        )
+    return kind, lower, (float(low_high[0]), float(low_high[1]))
+
+
+def _check_mapping(
+    columns: Mapping[str, str], header: list[str], where: str, authentic: bool
+) -> None:
     unknown = sorted(set(columns) - set(MAPPABLE))
     if unknown:
-        raise ManifestError(f"column mapping has unknown keys {unknown} (use {list(MAPPABLE)})")
+        raise LabelSpecError(f"column mapping has unknown keys {unknown} (use {list(MAPPABLE)})")
     for key in ("image", "score"):
         if key not in columns:
-            raise ManifestError(f"column mapping needs {key!r} (e.g. {key}=<csv column>)")
-    absent = sorted(c for c in columns.values() if c not in fieldnames)
+            raise LabelSpecError(f"column mapping needs {key!r} (e.g. {key}=<csv column>)")
+    absent = sorted(c for c in columns.values() if c not in header)
     if absent:
-        raise ManifestError(f"{where}: no column(s) {absent} (have {fieldnames})")
+        raise ManifestError(f"{where}: no column(s) {absent} (have {header})")
+    if authentic and "ref" in columns:
+        raise LabelSpecError("--authentic says the set has no references, but ref= is mapped")
+    if not authentic and "ref" not in columns and "group" not in columns:
+        hint = [c for c in header if "ref" in c.lower() and c not in columns.values()]
+        raise LabelSpecError(
+            f"{where}: no ref= (or group=) column mapped, so every image would be its own"
+            " content group: a full-reference set would leak the same content into train and"
+            f" test. Map ref=<column>{f' (perhaps {hint[0]!r})' if hint else ''} or"
+            " group=<column>, or pass --authentic if every image is distinct content"
+        )
 
 
-def _row(rec: dict[str, str], columns: Mapping[str, str], where: str) -> ManifestRow:
-    image = (rec.get(columns["image"]) or "").strip()
-    if not image:
+def _row(
+    rec: dict[str, str], columns: Mapping[str, str], where: str, image_dir: str, ref_dir: str
+) -> ManifestRow:
+    name = rec[columns["image"]]
+    if not name:
         raise ManifestError(f"{where}: empty image name in column {columns['image']!r}")
-    ref = (rec.get(columns.get("ref", ""), "") or "").strip()
-    group = (rec.get(columns.get("group", ""), "") or "").strip() or Path(ref).stem or image
+    ref_name = rec[columns["ref"]] if "ref" in columns else ""
+    if "ref" in columns and not ref_name:
+        raise ManifestError(f"{where}: empty reference name in column {columns['ref']!r}")
+    image, ref = join_id(image_dir, name), join_id(ref_dir, ref_name) if ref_name else ""
+    group = rec.get(columns.get("group", ""), "") or (Path(ref_name).stem if ref else image)
     mapped = set(columns.values())
     return ManifestRow(
-        image=image,
-        ref=ref,
-        score=parse_float(rec.get(columns["score"]), where),
-        group=group,
-        distortion=(rec.get(columns.get("distortion", ""), "") or "").strip(),
-        extra={k: v or "" for k, v in rec.items() if k not in mapped and k is not None},
-    )
-
-
-def _score_range(located: list[Located], where: str) -> tuple[float, float]:
-    scores = [item.row.score for item in located]
-    if not scores or min(scores) == max(scores):
-        raise ManifestError(f"{where}: cannot infer a score range; pass score_range (--range)")
-    return min(scores), max(scores)
+        image=image, ref=ref, score=parse_float(rec[columns["score"]], where), group=group,
+        distortion=rec.get(columns.get("distortion", ""), ""),
+        extra={k: v for k, v in rec.items() if k not in mapped},
+    )  # fmt: skip
 
 
 def import_csv(
@@ -69,36 +143,48 @@ def import_csv(
     name: str,
     columns: Mapping[str, str],
     root: str | os.PathLike[str] | None = None,
-    score_kind: str = "MOS",
-    lower_better: bool = False,
+    score_kind: str | None = None,
+    lower_better: bool | None = None,
     score_range: tuple[float, float] | None = None,
     expected: ExpectedLike = None,
+    image_dir: str = "",
+    ref_dir: str = "",
+    authentic: bool = False,
+    unusual_orientation: bool = False,
 ) -> Manifest:
     """Import any CSV with a header, mapping its columns onto manifest fields.
 
     Args:
         path: the CSV file.
-        name: dataset key recorded in the manifest.
+        name: dataset key recorded in the manifest; a known key supplies the labels.
         columns: manifest field -> CSV column; ``image`` and ``score`` are required,
             ``ref``, ``group`` and ``distortion`` optional. ``group`` defaults to the
-            reference's stem (FR) or the image itself (NR).
-        root: folder the image and ref paths are relative to (default: the CSV's folder).
-        score_kind: ``MOS``, ``DMOS`` or ``pseudo-MOS``.
-        lower_better: True when a lower score is better.
-        score_range: nominal (low, high); inferred from the data when None.
+            reference's stem (FR) or the image itself (``authentic``).
+        root: folder the paths are relative to (default: the CSV's folder).
+        score_kind: ``MOS``, ``DMOS`` or ``pseudo-MOS`` (required unless ``name`` is known).
+        lower_better: True when a lower score is better (required unless known).
+        score_range: nominal (low, high) (required unless known); never from the data.
         expected: (images, refs) or an image count to check, or None.
+        image_dir: folder under ``root`` the image names are relative to.
+        ref_dir: folder under ``root`` the reference names are relative to.
+        authentic: the set has no references and every image is distinct content.
+        unusual_orientation: accept DMOS with higher-is-better (or MOS with lower).
+
+    Raises:
+        LabelSpecError: for missing or contradictory label options (a usage error).
+        ManifestError: naming the CSV line of the first bad row.
     """
     path = Path(path)
+    kind, lower, low_high = label_spec(
+        name, score_kind, lower_better, score_range, unusual_orientation
+    )
     if not path.is_file():
         raise ManifestError(f"label file not found: {path}")
     base = dataset_root(root if root is not None else path.parent)
-    located = []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        _check_mapping(columns, list(reader.fieldnames or []), f"{path}:1")
-        for lineno, rec in enumerate(reader, start=2):
-            where = f"{path}:{lineno}"
-            located.append(Located(_row(rec, columns, where), where))
-    low, high = score_range or _score_range(located, str(path))
-    info = DatasetInfo(name, score_kind, lower_better, (low, high), str(base))
+    header, records = csv_records(path)
+    _check_mapping(columns, header, f"{path}:1", authentic)
+    located = [
+        Located(_row(rec, columns, where, image_dir, ref_dir), where) for where, rec in records
+    ]
+    info = DatasetInfo(name, kind, lower, low_high, str(base))
     return build_manifest(info, located, as_expected(expected), str(path))

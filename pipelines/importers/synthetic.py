@@ -1,42 +1,47 @@
-"""Importers for the synthetic-distortion (full-reference) sets: LIVE, CSIQ, TID2013, KADID-10k.
+"""Importers for the synthetic-distortion (full-reference) sets: LIVE, TID2013, KADID-10k, PIPAL.
 
 Each reads the label files of the official download layout (conventions as documented
 by the dataset authors and as read by hyperIQA ``folders.py`` and PromptIQA
 ``utils/dataset/folders.py``; none of their code is used) and sets ``group`` to the
-reference image's stem, so splits are content-disjoint.
+reference image's stem, so splits are content-disjoint. CSIQ is in :mod:`.csiq`.
 
 Deviations from those loaders, on purpose:
 
 * LIVE uses ``dmos_realigned.mat`` by default (the release's recommended, realigned
   scores, as hyperIQA and PromptIQA do); ``realigned=False`` reads ``dmos.mat`` (pyiqa).
-* TID2013 and KADID-10k file names are matched case-insensitively and recorded with the
-  case found on disk, so ids are real paths on case-sensitive file systems.
+* File names are matched case-insensitively and recorded with the case found on disk,
+  so ids are real paths on case-sensitive file systems.
 * Labels stay raw (DMOS stays DMOS); orientation and range go into the metadata and
   the heads normalise.
+* PIPAL: the public training part only (the NTIRE 2021 validation and test labels were
+  not published with it). Its layout and its counts (200 references x 116 distorted
+  images) come from the authors' repository and public loaders, not from a download;
+  the Elo range 800..2000 is nominal, not published (``score_range=`` overrides it).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from pathlib import Path
 
-from cache.manifest import DatasetInfo, Manifest, ManifestError, ManifestRow
+from cache.manifest import Manifest, ManifestError, ManifestRow
+from pipelines.importers._build import official_manifest
 from pipelines.importers._common import (
     Expected,
     ExpectedLike,
     Located,
-    as_expected,
-    build_manifest,
+    csv_records,
     dataset_root,
-    folder_index,
+    find_label,
     load_mat,
     mat_strings,
     parse_float,
-    require_file,
+    require_columns,
     text_lines,
 )
+from pipelines.importers._paths import DiskIndex, join_id
+from pipelines.importers.known import KNOWN
 
 LIVE_FOLDERS = {"jp2k": 227, "jpeg": 233, "wn": 174, "gblur": 174, "fastfading": 174}
 LIVE_DISTORTIONS = {
@@ -45,14 +50,6 @@ LIVE_DISTORTIONS = {
     "wn": "white_noise",
     "gblur": "gaussian_blur",
     "fastfading": "fast_fading",
-}
-CSIQ_DISTORTIONS = {
-    "awgn": "white_noise",
-    "blur": "gaussian_blur",
-    "jpeg": "jpeg",
-    "jpeg2000": "jpeg2000",
-    "fnoise": "pink_noise",
-    "contrast": "contrast_change",
 }
 TID2013_DISTORTIONS = (
     "additive_gaussian_noise", "color_component_noise", "spatially_correlated_noise",
@@ -70,37 +67,51 @@ KADID_DISTORTIONS = (
     "denoise", "brighten", "darken", "mean_shift", "jitter", "non_eccentricity_patch",
     "pixelate", "quantization", "color_block", "high_sharpen", "contrast_change",
 )  # fmt: skip
+PIPAL_DIST_DIRS = ("Distortion_1", "Distortion_2", "Distortion_3", "Distortion_4", "Train_Dist")
 _TID_NAME = re.compile(r"^i(\d\d)_(\d\d)_(\d)\.bmp$", re.IGNORECASE)
 _KADID_NAME = re.compile(r"^I(\d\d)_(\d\d)_(\d\d)\.png$", re.IGNORECASE)
+_PIPAL_NAME = re.compile(r"^([A-Za-z]\d+)_(\d+)_(\d+)\.bmp$", re.IGNORECASE)
 
 
-def _live_entries(folders: dict[str, int]) -> list[tuple[str, str]]:
-    """(folder, image id) for every entry of the LIVE label arrays, in their order."""
-    return [(f, f"{f}/img{j}.bmp") for f, n in folders.items() for j in range(1, n + 1)]
+def _live_entries(folders: dict[str, int], image_dir: str) -> list[tuple[str, str]]:
+    """(folder, image path) for every entry of the LIVE label arrays, in their order."""
+    return [
+        (f, join_id(image_dir, f"{f}/img{j}.bmp")) for f, n in folders.items()
+        for j in range(1, n + 1)
+    ]  # fmt: skip
 
 
 def import_live(
     root: str | os.PathLike[str],
     *,
     realigned: bool = True,
+    label_file: str | None = None,
+    image_dir: str = "",
+    ref_dir: str = "refimgs",
     folders: dict[str, int] | None = None,
-    expected: ExpectedLike = Expected(779, 29),
+    expected: ExpectedLike = KNOWN["live"].expected,
 ) -> Manifest:
     """LIVE Release 2: 982 label entries, reference copies (``orgs``) dropped -> 779 / 29.
 
     Args:
         root: the ``databaserelease2`` folder.
         realigned: read ``dmos_realigned.mat`` (``dmos_new``) instead of ``dmos.mat``.
+        label_file: the DMOS file (its variable ``dmos_new`` or ``dmos`` is used);
+            ``refnames_all.mat`` is read from the same folder.
+        image_dir: folder holding ``jp2k/``, ``jpeg/``, ... ('' for the root).
+        ref_dir: folder of the reference images.
         folders: distortion folder -> number of entries, in label order (official default).
         expected: (images, refs) to check, or None.
     """
     base = dataset_root(root)
-    label, key = ("dmos_realigned.mat", "dmos_new") if realigned else ("dmos.mat", "dmos")
-    label_path = require_file(base, label)
-    scores = load_mat(label_path, key).reshape(-1)
+    label_path = find_label(
+        base, label_file, ["dmos_realigned.mat" if realigned else "dmos.mat"], "LIVE"
+    )
+    scores = load_mat(label_path, ["dmos_new", "dmos"]).reshape(-1)
     orgs = load_mat(label_path, "orgs").reshape(-1)
-    refs = mat_strings(load_mat(require_file(base, "refnames_all.mat"), "refnames_all"))
-    entries = _live_entries(folders or LIVE_FOLDERS)
+    names_path = find_label(label_path.parent, None, ["refnames_all.mat"], "LIVE")
+    refs = mat_strings(load_mat(names_path, "refnames_all"))
+    entries = _live_entries(folders or LIVE_FOLDERS, image_dir)
     if not len(scores) == len(orgs) == len(refs) == len(entries):
         raise ManifestError(
             f"{label_path}: {len(scores)} scores, {len(orgs)} orgs flags and {len(refs)}"
@@ -112,86 +123,11 @@ def import_live(
             continue
         where = f"{label_path}: entry {k + 1} ({image})"
         row = ManifestRow(
-            image=image,
-            ref=f"refimgs/{ref}",
-            score=parse_float(scores[k], where),
-            group=Path(ref).stem,
-            distortion=LIVE_DISTORTIONS.get(folder, folder),
-        )
+            image=image, ref=join_id(ref_dir, ref), score=parse_float(scores[k], where),
+            group=Path(ref).stem, distortion=LIVE_DISTORTIONS.get(folder, folder),
+        )  # fmt: skip
         located.append(Located(row, where))
-    info = DatasetInfo("live", "DMOS", True, (0.0, 100.0), str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
-
-
-def import_csiq(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str = "csiq_label.txt",
-    image_dir: str = "dst_imgs_all",
-    ref_dir: str = "src_imgs",
-    expected: ExpectedLike = Expected(866, 30),
-) -> Manifest:
-    """CSIQ: ``<name> <dmos>`` lines, names ``<ref>.<TYPE>.<level>.png``; 866 / 30."""
-    base = dataset_root(root)
-    label_path = require_file(base, label_file)
-    located = []
-    for lineno, fields in text_lines(label_path):
-        where = f"{label_path}:{lineno}"
-        parts = fields[0].split(".") if len(fields) == 2 else []
-        if len(parts) != 4:
-            raise ManifestError(
-                f"{where}: expected '<ref>.<type>.<level>.png <dmos>', got {fields}"
-            )
-        row = ManifestRow(
-            image=f"{image_dir}/{fields[0]}",
-            ref=f"{ref_dir}/{parts[0]}.png",
-            score=parse_float(fields[1], where),
-            group=parts[0],
-            distortion=CSIQ_DISTORTIONS.get(parts[1].lower(), parts[1].lower()),
-            extra={"level": parts[2]},
-        )
-        located.append(Located(row, where))
-    info = DatasetInfo("csiq", "DMOS", True, (0.0, 1.0), str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
-
-
-def _on_disk(index: dict[str, str], folder: str, name: str, where: str) -> str:
-    actual = index.get(name.lower())
-    if actual is None:
-        raise ManifestError(f"{where}: file missing (any case): {folder}/{name}")
-    return f"{folder}/{actual}"
-
-
-def import_tid2013(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str = "mos_with_names.txt",
-    image_dir: str = "distorted_images",
-    ref_dir: str = "reference_images",
-    expected: ExpectedLike = Expected(3000, 25),
-) -> Manifest:
-    """TID2013: ``<mos> <name>`` lines, names ``I<ref>_<type>_<level>.bmp``; 3000 / 25."""
-    base = dataset_root(root)
-    label_path = require_file(base, label_file)
-    images, refs = folder_index(base / image_dir), folder_index(base / ref_dir)
-    located = []
-    for lineno, fields in text_lines(label_path):
-        where = f"{label_path}:{lineno}"
-        match = _TID_NAME.match(fields[1]) if len(fields) == 2 else None
-        if match is None:
-            raise ManifestError(f"{where}: expected '<mos> I##_##_#.bmp', got {fields}")
-        ref_no, dist_no, level = match.groups()
-        row = ManifestRow(
-            image=_on_disk(images, image_dir, fields[1], where),
-            ref=_on_disk(refs, ref_dir, f"I{ref_no}.bmp", where),
-            score=parse_float(fields[0], where),
-            group=f"I{ref_no}",
-            distortion=_lookup(TID2013_DISTORTIONS, dist_no, where),
-            extra={"level": level},
-        )
-        located.append(Located(row, where))
-    info = DatasetInfo("tid2013", "MOS", False, (0.0, 9.0), str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    return official_manifest("live", base, located, expected, label_path)
 
 
 def _lookup(names: tuple[str, ...], number: str, where: str) -> str:
@@ -201,45 +137,133 @@ def _lookup(names: tuple[str, ...], number: str, where: str) -> str:
     return names[index]
 
 
+def import_tid2013(
+    root: str | os.PathLike[str],
+    *,
+    label_file: str | None = None,
+    image_dir: str = "distorted_images",
+    ref_dir: str = "reference_images",
+    expected: ExpectedLike = KNOWN["tid2013"].expected,
+) -> Manifest:
+    """TID2013: ``<mos> <name>`` lines, names ``I<ref>_<type>_<level>.bmp``; 3000 / 25."""
+    base = dataset_root(root)
+    label_path = find_label(base, label_file, ["mos_with_names.txt"], "TID2013")
+    located = []
+    for lineno, fields in text_lines(label_path):
+        where = f"{label_path}:{lineno}"
+        match = _TID_NAME.match(fields[1]) if len(fields) == 2 else None
+        if match is None:
+            raise ManifestError(f"{where}: expected '<mos> I##_##_#.bmp', got {fields}")
+        ref_no, dist_no, level = match.groups()
+        row = ManifestRow(
+            image=join_id(image_dir, fields[1]), ref=join_id(ref_dir, f"I{ref_no}.bmp"),
+            score=parse_float(fields[0], where), group=f"I{ref_no}",
+            distortion=_lookup(TID2013_DISTORTIONS, dist_no, where), extra={"level": level},
+        )  # fmt: skip
+        located.append(Located(row, where))
+    return official_manifest("tid2013", base, located, expected, label_path)
+
+
 def import_kadid10k(
     root: str | os.PathLike[str],
     *,
-    label_file: str = "dmos.csv",
+    label_file: str | None = None,
     image_dir: str = "images",
-    expected: ExpectedLike = Expected(10125, 81),
+    ref_dir: str | None = None,
+    expected: ExpectedLike = KNOWN["kadid10k"].expected,
 ) -> Manifest:
     """KADID-10k: ``dist_img,ref_img,dmos,var``; ``dmos`` is a 1-5 MOS (higher = better).
 
-    ``var`` (a variance, not a std) is kept in the ``var`` extra column.
+    ``var`` (a variance, not a std) is kept in the ``var`` extra column. References sit
+    in ``image_dir`` too unless ``ref_dir`` says otherwise.
     """
     base = dataset_root(root)
-    label_path = require_file(base, label_file)
-    located = []
-    with open(label_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"dist_img", "ref_img", "dmos"} - set(reader.fieldnames or [])
-        if missing:
-            raise ManifestError(f"{label_path}:1: missing columns {sorted(missing)}")
-        for lineno, rec in enumerate(reader, start=2):
-            located.append(_kadid_row(rec, image_dir, f"{label_path}:{lineno}"))
-    info = DatasetInfo("kadid10k", "MOS", False, (1.0, 5.0), str(base))
-    return build_manifest(info, located, as_expected(expected), str(label_path))
+    label_path = find_label(base, label_file, ["dmos.csv"], "KADID-10k")
+    header, records = csv_records(label_path)
+    require_columns(header, ("dist_img", "ref_img", "dmos"), label_path)
+    refs = image_dir if ref_dir is None else ref_dir
+    located = [_kadid_row(rec, image_dir, refs, where) for where, rec in records]
+    return official_manifest("kadid10k", base, located, expected, label_path)
 
 
-def _kadid_row(rec: dict[str, str], image_dir: str, where: str) -> Located:
-    match = _KADID_NAME.match(rec.get("dist_img") or "")
-    if match is None or not rec.get("ref_img"):
+def _kadid_row(rec: dict[str, str], image_dir: str, ref_dir: str, where: str) -> Located:
+    match = _KADID_NAME.match(rec["dist_img"])
+    if match is None or not rec["ref_img"]:
         raise ManifestError(f"{where}: expected 'I##_##_##.png,I##.png,<mos>', got {rec}")
     ref_no, dist_no, level = match.groups()
     extra = {"level": str(int(level))}
     if rec.get("var"):
         extra["var"] = rec["var"]
     row = ManifestRow(
-        image=f"{image_dir}/{rec['dist_img']}",
-        ref=f"{image_dir}/{rec['ref_img']}",
-        score=parse_float(rec["dmos"], where),
-        group=Path(rec["ref_img"]).stem,
-        distortion=_lookup(KADID_DISTORTIONS, dist_no, where),
-        extra=extra,
-    )
+        image=join_id(image_dir, rec["dist_img"]), ref=join_id(ref_dir, rec["ref_img"]),
+        score=parse_float(rec["dmos"], where), group=Path(rec["ref_img"]).stem,
+        distortion=_lookup(KADID_DISTORTIONS, dist_no, where), extra=extra,
+    )  # fmt: skip
     return Located(row, where)
+
+
+def _pipal_folders(index: DiskIndex, image_dir: str | None) -> dict[str, str]:
+    """Distorted file name (lower case) -> its path, over the PIPAL distortion folders."""
+    folders = (
+        [image_dir] if image_dir is not None else [d for d in PIPAL_DIST_DIRS if index.is_dir(d)]
+    )
+    found: dict[str, str] = {}
+    for folder in folders:
+        for name in index.files(folder):
+            found.setdefault(name.lower(), join_id(folder, name))
+    return found
+
+
+def import_pipal(
+    root: str | os.PathLike[str],
+    *,
+    label_file: str | None = None,
+    image_dir: str | None = None,
+    ref_dir: str = "Train_Ref",
+    score_range: tuple[float, float] | None = None,
+    expected: ExpectedLike = KNOWN["pipal"].expected,
+) -> Manifest:
+    """PIPAL training set: ``Train_Label/<ref>.txt`` lines ``<ref>_<tt>_<kk>.bmp,<elo>``.
+
+    Args:
+        label_file: the folder of per-reference label files (``Train_Label``).
+        image_dir: the one folder of distorted images; default: ``Distortion_1`` ..
+            ``Distortion_4`` (as released) or ``Train_Dist``, whichever exist.
+        ref_dir: folder of the reference images.
+        score_range: nominal Elo range (default 800..2000).
+    """
+    base = dataset_root(root)
+    labels = base / (label_file or "Train_Label")
+    files = sorted(labels.glob("*.txt")) if labels.is_dir() else []
+    if not files:
+        raise ManifestError(
+            f"PIPAL: no label files {labels}/*.txt; point --root at the training set or name"
+            " the label folder with --label-file"
+        )
+    where_images = _pipal_folders(DiskIndex(base), image_dir)
+    located = [item for path in files for item in _pipal_rows(path, where_images, ref_dir)]
+    return official_manifest("pipal", base, located, expected, labels, score_range)
+
+
+def _pipal_rows(path: Path, images: dict[str, str], ref_dir: str) -> list[Located]:
+    rows = []
+    for lineno, fields in text_lines(path):
+        where = f"{path}:{lineno}"
+        name, _, score = "".join(fields).partition(",")
+        match = _PIPAL_NAME.match(name)
+        if match is None or match.group(1).lower() != path.stem.lower():
+            raise ManifestError(f"{where}: expected '{path.stem}_##_##.bmp,<elo>', got {fields}")
+        image = images.get(name.lower())
+        if image is None:
+            raise ManifestError(
+                f"{where}: image file missing (any case): {name} in no image folder"
+            )
+        row = ManifestRow(
+            image=image, ref=join_id(ref_dir, f"{path.stem}.bmp"), score=parse_float(score, where),
+            group=path.stem, distortion=f"type_{match.group(2)}",
+        )  # fmt: skip
+        rows.append(Located(row, where))
+    return rows
+
+
+__all__ = ["Expected", "import_kadid10k", "import_live", "import_pipal", "import_tid2013"]

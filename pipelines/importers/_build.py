@@ -1,0 +1,131 @@
+"""Turn located rows into a checked manifest: one id per file, no leaks, official counts.
+
+:func:`build_manifest` is the last step of every importer. In order it
+
+1. refuses an empty import (a header-only label file);
+2. checks the official image and reference counts;
+3. normalises every image and reference path (:func:`~._paths.normalise_id`: no absolute
+   paths, nothing outside the root) and finds each file in its on-disk letter case;
+4. refuses an image listed twice (also under two spellings of one file) and a reference
+   image that is also listed as a distorted row (it would sit in train and test at once);
+5. merges group ids that differ only in letter case (``I01`` and ``i01`` are one content).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from cache.manifest import DatasetInfo, Manifest, ManifestError, ManifestRow, validate_rows
+from pipelines.importers._common import Expected, ExpectedLike, Located, as_expected
+from pipelines.importers._paths import DiskIndex, normalise_id
+from pipelines.importers.known import KNOWN
+
+
+def _on_disk(index: DiskIndex, raw: str, kind: str, where: str) -> str:
+    rel = normalise_id(raw, where, kind)
+    actual = index.resolve(rel)
+    if actual is None:
+        raise ManifestError(f"{where}: {kind} file missing (any case): {index.root / rel}")
+    return actual
+
+
+def _resolved(index: DiskIndex, item: Located, refs: dict[str, str]) -> Located:
+    """The row with its image and reference ids as found on disk."""
+    row, where = item.row, item.where
+    image = _on_disk(index, row.image, "image", where)
+    ref = ""
+    if row.ref:
+        if row.ref not in refs:
+            refs[row.ref] = _on_disk(index, row.ref, "reference", where)
+        ref = refs[row.ref]
+    group = image if row.group == row.image else row.group  # an image that is its own group
+    resolved = ManifestRow(image, row.score, group, ref, row.distortion, row.extra)
+    return Located(resolved, where)
+
+
+def _check_counts(located: Sequence[Located], expected: Expected | None, where: str) -> None:
+    if expected is None:
+        return
+    n_images = len(located)
+    n_refs = len({_spelling(item.row.ref) for item in located if item.row.ref})
+    if n_images != expected.images:
+        raise ManifestError(
+            f"{where}: expected {expected.images} images, found {n_images} (the official count;"
+            " --no-count-check imports a partial or extended copy)"
+        )
+    if n_refs != expected.refs:
+        raise ManifestError(f"{where}: expected {expected.refs} reference images, found {n_refs}")
+
+
+def _spelling(path: str) -> str:
+    """One key for the spellings of a path (for counting before the files are found)."""
+    return posixpath.normpath(path.replace("\\", "/")).casefold()
+
+
+def _check_unique(located: Sequence[Located]) -> None:
+    seen: dict[str, str] = {}
+    for item in located:
+        if item.row.image in seen:
+            raise ManifestError(
+                f"{item.where}: image {item.row.image!r} already listed at {seen[item.row.image]}"
+            )
+        seen[item.row.image] = item.where
+    refs = {item.row.ref: item.where for item in located if item.row.ref}
+    for item in located:
+        if item.row.image in refs:
+            raise ManifestError(
+                f"{item.where}: {item.row.image!r} is a reference image (of the row at"
+                f" {refs[item.row.image]}) but is also listed as a distorted image; a reference"
+                " must not be a row of its own (drop that row)"
+            )
+
+
+def _merge_groups(rows: Sequence[ManifestRow]) -> tuple[ManifestRow, ...]:
+    first: dict[str, str] = {}
+    merged = []
+    for row in rows:
+        group = first.setdefault(row.group.casefold(), row.group)
+        merged.append(row if group == row.group else replace(row, group=group))
+    return tuple(merged)
+
+
+def build_manifest(
+    info: DatasetInfo, located: Sequence[Located], expected: Expected | None, where: str
+) -> Manifest:
+    """Check ids, files, counts and leaks, then assemble the manifest.
+
+    Args:
+        info: dataset metadata (``root`` must be the resolved dataset folder).
+        located: rows with their label-file places; paths as the label file spells them.
+        expected: official counts, or None to skip the count check.
+        where: the label file, for errors that concern the whole file.
+
+    Raises:
+        ManifestError: naming the label file and line or entry of the first problem.
+    """
+    if not located:
+        raise ManifestError(f"{where}: no image rows (only a header, or an empty file)")
+    index = DiskIndex(Path(info.root))
+    refs: dict[str, str] = {}  # reference as labelled -> on disk
+    _check_counts(located, expected, where)
+    resolved = [_resolved(index, item, refs) for item in located]
+    _check_unique(resolved)
+    rows = _merge_groups([item.row for item in resolved])
+    validate_rows(rows, where=where)
+    return Manifest(info=info, rows=rows)
+
+
+def official_manifest(
+    name: str,
+    base: Path,
+    located: Sequence[Located],
+    expected: ExpectedLike,
+    where: Path,
+    score_range: tuple[float, float] | None = None,
+) -> Manifest:
+    """:func:`build_manifest` with the known labels of dataset ``name`` rooted at ``base``."""
+    info = KNOWN[name].info(name, str(base), score_range)
+    return build_manifest(info, located, as_expected(expected), str(where))
