@@ -1,4 +1,7 @@
-"""What the manifest and split-file modules share: their error and safe file writing."""
+"""What the manifest and split-file modules share: their error, text decoding, file hashes.
+
+``atomic_write_text`` (temporary file, then rename) is ``cache.outputs``'s, re-exported.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,13 @@ import hashlib
 import os
 from pathlib import Path
 
+from cache.outputs import atomic_write_text
+
+__all__ = ["ManifestError", "atomic_write_text", "decode_text", "file_sha256"]
+
 
 class ManifestError(ValueError):
     """A manifest or split file is malformed or inconsistent."""
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def decode_text(path: Path) -> str:

@@ -19,7 +19,7 @@ from test_extract_run import _photo, make_dataset
 
 from cache.backends import StoreBusyError
 from cache.cli import main as cache_main
-from cache.manifest import Split, write_split
+from cache.manifest import Split, file_sha256, write_split
 from cache.store import open_store
 from extract.cli import main as extract_main
 from heads.cli import main as train_main
@@ -82,7 +82,9 @@ def test_export_and_import_onto_folders_delete_nothing(tmp_path: Path) -> None:
 
 
 def _split_for(manifest_rows: list[str], folder: Path) -> Path:
-    split = Split(train=tuple(manifest_rows[:3]), val=(), test=tuple(manifest_rows[3:]))
+    digest = file_sha256(folder / "manifest.csv")
+    split = Split(train=tuple(manifest_rows[:3]), val=(), test=tuple(manifest_rows[3:]),
+                  manifest_sha256=digest)  # fmt: skip
     write_split(split, folder / "split.json")
     return folder / "split.json"
 

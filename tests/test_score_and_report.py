@@ -12,7 +12,15 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from cache.manifest import DatasetInfo, Manifest, ManifestRow, Split, write_manifest, write_split
+from cache.manifest import (
+    DatasetInfo,
+    Manifest,
+    ManifestRow,
+    Split,
+    file_sha256,
+    write_manifest,
+    write_split,
+)
 from extract.run import ExtractConfig, arch_overrides, run_extract
 from extract.sam import build_sam_vit_b
 from heads.experiment import ExperimentSpec, Source, run_experiment
@@ -49,7 +57,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_manifest(Manifest(DatasetInfo("tiny", score_range=(1, 5)), tuple(rows)),
                    root / "manifest.csv")
     ids = [r.image for r in rows]
-    split = Split(train=tuple(ids[:8]), val=tuple(ids[8:12]), test=tuple(ids[12:]))
+    split = Split(train=tuple(ids[:8]), val=tuple(ids[8:12]), test=tuple(ids[12:]),
+                  manifest_sha256=file_sha256(root / "manifest.csv"))  # fmt: skip
     write_split(split, root / "splits" / "split_00.json")
     return root
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from cache.manifest import (
     Manifest,
     ManifestRow,
     Split,
+    file_sha256,
     read_manifest,
     read_split,
     write_manifest,
@@ -82,7 +84,8 @@ def files(tmp_path):
     order = [DIST[i::3] for i in range(3)]
     for n, (a, b, c) in enumerate([order, order[::-1]]):
         write_split(
-            Split(train=tuple(a + b[:4]), val=tuple(b[4:]), test=tuple(c)),
+            Split(train=tuple(a + b[:4]), val=tuple(b[4:]), test=tuple(c),
+                  manifest_sha256=file_sha256(tmp_path / "manifest.csv")),
             tmp_path / f"split_{n}.json",
         )
     _write_store(str(tmp_path / "f.zarr"))
@@ -327,3 +330,16 @@ def test_params_training_options_yield_to_the_command_line(files) -> None:
     res = _run(files, "--head", "sfem_nr", "--split", split, "--params", str(params),
                "--out", str(out))
     assert res.exit_code == 2 and "unknown training option(s) ['epoch']" in res.output
+
+
+def test_a_split_made_for_another_manifest_is_refused(files) -> None:
+    other = read_manifest(files / "manifest.csv")
+    rows = tuple(r if i else replace(r, score=r.score + 0.5) for i, r in enumerate(other.rows))
+    write_manifest(Manifest(info=other.info, rows=rows), files / "other.csv")
+    res = CliRunner().invoke(main, [
+        "--head", "sfem_nr", "--features", str(files / "f.zarr"), "--manifest",
+        str(files / "other.csv"), "--split", str(files / "split_0.json"), "--out",
+        str(files / "o"), *TINY,
+    ])  # fmt: skip
+    assert res.exit_code == 1 and "split_0.json" in res.output and "other.csv" in res.output
+    assert not (files / "o").exists()
