@@ -37,7 +37,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cache.manifest_base import ManifestError, atomic_write_text, decode_text, file_sha256
+from cache.manifest_base import (
+    ManifestError,
+    atomic_write_text,
+    decode_text,
+    file_sha256,
+    files_sha256,
+)
 from cache.split_file import PARTS, Split, UncheckedSplitWarning, read_split, write_split
 
 FORMAT_VERSION = "1"
@@ -181,6 +187,30 @@ def manifest_text(manifest: Manifest) -> str:
 def manifest_digest(manifest: Manifest) -> str:
     """sha256 of the manifest file (or of its CSV text when it was never written)."""
     return manifest.sha256()
+
+
+def with_file_hashes(manifest: Manifest) -> Manifest:
+    """The manifest with each row's image and reference file sha256 (``sha256``,
+    ``ref_sha256`` columns).
+
+    A manifest that names its files' contents changes when an image does, so a pipeline
+    that depends on the manifest (DVC) reruns what reads the images, and a store's rows
+    can be matched to the bytes they were computed from.
+
+    Raises:
+        ManifestError: a file that cannot be read, naming it.
+    """
+    ids = sorted({i for r in manifest.rows for i in (r.image, r.ref) if i})
+    try:
+        digests = dict(zip(ids, files_sha256([manifest.resolve(i) for i in ids]), strict=True))
+    except OSError as err:
+        raise ManifestError(f"cannot read {err.filename} to hash it: {err.strerror}") from err
+    rows = tuple(
+        replace(r, extra={**r.extra, "sha256": digests[r.image],
+                          **({"ref_sha256": digests[r.ref]} if r.ref else {})})
+        for r in manifest.rows
+    )  # fmt: skip
+    return replace(manifest, rows=rows)
 
 
 def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> None:
@@ -333,5 +363,6 @@ __all__ = [
     "FORMAT_VERSION", "PARTS", "REQUIRED_COLUMNS", "SCORE_KINDS", "DatasetInfo", "Manifest",
     "ManifestError", "ManifestRow", "Split", "UncheckedSplitWarning", "atomic_write_text",
     "file_sha256", "id_problem", "manifest_digest", "manifest_text", "read_manifest",
+    "with_file_hashes",
     "read_split", "validate_rows", "write_manifest", "write_split",
 ]  # fmt: skip

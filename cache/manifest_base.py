@@ -37,3 +37,11 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def files_sha256(paths: list[Path], workers: int = 4) -> list[str]:
+    """sha256 of each file, read by a few threads (hashing releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(file_sha256, paths))

@@ -24,6 +24,7 @@ from cache.manifest import (
     ManifestError,
     file_sha256,
     read_manifest,
+    with_file_hashes,
     write_manifest,
 )
 from cache.outputs import check_output_dir, prepare_output_dir
@@ -217,7 +218,7 @@ def _import_official(
         if key not in accepted:
             raise UsageProblem(f"{option}: not an option of dataset {name!r}")
         kwargs[key] = opts[key]
-    manifest = importer(root, **kwargs)
+    manifest = with_file_hashes(importer(root, **kwargs))
     write_manifest(manifest, out)
     return manifest
 
@@ -240,9 +241,9 @@ def _import_list(
         "unusual_orientation": opts["unusual_orientation"],
     }  # fmt: skip
     if name == "csv":
-        manifest = import_csv(
+        manifest = with_file_hashes(import_csv(
             opts["label_file"], columns=opts["columns"], authentic=opts["authentic"], **common
-        )
+        ))  # fmt: skip
         write_manifest(manifest, out)
         return manifest, ""
     return _write_pyiqa(opts["label_file"], out, opts["splits_out"], no_count_check, common)
@@ -262,12 +263,13 @@ def _write_pyiqa(
     folder = splits_out if splits_out is not None else out.parent / "splits"
     if result.splits:
         check_output_dir(folder, "splits")
-    write_manifest(result.manifest, out)
+    manifest = with_file_hashes(result.manifest)
+    write_manifest(manifest, out)
     if result.splits:
         prepare_output_dir(folder, "splits")
         paths = write_pyiqa_splits(result.splits, folder, file_sha256(out))
         notes.append(f"wrote {len(paths)} official split file(s) to {folder}")
-    return result.manifest, "\n".join(notes)
+    return manifest, "\n".join(notes)
 
 
 @main.command("split")

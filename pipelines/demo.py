@@ -1,14 +1,22 @@
 """A small, synthetic, KADID-style demo dataset built from photographs in scikit-image.
 
-**The labels are synthetic.** No human rated these images: each distorted image's
-pseudo-MOS is computed from its SSIM against its reference (Wang et al. 2004, via
-:func:`skimage.metrics.structural_similarity` on RGB with ``channel_axis``, data range
-255) mapped linearly onto a KADID-10k-like 1-5 scale::
+**The labels are synthetic.** No human rated these images, and no image-quality metric
+made the labels either (so no baseline row of a report is trivially perfect). Each label
+comes from a documented *synthetic observer*: a fixed table of how strong each level of
+each distortion type looks (``Distortion.strength``, rising with the level), scaled by
+how busy the reference photograph is, since busy content hides noise-like distortions and
+shows blur-like ones (contrast masking)::
 
-    pseudo_mos = 1 + 4 * clip(ssim, 0, 1)        # 5 = identical to the reference
+    activity   = clip(mean |grad Y| / 24, 0, 1)                      # of the reference
+    visibility = strength[level] * (1 + masking * (activity - 0.5))
+    pseudo_mos = 1 + 4 * (1 - clip(visibility, 0, 1))                # KADID-like 1..5
 
-The set exists so the whole pipeline (import, split, extract, train, evaluate) runs
-with meaningful numbers on a fresh machine with no dataset download.
+with ``masking`` -0.5 for noise-like types, +0.5 for blur-like ones and 0 otherwise. It
+is deterministic (no rater noise), falls strictly with the level for every reference and
+distortion (tested), and is not a perceptual metric: it knows the distortion type and
+level, which no method is told. The set exists so the whole pipeline (import, split,
+extract, train, evaluate) runs with meaningful numbers on a fresh machine with no
+dataset download; PSNR and SSIM stay honest baselines on it.
 
 References: colour photographs that ship inside the scikit-image wheel and load with no
 network (``skimage.data``: astronaut, chelsea, coffee, rocket, immunohistochemistry,
@@ -20,8 +28,7 @@ saturation change alters them too. Each reference is centre-cropped to the targe
 ratio and resized (Lanczos) to ``size``.
 
 Distortions follow KADID-10k's types (Lin et al. 2019) in spirit, not its exact
-parameters: the levels below were chosen so SSIM (hence the label) falls strictly with
-the level for every reference, which the tests check.
+parameters.
 """
 
 from __future__ import annotations
@@ -29,20 +36,29 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from skimage import data as skdata
-from skimage.metrics import structural_similarity
-from tqdm import tqdm
 
-from cache.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
+from cache.console import progress as make_progress
+from cache.manifest import (
+    DatasetInfo,
+    Manifest,
+    ManifestRow,
+    read_manifest,
+    with_file_hashes,
+    write_manifest,
+)
+from cache.outputs import check_output_dir, prepare_output_dir
 from pipelines.splits import make_splits, write_splits
 
 MAX_LEVELS = 5
+DEMO_KIND = "demo-set"
 
-Distortion = Callable[[Image.Image, float, np.random.Generator], Image.Image]
+DistortionFn = Callable[[Image.Image, float, np.random.Generator], Image.Image]
 
 
 def _blur(img: Image.Image, radius: float, rng: np.random.Generator) -> Image.Image:
@@ -81,7 +97,7 @@ def _pixelate(img: Image.Image, factor: float, rng: np.random.Generator) -> Imag
     return _resample(img, factor, Image.Resampling.NEAREST)
 
 
-def _enhance(kind: Callable[[Image.Image], ImageEnhance._Enhance]) -> Distortion:
+def _enhance(kind: Callable[[Image.Image], ImageEnhance._Enhance]) -> DistortionFn:
     def apply(img: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
         return kind(img).enhance(factor)
 
@@ -92,19 +108,45 @@ def _quantize(img: Image.Image, bits: float, rng: np.random.Generator) -> Image.
     return ImageOps.posterize(img, int(bits))
 
 
-# name -> (function, one parameter per level, mildest first)
-DISTORTIONS: dict[str, tuple[Distortion, tuple[float, ...]]] = {
-    "gaussian_blur": (_blur, (0.6, 1.2, 2.0, 3.2, 5.0)),
-    "white_noise": (_white_noise, (4.0, 9.0, 16.0, 28.0, 45.0)),
-    "jpeg": (_jpeg, (60, 30, 15, 8, 3)),
-    "contrast_change": (_enhance(ImageEnhance.Contrast), (0.75, 0.55, 0.4, 0.27, 0.15)),
-    "color_saturation": (_enhance(ImageEnhance.Color), (0.6, 0.4, 0.25, 0.1, 0.0)),
-    "resampling_blur": (_resampling_blur, (1.5, 2.0, 3.0, 4.0, 6.0)),
-    "pixelate": (_pixelate, (2.0, 3.0, 4.0, 6.0, 8.0)),
-    "impulse_noise": (_impulse_noise, (0.01, 0.03, 0.06, 0.1, 0.16)),
-    "darken": (_enhance(ImageEnhance.Brightness), (0.85, 0.7, 0.55, 0.4, 0.25)),
-    "quantization": (_quantize, (5, 4, 3, 2, 1)),
-}
+@dataclass(frozen=True)
+class Distortion:
+    """One distortion type: how to apply it and how strong each level looks.
+
+    Attributes:
+        apply: ``(image, parameter, rng) -> image``.
+        params: one parameter per level, mildest first.
+        strength: the synthetic observer's visibility of each level (0..1, rising).
+        masking: how the reference's activity changes visibility (see the module docstring).
+    """
+
+    apply: DistortionFn
+    params: tuple[float, ...]
+    strength: tuple[float, ...]
+    masking: float = 0.0
+
+
+NOISE_LIKE, BLUR_LIKE = -0.5, 0.5
+DISTORTIONS: dict[str, Distortion] = {
+    "gaussian_blur": Distortion(_blur, (0.6, 1.2, 2.0, 3.2, 5.0),
+                                (0.10, 0.25, 0.45, 0.65, 0.85), BLUR_LIKE),
+    "white_noise": Distortion(_white_noise, (4.0, 9.0, 16.0, 28.0, 45.0),
+                              (0.08, 0.22, 0.40, 0.62, 0.85), NOISE_LIKE),
+    "jpeg": Distortion(_jpeg, (60, 30, 15, 8, 3), (0.05, 0.15, 0.32, 0.55, 0.90), NOISE_LIKE),
+    "contrast_change": Distortion(_enhance(ImageEnhance.Contrast), (0.75, 0.55, 0.4, 0.27, 0.15),
+                                  (0.08, 0.18, 0.32, 0.48, 0.65)),
+    "color_saturation": Distortion(_enhance(ImageEnhance.Color), (0.6, 0.4, 0.25, 0.1, 0.0),
+                                   (0.04, 0.10, 0.18, 0.28, 0.40)),
+    "resampling_blur": Distortion(_resampling_blur, (1.5, 2.0, 3.0, 4.0, 6.0),
+                                  (0.10, 0.20, 0.38, 0.55, 0.75), BLUR_LIKE),
+    "pixelate": Distortion(_pixelate, (2.0, 3.0, 4.0, 6.0, 8.0),
+                           (0.12, 0.28, 0.45, 0.65, 0.85), BLUR_LIKE),
+    "impulse_noise": Distortion(_impulse_noise, (0.01, 0.03, 0.06, 0.1, 0.16),
+                                (0.10, 0.28, 0.48, 0.68, 0.88), NOISE_LIKE),
+    "darken": Distortion(_enhance(ImageEnhance.Brightness), (0.85, 0.7, 0.55, 0.4, 0.25),
+                         (0.05, 0.14, 0.28, 0.45, 0.65)),
+    "quantization": Distortion(_quantize, (5, 4, 3, 2, 1), (0.06, 0.15, 0.30, 0.55, 0.85),
+                               NOISE_LIKE),
+}  # fmt: skip
 
 # reference name -> (skimage.data loader, group, horizontal half or None)
 REFERENCES: dict[str, tuple[str, str, int | None]] = {
@@ -131,9 +173,20 @@ REFERENCES: dict[str, tuple[str, str, int | None]] = {
 GREY_TONE = (1.0, 0.86, 0.68)
 
 
-def pseudo_mos(ssim: float) -> float:
-    """The documented SSIM -> 1..5 mapping (5 = identical to the reference)."""
-    return 1.0 + 4.0 * float(np.clip(ssim, 0.0, 1.0))
+ACTIVITY_SCALE = 24.0  # mean gradient magnitude (0-255 scale) of a busy photograph
+
+
+def activity(image: np.ndarray) -> float:
+    """How busy a reference is: ``clip(mean |grad Y| / 24, 0, 1)`` (ITU-R 601 luminance)."""
+    y = np.asarray(image, dtype=np.float64) @ np.array([0.299, 0.587, 0.114])  # (H, W)
+    gy, gx = np.gradient(y)
+    return float(np.clip(np.hypot(gx, gy).mean() / ACTIVITY_SCALE, 0.0, 1.0))
+
+
+def pseudo_mos(strength: float, masking: float, busy: float) -> float:
+    """The synthetic observer's 1..5 score (5 = no visible distortion; see above)."""
+    visibility = strength * (1.0 + masking * (busy - 0.5))
+    return 1.0 + 4.0 * (1.0 - float(np.clip(visibility, 0.0, 1.0)))
 
 
 def _source_array(loader: str, half: int | None) -> np.ndarray:
@@ -182,30 +235,22 @@ def _distorted_rows(
     ref_name: str,
     ref_index: int,
     ref_img: Image.Image,
-    plan: list[tuple[int, tuple[str, int, float]]],
+    plan: list[tuple[int, tuple[str, int]]],
     seed: int,
 ) -> list[ManifestRow]:
-    ref_arr = np.asarray(ref_img)
+    busy = activity(np.asarray(ref_img))
     rows = []
-    for type_index, (dname, level, param) in plan:
+    for type_index, (dname, level) in plan:
         rng = np.random.default_rng([seed, ref_index, type_index, level])
-        fn = DISTORTIONS[dname][0]
+        kind = DISTORTIONS[dname]
         image = f"images/{ref_name}_{dname}_{level}.png"
-        arr = _save_png(fn(ref_img, param, rng), out / image)
-        ssim = structural_similarity(ref_arr, arr, channel_axis=-1, data_range=255)
-        extra = {"level": str(level), "ssim": f"{ssim:.6f}"}
-        group = REFERENCES[ref_name][1]
-        score = round(pseudo_mos(ssim), 6)
-        rows.append(
-            ManifestRow(
-                image=image,
-                score=score,
-                group=group,
-                ref=f"refs/{ref_name}.png",
-                distortion=dname,
-                extra=extra,
-            )
-        )
+        _save_png(kind.apply(ref_img, kind.params[level - 1], rng), out / image)
+        strength = kind.strength[level - 1]
+        rows.append(ManifestRow(
+            image=image, score=round(pseudo_mos(strength, kind.masking, busy), 6),
+            group=REFERENCES[ref_name][1], ref=f"refs/{ref_name}.png", distortion=dname,
+            extra={"level": str(level), "strength": f"{strength:g}", "activity": f"{busy:.4f}"},
+        ))  # fmt: skip
     return rows
 
 
@@ -224,7 +269,8 @@ def build_demo(
     """Build the demo set: PNGs, ``manifest.csv`` (root ``.``) and ``splits/split_NN.json``.
 
     Args:
-        out_dir: output folder (``refs/``, ``images/``, ``manifest.csv``, ``splits/``).
+        out_dir: output folder (``refs/``, ``images/``, ``manifest.csv``, ``splits/``):
+            new, empty, or an earlier demo set (nothing else is overwritten).
         seed: seeds the noise patterns and the splits; same seed, byte-identical files.
         n_refs: number of references (up to 16), taken in :data:`REFERENCES` order.
         levels: levels per distortion (1-5, spread over the 5 defined levels).
@@ -232,27 +278,27 @@ def build_demo(
         distortions: distortion names (default: all of :data:`DISTORTIONS`).
         splits: number of split files to write (0 for none).
         ratios: split ratios, (train, val, test) or (train, test).
-        progress: show a tqdm bar over references.
+        progress: report progress per reference (a bar, or lines in a log).
 
     Returns:
         The manifest, read back from ``manifest.csv``.
     """
     names = list(distortions or DISTORTIONS)
     _check_args(n_refs, names, size)
-    plan = [
-        (t, (d, lv + 1, DISTORTIONS[d][1][lv]))
-        for t, d in enumerate(names)
-        for lv in _level_indices(levels)
-    ]
-    out = Path(out_dir)
+    check_output_dir(out_dir, DEMO_KIND)
+    plan = [(t, (d, lv + 1)) for t, d in enumerate(names) for lv in _level_indices(levels)]
+    out = prepare_output_dir(out_dir, DEMO_KIND)
     rows: list[ManifestRow] = []
     refs = list(REFERENCES)[:n_refs]
-    for i, ref_name in enumerate(tqdm(refs, desc="demo set", unit="ref", disable=not progress)):
-        ref_img = load_reference(ref_name, size)
-        _save_png(ref_img, out / "refs" / f"{ref_name}.png")
-        rows.extend(_distorted_rows(out, ref_name, i, ref_img, plan, seed))
+    with make_progress(len(refs), "demo set", "ref", enabled=progress) as bar:
+        for i, ref_name in enumerate(refs):
+            ref_img = load_reference(ref_name, size)
+            _save_png(ref_img, out / "refs" / f"{ref_name}.png")
+            rows.extend(_distorted_rows(out, ref_name, i, ref_img, plan, seed))
+            bar.update(1)
     info = DatasetInfo("demo", "pseudo-MOS", False, (1.0, 5.0), ".")
-    write_manifest(Manifest(info=info, rows=tuple(rows)), out / "manifest.csv")
+    raw = Manifest(info=info, rows=tuple(rows), path=out / "manifest.csv")
+    write_manifest(with_file_hashes(raw), out / "manifest.csv")
     manifest = read_manifest(out / "manifest.csv")
     if splits > 0:
         write_splits(make_splits(manifest, ratios, splits, seed), out / "splits")

@@ -9,7 +9,7 @@ import numpy as np
 from click.testing import CliRunner
 from scipy.io import savemat
 
-from cache.manifest import read_manifest, read_split
+from cache.manifest import file_sha256, read_manifest, read_split
 from pipelines.data_cli import main
 from pipelines.importers import KNOWN
 
@@ -56,6 +56,14 @@ def test_import_split_info(tmp_path: Path) -> None:
     result = _run("import", "csiq", "--root", tmp_path, "--out", out, "--no-count-check")
     assert result.exit_code == 0, result.output
     assert "3 images, 2 references" in result.output and len(read_manifest(out).rows) == 3
+    row = read_manifest(out).rows[0]
+    assert row.extra["sha256"] == file_sha256(tmp_path / row.image)  # contents named
+    assert row.extra["ref_sha256"] == file_sha256(tmp_path / row.ref)
+    before = out.read_bytes()
+    (tmp_path / row.image).write_bytes((tmp_path / row.image).read_bytes() + b"x")
+    assert _run("import", "csiq", "--root", tmp_path, "--out", out,
+                "--no-count-check").exit_code == 0  # fmt: skip
+    assert out.read_bytes() != before  # an edited image changes the manifest (DVC reruns)
     args = ["split", out, "--ratios", "0.5,0.5", "--repeats", "3", "--seed", "1"]
     result = _run(*args, "--out", tmp_path / "s")
     assert result.exit_code == 0, result.output

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import stats
 
 from cache.manifest import read_manifest, read_split
-from pipelines.demo import DISTORTIONS, REFERENCES, build_demo, pseudo_mos
+from cache.outputs import OutputPathError
+from pipelines.demo import DISTORTIONS, REFERENCES, activity, build_demo, pseudo_mos
 
 SMALL = (48, 64)
 
@@ -26,7 +28,7 @@ def test_build_is_byte_identical_for_a_seed(tmp_path: Path) -> None:
     build_demo(tmp_path / "a", seed=3, n_refs=3, size=SMALL, splits=2)
     build_demo(tmp_path / "b", seed=3, n_refs=3, size=SMALL, splits=2)
     a, b = _tree_bytes(tmp_path / "a"), _tree_bytes(tmp_path / "b")
-    assert len(a) == 3 + 3 * len(DISTORTIONS) * 5 + 1 + 2
+    assert len(a) == 3 + 3 * len(DISTORTIONS) * 5 + 1 + 2 + 1  # + the output marker
     assert a == b
     build_demo(tmp_path / "c", seed=4, n_refs=3, size=SMALL, splits=2)
     c = _tree_bytes(tmp_path / "c")
@@ -58,8 +60,10 @@ def test_layout_manifest_and_splits(tmp_path: Path) -> None:
     for row in m.rows[:4]:
         with Image.open(m.resolve(row.image)) as img:
             assert img.size == (SMALL[1], SMALL[0]) and img.mode == "RGB"
-        ssim = float(row.extra["ssim"])
-        assert row.score == pytest.approx(pseudo_mos(ssim), abs=1e-5)
+        kind = DISTORTIONS[row.distortion]
+        strength = kind.strength[int(row.extra["level"]) - 1]
+        busy = float(row.extra["activity"])
+        assert row.score == pytest.approx(pseudo_mos(strength, kind.masking, busy), abs=1e-5)
     assert m.resolve(m.ref_ids[0]).is_file()
     splits = sorted((tmp_path / "splits").glob("split_*.json"))
     assert len(splits) == 10
@@ -79,8 +83,30 @@ def test_halves_of_one_photo_share_a_group(tmp_path: Path) -> None:
 
 
 def test_pseudo_mos_mapping() -> None:
-    assert pseudo_mos(1.0) == 5.0 and pseudo_mos(0.5) == 3.0
-    assert pseudo_mos(-0.2) == 1.0 and np.isclose(pseudo_mos(0.9), 4.6)
+    assert pseudo_mos(0.0, 0.5, 0.9) == 5.0 and pseudo_mos(0.5, 0.0, 0.3) == 3.0
+    assert pseudo_mos(1.0, 0.5, 1.0) == 1.0  # clipped: visibility 1.25
+    assert np.isclose(pseudo_mos(0.5, -0.5, 1.0), 1 + 4 * (1 - 0.375))  # busy hides noise
+    assert np.isclose(pseudo_mos(0.5, 0.5, 1.0), 1 + 4 * (1 - 0.625))  # busy shows blur
+    assert activity(np.zeros((8, 8, 3), np.uint8)) == 0.0
+
+
+def test_labels_are_not_a_baseline_metric(tmp_path: Path) -> None:
+    """No reported baseline (PSNR, SSIM) reproduces the synthetic observer's ranking."""
+    from pipelines.baselines import baseline_scores
+
+    m = build_demo(tmp_path, n_refs=4, size=SMALL, splits=0)
+    scores = np.array(m.scores())
+    for values in baseline_scores(m, m.image_ids).values():
+        finite = np.isfinite(values)
+        srcc = stats.spearmanr(values[finite], scores[finite]).statistic
+        assert 0.2 < srcc < 0.95, srcc  # related (both see the damage), never the same
+
+
+def test_an_existing_folder_of_other_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("keep")
+    with pytest.raises(OutputPathError, match="nothing was written"):
+        build_demo(tmp_path, n_refs=1, size=SMALL, splits=0)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
 
 
 @pytest.mark.parametrize(

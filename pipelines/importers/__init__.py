@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from cache.manifest import Manifest, ManifestError, write_manifest
+from cache.manifest import Manifest, ManifestError, with_file_hashes, write_manifest
 from cache.outputs import check_output_file, first_line_is
 from pipelines.importers._common import Expected
 from pipelines.importers.authentic import (
@@ -82,7 +82,7 @@ def import_to(
     Nothing is written when any check fails, and ``out`` must be new or a manifest.
     """
     check_manifest_output(out)
-    manifest = get_importer(name)(root, **options)
+    manifest = with_file_hashes(get_importer(name)(root, **options))
     write_manifest(manifest, out)
     return manifest
 
