@@ -1,13 +1,7 @@
-"""The Zarr backend on S3, against moto's standalone S3-compatible server on 127.0.0.1."""
+"""The Zarr backend on S3, against moto's S3-compatible server on 127.0.0.1 (conftest)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 
 import numpy as np
@@ -22,53 +16,13 @@ from cache.transfer import copy_store
 s3fs = pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_up(endpoint: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"moto server exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"moto server at {endpoint} did not start in {timeout} s")
 
 
 @pytest.fixture(scope="module")
-def s3_options():
-    port = _free_port()
-    env = {**os.environ, **CREDENTIALS}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
-    saved = {k: os.environ.get(k) for k in CREDENTIALS}
-    os.environ.update(CREDENTIALS)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        _wait_up(endpoint, proc)
-        options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
-        s3fs.S3FileSystem(**options).mkdir("features")
-        yield options
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def s3_options(s3_endpoint):
+    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    s3fs.S3FileSystem(**options).mkdir("features")
+    return options
 
 
 class TestS3Store(StoreContract):
