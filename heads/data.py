@@ -74,6 +74,17 @@ def normalise(scores: Sequence[float], norm: dict[str, Any]) -> Tensor:
     return (1 - t if norm["lower_better"] else t).float()
 
 
+def denormalise(quality: float, norm: dict[str, Any]) -> float:
+    """Inverse of :func:`normalise`: a quality back on the dataset's scale and orientation.
+
+    An empty ``norm`` (no map recorded) returns ``quality`` unchanged.
+    """
+    if not norm:
+        return quality
+    t = 1 - quality if norm.get("lower_better") else quality
+    return norm["low"] + t * (norm["high"] - norm["low"])
+
+
 def _rowmat(store: FeatureStore, ids: Sequence[str], views: Sequence[str]) -> np.ndarray:
     try:
         return np.stack([store.rows_of(ids, v) for v in views], axis=1)  # (N, V)
