@@ -44,8 +44,6 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temporary file, then rename) and return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     config: Any = model.config
     payload = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -58,10 +56,30 @@ def save_checkpoint(
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "extra": dict(extra or {}),
     }
+    return save_atomic(path, payload)
+
+
+def save_atomic(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
+    torch.save(dict(payload), tmp)
     os.replace(tmp, path)
     return path
+
+
+def load_plain(
+    path: str | os.PathLike[str], error: type[Exception] = CheckpointError, what: str = "checkpoint"
+) -> Any:
+    """``torch.load`` on the CPU with ``weights_only=True``; ``error`` names ``what`` failed."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a bad file
+        raise error(f"{path}: not a readable {what}: {err}") from err
 
 
 def read_checkpoint(
@@ -77,13 +95,7 @@ def read_checkpoint(
     Raises:
         CheckpointError: missing or unreadable file, missing keys, or another fingerprint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a bad file
-        raise CheckpointError(f"{path}: not a readable head checkpoint: {err}") from err
+    ckpt = load_plain(path, CheckpointError, "head checkpoint")
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a head checkpoint, missing keys {missing}")

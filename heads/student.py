@@ -36,10 +36,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from heads.checkpoint import load_plain, save_atomic
 from heads.specs import HeadConfigError
 
 STUDENT_KIND = "dpiqa_student"
@@ -195,12 +195,7 @@ def save_student(path: str | os.PathLike[str], model: DPIQAStudent, **fields: An
         "config": dataclasses.asdict(model.config),
         **fields,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_atomic(path, payload)
 
 
 def read_student(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -210,13 +205,7 @@ def read_student(path: str | os.PathLike[str]) -> dict[str, Any]:
         StudentCheckpointError: missing or unreadable file, a head checkpoint or any
             other dict, or missing keys.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise StudentCheckpointError(f"student checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a bad file
-        raise StudentCheckpointError(f"{path}: not a readable checkpoint: {err}") from err
+    ckpt = load_plain(path, StudentCheckpointError, "student checkpoint")
     if not is_student(ckpt):
         what = "a head checkpoint" if isinstance(ckpt, dict) and "head" in ckpt else "not one"
         raise StudentCheckpointError(f"{path}: not a DP-IQA student checkpoint ({what})")
