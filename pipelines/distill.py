@@ -31,7 +31,7 @@ import torch
 
 from cache.console import DataProblem, UsageProblem, progress
 from cache.manifest import file_sha256, read_manifest, read_split
-from cache.outputs import prepare_output_dir
+from cache.outputs import check_output_dir, prepare_output_dir
 from cache.store import FeatureStore, open_store
 from extract.weights import load_weights
 from heads.student import DPIQAStudent, StudentConfig, StudentLoss, build_student, read_student
@@ -177,14 +177,17 @@ def _selection(run: StudentRun, has_val: bool) -> str:
     return f"last epoch ({run.best_epoch}): empty validation split, no model selection"
 
 
-def _check_request(cfg: DistillConfig, maps: FeatureStore, folder: Path, resume: bool) -> None:
+def _output(cfg: DistillConfig, maps: FeatureStore, out: Path, resume: bool) -> Path:
+    """The run folder, checked (``cache.outputs``) and marked, once the request is sound."""
     if cfg.augment and maps.n_views < 2:
         raise UsageProblem(
             "augment needs flip views in the SD 1.5 store (iqa-extract --views "
             "identity,hflip); this store has only 'identity'"
         )
-    if not resume and (folder / "last.pt").exists():
-        raise UsageProblem(f"{folder} holds a student run; pass --resume or choose a new --out")
+    check_output_dir(out, OUTPUT_KIND)
+    if not resume and (out / "last.pt").exists():
+        raise UsageProblem(f"{out} holds a student run; pass --resume or choose a new --out")
+    return prepare_output_dir(out, OUTPUT_KIND)
 
 
 def _train(run: StudentRun, parts: dict[str, DistillPart], maps: FeatureStore, start: int,
@@ -226,8 +229,7 @@ def train_student(
     maps = _open_maps(maps_url)
     manifest = read_manifest(manifest_path)
     parts = split_parts(maps, manifest, read_split(split_path))
-    folder = prepare_output_dir(out, OUTPUT_KIND)
-    _check_request(cfg, maps, folder, resume)
+    folder = _output(cfg, maps, Path(out), resume)
     run = _start(maps, cfg, folder, str(split_path), milestones_for(cfg, manifest.info.name))
     start = run.resume() if resume and (folder / "last.pt").exists() else 0
     metrics = _train(run, parts, maps, start, show_progress)

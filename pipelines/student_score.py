@@ -2,8 +2,8 @@
 
 The student checkpoint (``heads.student``, ``"kind": "dpiqa_student"``) holds everything
 needed: the weights, the student config, the preprocessing the teacher's features were
-computed with (squash resize to the input size with PIL bilinear, range [0, 1] as in the
-reference; ``preprocessing`` below), the label map (``label_norm``) that turns the
+computed with (squash resize to the input size with PIL, bilinear for SD 1.5; range [0, 1]
+as in the reference; ``student_preprocessing``), the label map (``label_norm``) that turns the
 predicted quality back into the dataset's scale, and the teacher's fingerprint.
 
 API, for ``iqa-score`` and scripts::
@@ -42,7 +42,7 @@ from heads.student import (
 )
 from pipelines.score import Scored
 
-RESIZES = {"squash_pil_bilinear": "bilinear"}
+RESIZES = {"squash_pil_bilinear": "bilinear", "squash_pil_bicubic": "bicubic"}
 
 
 def student_preprocessing(source: Mapping[str, Any], input_size: int | None = None) -> dict:
@@ -87,9 +87,9 @@ def preprocess(image: np.ndarray, pre: Mapping[str, Any]) -> Tensor:
 
 def is_student_checkpoint(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a DP-IQA student checkpoint (False for head checkpoints)."""
-    try:
-        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - unreadable means "not a student" here
+    try:  # memory-mapped: the weights are not read, only the dict's plain entries
+        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable (or not a zip checkpoint): not a student
         return False
     return is_student(ckpt)
 

@@ -365,6 +365,11 @@ def test_cli_chain_and_one_line_errors(world: dict, tmp_path: Path) -> None:
     res = train(tmp_path / "run")
     assert res.exit_code == 0, res.output
     assert is_student_checkpoint(tmp_path / "run" / "model.pt") and '"student"' in res.output
+    bad = runner.invoke(distill_main, ["teacher-maps", "--features", world["source"],
+                                       "--teacher", str(tmp_path / "run" / "model.pt"),
+                                       "--out", str(tmp_path / "m2.zarr")])  # fmt: skip
+    assert bad.exit_code == 1 and "not a head checkpoint" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
     bad = train(tmp_path / "r2", trunk="efficientnet_b8")
     assert bad.exit_code == 2 and "did you mean efficientnet_b7" in bad.output
     assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1
