@@ -58,17 +58,34 @@ def save_checkpoint(
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "extra": dict(extra or {}),
     }
+    return save_atomic(path, payload)
+
+
+def save_atomic(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
+        torch.save(dict(payload), tmp)
+    return Path(path)
 
 
 def update_extra(path: str | os.PathLike[str], **values: Any) -> None:
     """Add entries to a saved checkpoint's ``extra`` (rewritten atomically)."""
     ckpt = read_checkpoint(path)
     ckpt["extra"] = {**ckpt.get("extra", {}), **values}
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    save_atomic(path, ckpt)
+
+
+def load_plain(
+    path: str | os.PathLike[str], error: type[Exception] = CheckpointError, what: str = "checkpoint"
+) -> Any:
+    """``torch.load`` on the CPU with ``weights_only=True``; ``error`` names ``what`` failed."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a bad file
+        raise error(f"{path}: not a readable {what}: {err}") from err
 
 
 def read_checkpoint(
@@ -84,13 +101,7 @@ def read_checkpoint(
     Raises:
         CheckpointError: missing or unreadable file, missing keys, or another fingerprint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a bad file
-        raise CheckpointError(f"{path}: not a readable head checkpoint: {err}") from err
+    ckpt = load_plain(path, CheckpointError, "head checkpoint")
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: not a head checkpoint, missing keys {missing}")

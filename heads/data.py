@@ -69,8 +69,9 @@ def normalise(scores: Sequence[float], norm: dict[str, Any]) -> Tensor:
     return (1 - t if norm["lower_better"] else t).float()
 
 
-def to_raw(quality: np.ndarray | float, norm: dict[str, Any]) -> Any:
-    """Inverse of :func:`normalise`: back to the dataset's scale and orientation."""
+def denormalise(quality: Any, norm: dict[str, Any]) -> Any:
+    """Inverse of :func:`normalise`: quality (a float or an array) back on the dataset's
+    scale and orientation. An empty ``norm`` (no map recorded) returns it unchanged."""
     if not norm:
         return quality
     t = 1 - np.asarray(quality) if norm.get("lower_better") else np.asarray(quality)

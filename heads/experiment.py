@@ -38,7 +38,7 @@ from cache.record import record_of
 from cache.store import FeatureStore, open_store
 from heads import protocols
 from heads.checkpoint import update_extra
-from heads.data import SplitData, StoreDataError, load_split, to_raw
+from heads.data import SplitData, StoreDataError, denormalise, load_split
 from heads.evaluate import evaluate
 from heads.metrics import summarize
 from heads.optim import TrainConfig
@@ -184,7 +184,7 @@ def _predictions(
                 "run": run, "dataset": d.name, "id": image, "part": part.name,
                 "distortion": by_id[image].distortion, "score": by_id[image].score,
                 "target": float(target), "prediction": float(pred),
-                "predicted_score": to_raw(float(pred), data.label_norm),
+                "predicted_score": denormalise(float(pred), data.label_norm),
             })  # fmt: skip
     return metrics, rows
 

@@ -1,0 +1,159 @@
+"""Score image files with a distilled DP-IQA student: no Stable Diffusion, no store, no GPU.
+
+The student checkpoint (``heads.student``, ``"kind": "dpiqa_student"``) holds everything
+needed: the weights, the student config, the preprocessing the teacher's features were
+computed with (squash resize to the input size with PIL, bilinear for SD 1.5; range [0, 1]
+as in the reference; ``student_preprocessing``), the label map (``label_norm``) that turns the
+predicted quality back into the dataset's scale, and the teacher's fingerprint.
+
+API, for ``iqa-score`` and scripts::
+
+    is_student_checkpoint(path) -> bool          # a student, not a head checkpoint
+    scorer = load_student(path, device="cpu")    # build once ...
+    scorer.score(paths, batch_size=16)           # ... score many: list[Scored]
+    scorer.quality(images)                       # (B, 3, S, S) tensor -> (B,) quality
+    score_with_student(path, paths, batch_size)  # one call
+
+``Scored`` is ``pipelines.score.Scored`` (``image``, ``quality`` 0-1 higher is better,
+``score`` on the training dataset's scale), the same type head scoring returns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from extract.base import check_rgb, pil_resize, to_chw_float
+from extract.images import load_image
+from extract.loader import prefetch_map
+from heads.data import denormalise
+from heads.student import (
+    DPIQAStudent,
+    StudentCheckpointError,
+    is_student,
+    load_student_model,
+)
+from pipelines.score import Scored
+
+RESIZES = {"squash_pil_bilinear": "bilinear", "squash_pil_bicubic": "bicubic"}
+
+
+def student_preprocessing(source: Mapping[str, Any], input_size: int | None = None) -> dict:
+    """The student's input preprocessing: the teacher's, optionally at another side.
+
+    Args:
+        source: the ``preprocessing`` record of the SD 1.5 store the teacher read.
+        input_size: the student's input side (None: the teacher's); a multiple of 32.
+
+    Raises:
+        StudentCheckpointError: a resize method or size the student cannot reproduce.
+    """
+    resize = source.get("resize")
+    if resize not in RESIZES:
+        raise StudentCheckpointError(
+            f"the teacher's features used resize {resize!r}; the student supports {list(RESIZES)}"
+        )
+    side = int(input_size or source["input_size"][0])
+    if side % 32 or side < 32:
+        raise StudentCheckpointError(f"student input size must be a multiple of 32, got {side}")
+    return {
+        "input_size": [side, side],
+        "resize": resize,
+        "input_range": list(source.get("input_range") or [0, 1]),
+        "mean": source.get("mean"),
+        "std": source.get("std"),
+    }
+
+
+def preprocess(image: np.ndarray, pre: Mapping[str, Any]) -> Tensor:
+    """``(H, W, 3)`` uint8 RGB to the student's ``(3, S, S)`` float32 input."""
+    h, w = pre["input_size"]
+    x = to_chw_float(pil_resize(check_rgb(image), (h, w), RESIZES[pre["resize"]])) / 255.0
+    low, high = pre["input_range"]
+    x = x * (high - low) + low
+    if pre.get("mean") is not None:
+        mean = torch.tensor(pre["mean"], dtype=torch.float32)[:, None, None]  # (3, 1, 1)
+        std = torch.tensor(pre["std"], dtype=torch.float32)[:, None, None]  # (3, 1, 1)
+        x = (x - mean) / std
+    return x
+
+
+def is_student_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a DP-IQA student checkpoint (False for head checkpoints)."""
+    try:  # memory-mapped: the weights are not read, only the dict's plain entries
+        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable (or not a zip checkpoint): not a student
+        return False
+    return is_student(ckpt)
+
+
+class StudentScorer:
+    """A loaded student: scores many images without rebuilding anything.
+
+    Attributes:
+        model: the student, eval mode, on ``device``.
+        preprocessing: its input preprocessing (``student_preprocessing``).
+        label_norm: quality -> dataset scale map of the training labels.
+        teacher: what the checkpoint records of its teacher (store fingerprint, sha256).
+        device: torch device.
+    """
+
+    def __init__(self, model: DPIQAStudent, ckpt: Mapping[str, Any], device: str) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.preprocessing = dict(ckpt["preprocessing"])
+        self.label_norm = dict(ckpt["label_norm"])
+        self.teacher = dict(ckpt["teacher"])
+
+    def quality(self, images: Tensor) -> Tensor:
+        """Predicted quality (B,) of preprocessed images (B, 3, S, S)."""
+        with torch.inference_mode():
+            return self.model(images.to(self.device))[0].float().cpu()
+
+    def _load(self, path: str | os.PathLike[str]) -> Tensor:
+        return preprocess(load_image(path), self.preprocessing)
+
+    def score(self, images: Sequence[str | os.PathLike[str]], batch_size: int = 16) -> list[Scored]:
+        """Scores of image files; decoding of the next batch overlaps the forward."""
+        if batch_size < 1:
+            raise ValueError(f"batch size must be positive, got {batch_size}")
+        paths = list(images)
+        out: list[Scored] = []
+        with ThreadPoolExecutor(2) as pool:
+            tensors = prefetch_map(self._load, paths, pool, depth=2 * batch_size)
+            for start in range(0, len(paths), batch_size):
+                batch = [next(tensors) for _ in paths[start : start + batch_size]]
+                quality = self.quality(torch.stack(batch)).tolist()  # (B, 3, S, S) in
+                out += [
+                    Scored(str(p), float(q), denormalise(float(q), self.label_norm))
+                    for p, q in zip(paths[start : start + batch_size], quality, strict=True)
+                ]
+        return out
+
+
+def load_student(path: str | os.PathLike[str], device: str = "cpu") -> StudentScorer:
+    """Load a student checkpoint for scoring.
+
+    Raises:
+        StudentCheckpointError: not a student checkpoint (e.g. a head checkpoint), or
+            unreadable.
+    """
+    model, ckpt = load_student_model(path)
+    return StudentScorer(model, ckpt, device)
+
+
+def score_with_student(
+    ckpt: str | os.PathLike[str],
+    images: Sequence[str | os.PathLike[str]],
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> list[Scored]:
+    """Score image files with a student checkpoint (see the module docstring)."""
+    return load_student(ckpt, device).score(images, batch_size)
