@@ -222,24 +222,41 @@ def progress(
 # ---------------------------------------------------------------- KEY=VALUE options
 
 
-def parse_assignments(items: tuple[str, ...] | list[str], option: str) -> dict[str, Any]:
-    """``KEY=VALUE`` option values as a dict; values are YAML (``[1, 2]``, ``true``, ``1e-4``).
+def parse_assignments(
+    items: tuple[str, ...] | list[str], option: str, *, typed: bool = True,
+    keys: tuple[str, ...] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``KEY=VALUE`` option values as a dict (every command's one parser for them).
 
-    Sequences become tuples (config dataclasses are frozen). A malformed item is a usage
-    error naming ``option``.
+    Args:
+        items: the option's values.
+        option: the option's name, for messages.
+        typed: read values as YAML (``[1, 2]``, ``true``, ``1e-4``; sequences become
+            tuples, as frozen configs want them); False keeps them as text.
+        keys: the only keys allowed, when given.
+
+    Raises:
+        click.BadParameter: a malformed item or an unknown key (a usage error).
     """
     import yaml
 
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key or (not typed and not raw):
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
+        if keys is not None and key not in keys:
+            raise click.BadParameter(f"unknown key {key!r}; choose from {list(keys)}",
+                                     param_hint=option)  # fmt: skip
+        if not typed:
+            out[key] = raw
+            continue
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        out[key.strip()] = _tuples(value)
+        out[key] = _tuples(value)
     return out
 
 

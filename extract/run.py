@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -175,14 +174,10 @@ def image_ids_for(manifest: Manifest, which: str) -> list[str]:
 
 
 def _provenance(cfg: ExtractConfig, manifest: Manifest) -> dict[str, Any]:
-    try:
-        package = version("iqa-feature-cache")
-    except PackageNotFoundError:
-        package = "unknown"
+    """What extraction adds to the store's own provenance (which has the package version)."""
     return {
         "dataset": manifest.info.name,
         "backbone": cfg.backbone,
-        "package_version": package,
         "torch_version": torch.__version__,
         "device": cfg.device,
         "extraction": cfg.record().to_dict(),

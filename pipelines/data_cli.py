@@ -17,7 +17,7 @@ from typing import Any
 import click
 import numpy as np
 
-from cache.console import Group, UsageProblem
+from cache.console import Group, UsageProblem, parse_assignments
 from cache.manifest import (
     SCORE_KINDS,
     Manifest,
@@ -103,13 +103,7 @@ def _score_range(ctx: click.Context, param: click.Parameter, value: str | None) 
 def _mapping(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     if value is None:
         return None
-    pairs = [item.partition("=") for item in value.split(",")]
-    bad = [k for k, sep, v in pairs if not sep or not v or k not in MAPPABLE]
-    if bad:
-        raise click.BadParameter(
-            f"expected FIELD=COLUMN pairs with FIELD in {list(MAPPABLE)}, got {bad}"
-        )
-    return {k: v for k, _, v in pairs}
+    return parse_assignments(value.split(","), "--map", typed=False, keys=tuple(MAPPABLE))
 
 
 @click.group(cls=Group)
