@@ -120,6 +120,10 @@ class PromptHead(nn.Module):
     input_fields = staticmethod(prompt_input_fields)
     default_loss = L1
     train_defaults = PROMPT_IQA_TRAINING
+    # The smallest sensible instance (contract tests, examples) and store specs it reads.
+    tiny_config: dict[str, Any] = {"dim": 16, "heads": 2, "encoder_depth": 1, "ispp_depth": 1,
+                                   "fusion_depth": 1, "reduce_hidden": 8, "head_hidden": 8}
+    example_specs = {"feature": (12,)}
 
     def __init__(self, config: PromptConfig) -> None:
         super().__init__()

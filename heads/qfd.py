@@ -119,6 +119,9 @@ class QFD(nn.Module):
     input_fields = staticmethod(qfd_input_fields)
     default_loss = MSE_RANK
     train_defaults = DP_IQA_TRAINING
+    # The smallest sensible instance (contract tests, examples) and store specs it reads.
+    tiny_config: dict[str, Any] = {"width": 8, "se_reduction": 2, "reduce": (4, 2), "hidden": 8}
+    example_specs = {"up0": (6, 4, 4), "up1": (4, 8, 8)}
 
     def __init__(self, config: QFDConfig) -> None:
         super().__init__()

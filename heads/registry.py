@@ -30,6 +30,7 @@ HEADS: dict[str, str] = {
     "sfem_nr": "heads.sfem:SFEMNR",
     "prompt": "heads.prompt:PromptHead",
     "qfd": "heads.qfd:QFD",
+    "linear": "heads.linear:LinearProbe",
 }
 
 

@@ -40,6 +40,7 @@ from pipelines.importers import (
 from pipelines.importers.generic import MAPPABLE
 from pipelines.importers.known import help_table
 from pipelines.importers.pyiqa import write_pyiqa_splits
+from pipelines.preset_cli import check_cmd, preset_cmd
 from pipelines.splits import make_splits, normalize_ratios, write_splits
 
 # parameter -> option, for the options only 'import csv' / 'import pyiqa' take
@@ -388,6 +389,9 @@ def info_cmd(manifest: Path) -> None:
         raise ManifestError(f"{manifest}: the manifest has no rows")
     click.echo("\n".join(_describe(loaded)))
 
+
+main.add_command(preset_cmd)
+main.add_command(check_cmd)
 
 if __name__ == "__main__":
     main()
