@@ -230,6 +230,9 @@ class SFEMNR(nn.Module):
     input_fields = staticmethod(sfem_input_fields)
     default_loss = L1
     train_defaults = SAM_IQA_TRAINING
+    # The smallest sensible instance (contract tests, examples) and store specs it reads.
+    tiny_config: dict[str, Any] = {"width": 8, "scales": (1, 2), "pool_size": 4}
+    example_specs = {"embed": (6, 8, 8)}
 
     def __init__(self, config: SFEMConfig) -> None:
         super().__init__()
@@ -258,6 +261,9 @@ class SFEMFR(nn.Module):
     input_fields = staticmethod(sfem_input_fields)
     default_loss = L1
     train_defaults = SAM_IQA_TRAINING
+    # The smallest sensible instance (contract tests, examples) and store specs it reads.
+    tiny_config: dict[str, Any] = {"width": 8, "scales": (1, 2), "pool_size": 4}
+    example_specs = {"embed": (6, 8, 8)}
 
     def __init__(self, config: SFEMConfig) -> None:
         super().__init__()
