@@ -27,11 +27,10 @@ Deviations:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from heads.norms import ScaleBatchNorm
-
-Group = tuple[Tensor | None, int, int]
+from heads.norms import ScaleBatchNorm, crops, size_groups
 
 
 class FourierUnit(nn.Module):
@@ -95,32 +94,17 @@ class FourierUnit(nn.Module):
         if b == 0:
             return x.new_zeros(0, self.out_channels, height, width)
         groups = size_groups(valid, b, height, width)
-        crops = [x if idx is None else x[idx, :, :h, :w] for idx, h, w in groups]
-        specs = [self.conv(self.spectrum(c)) for c in crops]  # (B_i, 2C', h_i, w_i//2+1)
+        specs = [self.conv(self.spectrum(c)) for c in crops(x, groups)]  # (B_i, 2C', h_i, wf_i)
         if self.norm is not None:
             specs = self.norm.parts(specs, scale)
         sizes = [(h, w) for _, h, w in groups]
-        maps = [self.inverse(self.act(s), hw) for s, hw in zip(specs, sizes, strict=True)]
-        if groups[0][0] is None:
-            return maps[0].to(x.dtype)
+        maps = [
+            self.inverse(self.act(s), hw).to(x.dtype) for s, hw in zip(specs, sizes, strict=True)
+        ]
+        if len(groups) == 1:
+            h, w = sizes[0]
+            return F.pad(maps[0], (0, width - w, 0, height - h))  # (B, C', H, W)
         out = x.new_zeros(b, self.out_channels, height, width)
         for (idx, h, w), m in zip(groups, maps, strict=True):
-            out[idx, :, :h, :w] = m.to(x.dtype)
+            out[idx, :, :h, :w] = m
         return out
-
-
-def size_groups(valid: Tensor | None, batch: int, height: int, width: int) -> list[Group]:
-    """The rows of each distinct valid size: ``[(row indices, h, w), ...]``.
-
-    A single group of the whole (unpadded) map is ``[(None, height, width)]``; sizes are
-    clamped to ``[1, height] x [1, width]``.
-    """
-    if valid is None:
-        return [(None, height, width)]
-    limit = torch.tensor([height, width], device=valid.device)
-    sizes = valid.long().clamp(min=torch.ones_like(limit), max=limit)  # (B, 2)
-    if bool((sizes == limit).all()):
-        return [(None, height, width)]
-    distinct, inverse = torch.unique(sizes, dim=0, return_inverse=True)
-    rows = [torch.nonzero(inverse == k).squeeze(1) for k in range(len(distinct))]
-    return [(r, int(h), int(w)) for r, (h, w) in zip(rows, distinct.tolist(), strict=True)]

@@ -124,7 +124,7 @@ class _ConvNorm(nn.Sequential):
 
     def forward(self, level: _Level, scale: int = 0) -> Tensor:
         conv, norm, act = self
-        return act(norm(conv(level.x), scale, level.mask))
+        return act(norm(conv(level.x), scale, level.valid))
 
 
 class _FrequencyBranch(nn.Module):
@@ -150,21 +150,17 @@ def _masked(x: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def _masked_pool(x: Tensor, mask: Tensor | None, size: int) -> Tensor:
-    """Masked mean of ``x`` (B, C, H, W) over the cells of a ``size`` x ``size`` grid.
-
-    Cells without valid input are 0.
-    """
+    """Mean over the valid cells of ``x`` (B, C, H, W), zero where padded, per cell of a
+    ``size`` x ``size`` grid; grid cells without valid input are 0."""
     if mask is None:
         return F.adaptive_avg_pool2d(x, size)
     frac = F.adaptive_avg_pool2d(mask, size)  # (B, 1, P, P)
-    total = F.adaptive_avg_pool2d(x * mask, size)  # (B, C, P, P)
-    return total / frac.clamp_min(1e-6) * (frac > 0)
+    return F.adaptive_avg_pool2d(x, size) / frac.clamp_min(1e-6)  # (B, C, P, P)
 
 
 def _extent(mask: Tensor) -> Tensor:
-    """Valid (h, w) (B, 2) of top-left-aligned 0/1 masks (B, 1, H, W)."""
-    rows = mask.amax(dim=3).sum(dim=(1, 2))  # (B,)
-    cols = mask.amax(dim=2).sum(dim=(1, 2))  # (B,)
+    """Valid (h, w) (B, 2) of top-left-aligned 0/1 masks (B, 1, H, W), each >= 1 cell."""
+    rows, cols = mask[:, 0, :, 0].sum(dim=1), mask[:, 0, 0, :].sum(dim=1)  # (B,) each
     return torch.stack([rows, cols], dim=1).long()  # (B, 2)
 
 
@@ -214,7 +210,7 @@ class SFEM(nn.Module):
             weight = x.new_ones(b, 1, p, p)
         else:
             mask = valid_mask(valid, b, h, w, x.device)  # (B, 1, H, W)
-            base = _Level(x * mask, mask, _extent(mask))
+            base = _Level(x, mask, _extent(mask))  # the 1x1 stem keeps padding local
             weight = F.adaptive_avg_pool2d(mask, p)  # (B, 1, P, P)
         base = base._replace(x=_masked(self.stem(base), base.mask))  # (B, width, H, W)
         levels = [_pooled_level(base, s) for s in self.config.scales]

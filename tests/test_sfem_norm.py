@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from heads.fourier import FourierUnit
-from heads.norms import ScaleBatchNorm, masked_batch_norm
+from heads.norms import ScaleBatchNorm
 from heads.registry import build_head
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -86,24 +86,26 @@ def _mask(valid: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return (rows & cols).float()  # (B, 1, H, W)
 
 
-def test_masked_batch_norm_matches_batchnorm2d() -> None:
+def test_valid_cell_statistics_match_batchnorm2d_on_the_valid_cells() -> None:
     torch.manual_seed(0)
     x = torch.randn(4, 5, 6, 7) * 3 + 1
-    ref, ours = nn.BatchNorm2d(5), nn.BatchNorm2d(5)
-    out_ref = ref(x)
-    ones = torch.ones(4, 1, 6, 7)
-    out = masked_batch_norm(ours, [x], [ones])[0]
-    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ours.running_var, ref.running_var)
-    torch.testing.assert_close(ours.running_mean, ref.running_mean)
-    # with a mask: BatchNorm over the valid positions alone
-    mask = _mask(torch.tensor([[6, 7], [3, 7], [6, 2], [1, 1]]), 6, 7)
-    picked = x.permute(0, 2, 3, 1)[mask[:, 0].bool()]  # (N, C) valid positions
-    ref2, ours2 = nn.BatchNorm2d(5), nn.BatchNorm2d(5)
-    expect = ref2(picked.view(-1, 5, 1, 1))
-    got = masked_batch_norm(ours2, [x], [mask])[0].permute(0, 2, 3, 1)[mask[:, 0].bool()]
-    torch.testing.assert_close(got, expect.view(-1, 5), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ours2.running_var, ref2.running_var)
+    valid = torch.tensor([[6, 7], [3, 7], [6, 2], [3, 7]])
+    picked = x.permute(0, 2, 3, 1)[_mask(valid, 6, 7)[:, 0].bool()]  # (N, C) valid cells
+    ref, ours = nn.BatchNorm2d(5), ScaleBatchNorm(5, 2)
+    expect = ref(picked.reshape(-1, 5, 1, 1)).reshape(-1, 5)  # (N, C)
+    got = ours(x, 1, valid).permute(0, 2, 3, 1)[_mask(valid, 6, 7)[:, 0].bool()]
+    torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
+    for key in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours[1], key), getattr(ref, key))
+    assert ours[0].num_batches_tracked == 0  # the other scale's statistics are untouched
+    # spectra of several sizes: pooled statistics, as over their concatenated cells
+    parts = [torch.randn(2, 5, 4, 3), torch.randn(3, 5, 2, 5) + 2]
+    ref2, ours2 = nn.BatchNorm2d(5), ScaleBatchNorm(5, 1)
+    flat = torch.cat([p.permute(0, 2, 3, 1).reshape(-1, 5) for p in parts])  # (N, C)
+    ref2(flat.reshape(-1, 5, 1, 1))
+    ours2.parts(parts, 0)
+    torch.testing.assert_close(ours2[0].running_var, ref2.running_var)
+    torch.testing.assert_close(ours2[0].running_mean, ref2.running_mean)
 
 
 def _legacy(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
