@@ -35,6 +35,7 @@ from extract.base import (
     Backbone,
     BackboneError,
     check_rgb,
+    longest_side_preprocessing,
     longest_side_shape,
     normalize,
     pad_bottom_right,
@@ -99,15 +100,7 @@ class ResNetBackbone(Backbone):
         return {"family": "torchvision.models.resnet.ResNet", "block": "Bottleneck", **self.arch}
 
     def preprocessing(self) -> dict[str, Any]:
-        size = self.arch["img_size"]
-        return {
-            "input_size": [size, size],
-            "resize": "longest_side_pil_bilinear",
-            "pad": "bottom_right_zero_after_normalize",
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-            "input_range": [0, 255],
-        }
+        return longest_side_preprocessing(self.arch["img_size"], IMAGENET_MEAN, IMAGENET_STD)
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Resize (longest side), normalise, pad: returns ``(3, S, S)`` and valid cells."""
