@@ -19,21 +19,28 @@ Choices where the paper is silent (sizes start from the team's reference-note pr
   run on every scale; each result is pooled to ``pool_size`` and the scales are fused per
   branch by a Conv1x1 over their concatenation.
 * Normalisation: one BatchNorm *per scale* in the spatial branch and in the Fourier unit
-  (``heads.norms.ScaleBatchNorm``; the convolutions stay shared). A single BatchNorm
-  shared by the scales sees three distributions per step and keeps one running average
-  of their mixture, so eval-mode predictions drifted from train-mode ones by up to 0.3 on
-  [0, 1] targets; per scale the two agree to < 1e-3. Per-sample norms (GroupNorm,
-  LayerNorm) would need no batch statistics but divide each image's own feature energy
-  out, and with it the contrast and noise-energy differences that quality depends on;
-  per-scale BatchNorm costs 384 parameters at the default size and no measurable time.
+  (``heads.norms.ScaleBatchNorm``; the convolutions stay shared). One BatchNorm shared by
+  the scales (the first release) saw three distributions per step and kept one running
+  average of their mixture: once it had converged on a fixed batch, eval-mode
+  predictions differed from train-mode ones by 0.14-0.34 on [0, 1] targets in
+  ``tests/test_sfem_norm.py``; per scale they agree to < 1e-3 (what is left is
+  BatchNorm's unbiased running variance against the biased batch variance). A norm
+  without batch statistics (GroupNorm, LayerNorm, InstanceNorm) would avoid running
+  averages altogether, but it normalises each image by its own statistics and so divides
+  out the image's feature energy, and with it the contrast and noise-energy differences
+  (in the frequency branch: the spectral energy that noise and blur change) that a
+  quality score depends on; BatchNorm normalises with dataset statistics and keeps them,
+  as FFC's Fourier unit does. Cost: 384 parameters at the default size, no extra time.
 * Padding: each row carries its valid size (h, w) in map cells. BatchNorm statistics are
-  taken over valid cells only (masked mean and variance); the Fourier unit transforms
-  each row's valid region alone (rows of one size together), so its spectrum and its
-  BatchNorm statistics hold no padding either. At every scale the branch output is zeroed
-  outside the (pooled) valid region, adaptive pooling is a masked mean, the FR distance
-  is zeroed on fully padded cells, and the regression block ends with a global average
-  weighted by the valid fraction of each pooled cell: padded cells never reach the
-  output nor the statistics.
+  taken over valid cells only (from crops of each valid size); the Fourier unit
+  transforms each row's valid region alone (rows of one size together), so its spectrum
+  and its BatchNorm statistics hold no padding either. At every scale the branch output
+  is zeroed outside the (pooled) valid region, adaptive pooling is a masked mean, the FR
+  distance is zeroed on fully padded cells, and the regression block ends with a global
+  average weighted by the valid fraction of each pooled cell: padded cells reach neither
+  the output nor the statistics. Checkpoints of the first release load (the shared
+  BatchNorm is copied to every scale) and predict as before on unpadded maps; on padded
+  maps the frequency branch now sees the valid region only.
 * Mappings ``f, g, eta_s, eta_f``: Conv3x3 + ReLU. FRRB/NRRB: Conv3x3 (2 width -> width) +
   ReLU, Conv3x3 (width -> width/2) + ReLU, masked global average pooling, MLP
   width/2 -> width/4 -> 1, no output activation.
@@ -77,7 +84,7 @@ class SFEMConfig:
         pool_size: common side every scale is pooled to.
         branches: Table 4 switch: ("spatial", "frequency"), ("spatial",) or ("frequency",).
         distance: Table 5 switch (``sfem_fr`` only): "l1" (the paper's), "l2", "cos",
-            "kl" or "sub"; see the module docstring for each definition.
+            "kl" or "sub"; each is defined in ``heads.distances``.
     """
 
     in_channels: int = 256
