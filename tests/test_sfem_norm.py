@@ -17,17 +17,17 @@ SPECS = {"embed": (8, SIZE, SIZE)}
 DEFAULT_SCALES = {"width": 16, "pool_size": 4}  # scales left at the default (1, 2, 4)
 
 
-def _batch(n: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    return {"embed": torch.randn(n, 8, SIZE, SIZE)}, {"embed": torch.randn(n, 8, SIZE, SIZE)}
+def _batch(n: int, size: int = SIZE) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    return {"embed": torch.randn(n, 8, size, size)}, {"embed": torch.randn(n, 8, size, size)}
 
 
 @pytest.mark.parametrize(("name", "padded"), [("sfem_nr", False), ("sfem_fr", True)])
 def test_train_and_eval_agree_once_running_statistics_converge(name: str, padded: bool) -> None:
     torch.manual_seed(0)
-    model = build_head(name, SPECS, **DEFAULT_SCALES)
+    model = build_head(name, {"embed": (8, 16, 16)}, **DEFAULT_SCALES)
     assert model.config.scales == (1, 2, 4)
-    x, ref = _batch(8)
-    valid = torch.tensor([[SIZE, 24]] * 4 + [[24, SIZE]] * 4) if padded else None
+    x, ref = _batch(8, 16)
+    valid = torch.tensor([[16, 12]] * 4 + [[12, 16]] * 4) if padded else None
     y = torch.linspace(0, 1, 8)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for _ in range(30):  # a few steps so that predictions live on the [0, 1] targets
@@ -38,9 +38,10 @@ def test_train_and_eval_agree_once_running_statistics_converge(name: str, padded
         for _ in range(100):  # momentum 0.1: running statistics within 3e-5 of the batch's
             train_out = model(x, valid, ref)
         eval_out = model.eval()(x, valid, ref)
-    # One BatchNorm shared by the scales: gaps of 0.14-0.34 here. Per scale, what remains
-    # is BatchNorm's unbiased running variance against the biased batch variance (< 1e-3).
-    assert (train_out - eval_out).abs().max() < 0.01
+    # One BatchNorm shared by the scales: gaps of 0.24-0.34 here. Per scale, what remains
+    # is BatchNorm's unbiased running variance against the biased batch variance: the
+    # scale-4 copy has 4x4 cells per row, so n / (n - 1) = 1.008 (gaps of 1.5e-3 - 5e-3).
+    assert (train_out - eval_out).abs().max() < 0.02
 
 
 def _running_stats(model: nn.Module) -> dict[str, torch.Tensor]:
