@@ -50,10 +50,11 @@ Choices where the paper is silent (sizes start from the team's reference-note pr
 FR distances (``distance``, the paper's Table 5): ``heads.distances``.
 
 Default size (256-channel input, width 32, scales 1/2/4, pooled to 16x16): 71,041
-parameters for ``sfem_nr`` and ``sfem_fr`` alike (the Siamese SFEM is shared). Measured on
-this project's 2 shared CPU cores, a training step over 16 rows of 256x64x64 takes about
-2.5 s (NR) / 3.3 s (FR), so an epoch over 800 rows takes 2-3 minutes; width 64 (265,473
-parameters) doubles that.
+parameters for ``sfem_nr`` and ``sfem_fr`` alike (the Siamese SFEM is shared); width 64
+has 266,241. A training step over 16 rows of 256x64x64 costs about 0.6 s of CPU time
+(``sfem_fr``; 0.3 s ``sfem_nr``) on one thread of this project's machine, and
+``bench/bench_heads.py`` measured 100-210 s per ``sfem_fr`` epoch over a LIVE-sized store
+(779 rows) on its 2 shared cores, depending on their load.
 """
 
 from __future__ import annotations
