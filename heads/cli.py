@@ -56,7 +56,8 @@ def _split_files(paths: tuple[str, ...]) -> list[str]:
         if Path(path).is_dir():
             found = sorted(str(p) for p in Path(path).glob("*.json"))
             if not found:
-                raise click.BadParameter(f"no split files (*.json) in {path}", param_hint="--split")
+                raise click.BadParameter(f"no split files (*.json) in {path}",
+                                         param_hint="--split")
             out += found
         else:
             out.append(path)
@@ -80,14 +81,11 @@ def _params_training(path: str | None, head: str) -> dict[str, Any]:
     values = _params_section(path, "head_train", head)
     unknown = sorted(set(values) - set(TRAIN_KEYS))
     if unknown:
-        raise click.BadParameter(
-            f"head_train.{head}: unknown keys {unknown}; allowed: {list(TRAIN_KEYS)}",
-            param_hint="--params",
-        )
+        raise click.BadParameter(f"head_train.{head}: unknown keys {unknown}; allowed: "
+                                 f"{list(TRAIN_KEYS)}", param_hint="--params")
     ctx = click.get_current_context()
     return {
-        k: TRAIN_KEYS[k](v)
-        for k, v in values.items()
+        k: TRAIN_KEYS[k](v) for k, v in values.items()
         if ctx.get_parameter_source(k) is ParameterSource.DEFAULT
     }
 
@@ -149,13 +147,13 @@ def main(
     files = _split_files(splits)
     if len(files) > 1:
         if repeats is not None and repeats > len(files):
-            raise click.BadParameter(
-                f"--repeats {repeats} but only {len(files)} split files", param_hint="--repeats"
-            )
+            raise click.BadParameter(f"--repeats {repeats} but only {len(files)} split files",
+                                     param_hint="--repeats")
         files, repeats = files[:repeats] if repeats else files, 1
     kwargs.update(_params_training(params_file, kwargs["head"]))
     overrides = {**_params_section(params_file, "head_config", kwargs["head"]), **_overrides(sets)}
-    spec = ExperimentSpec(splits=tuple(files), overrides=overrides, repeats=repeats or 1, **kwargs)
+    spec = ExperimentSpec(splits=tuple(files), overrides=overrides, repeats=repeats or 1,
+                          **kwargs)
     try:
         plan_runs(spec)
     except ValueError as err:
