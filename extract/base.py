@@ -117,6 +117,21 @@ def pad_bottom_right(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(x, (0, size - w, 0, size - h))
 
 
+def longest_side_preprocessing(
+    size: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> dict[str, Any]:
+    """``preprocessing()`` of a backbone that resizes the longest side to ``size`` with PIL
+    bilinear, normalises on the 0-255 scale and zero-pads bottom-right to a square."""
+    return {
+        "input_size": [size, size],
+        "resize": "longest_side_pil_bilinear",
+        "pad": "bottom_right_zero_after_normalize",
+        "mean": list(mean),
+        "std": list(std),
+        "input_range": [0, 255],
+    }
+
+
 def valid_cells(hw: tuple[int, int], cell: int) -> np.ndarray:
     """Valid extent of an ``hw`` image in cells of ``cell`` pixels (ceil), as int64 (2,)."""
     return np.array([math.ceil(hw[0] / cell), math.ceil(hw[1] / cell)], dtype=np.int64)

@@ -26,6 +26,7 @@ BACKBONES: dict[str, str] = {
     "monet": "extract.monet:build_monet",
     "nss": "extract.nss:build_nss",
     "nss_ml": "extract.nss:build_nss_ml",
+    "resnet50": "extract.resnet:build_resnet50",
 }
 
 

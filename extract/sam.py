@@ -27,6 +27,7 @@ from extract.base import (
     RANDOM_INIT,
     Backbone,
     check_rgb,
+    longest_side_preprocessing,
     normalize,
     pad_bottom_right,
     require_checkpoint,
@@ -87,15 +88,7 @@ class SamEncoder(Backbone):
         return {**self.arch, "global_attn_indexes": list(self.arch["global_attn_indexes"])}
 
     def preprocessing(self) -> dict[str, Any]:
-        size = self.arch["img_size"]
-        return {
-            "input_size": [size, size],
-            "resize": "longest_side_pil_bilinear",
-            "pad": "bottom_right_zero_after_normalize",
-            "mean": list(PIXEL_MEAN),
-            "std": list(PIXEL_STD),
-            "input_range": [0, 255],
-        }
+        return longest_side_preprocessing(self.arch["img_size"], PIXEL_MEAN, PIXEL_STD)
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Resize (longest side), normalise, pad: returns ``(3, S, S)`` and valid cells."""

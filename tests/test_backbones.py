@@ -48,6 +48,7 @@ TINY: dict[str, dict[str, object]] = {
     },  # fmt: skip
     "nss": {"size": 64, "grid": 16},
     "nss_ml": {"size": 64, "grid": 16},
+    "resnet50": {"img_size": 64, "blocks": (1, 1, 1, 1), "width_per_group": 16},
 }
 
 

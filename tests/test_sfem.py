@@ -1,13 +1,17 @@
-"""SAM-IQA heads: Fourier unit properties, shapes, gradients, masking, overfitting."""
+"""SAM-IQA heads: Fourier unit properties, shapes, gradients, masking, overfitting, switches."""
 
 from __future__ import annotations
+
+import dataclasses
+import json
 
 import pytest
 import torch
 from torch import nn
 
+from heads.distances import DISTANCES
 from heads.fourier import FourierUnit
-from heads.registry import build_head
+from heads.registry import build_from_config, build_head
 from heads.sfem import SFEMConfig
 from heads.specs import HeadConfigError
 
@@ -54,11 +58,19 @@ def test_fourier_shift_changes_only_phase() -> None:
     assert not torch.allclose(unit.spectrum(shifted), unit.spectrum(x), atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["sfem_nr", "sfem_fr"])
-@pytest.mark.parametrize("branches", [("spatial", "frequency"), ("spatial",), ("frequency",)])
-def test_every_parameter_gets_a_gradient(name: str, branches: tuple[str, ...]) -> None:
+ABLATIONS = [
+    *[("sfem_nr", b, "l1") for b in (("spatial", "frequency"), ("spatial",), ("frequency",))],
+    *[("sfem_fr", b, "l1") for b in (("spatial", "frequency"), ("spatial",), ("frequency",))],
+    *[("sfem_fr", ("spatial", "frequency"), d) for d in sorted(set(DISTANCES) - {"l1"})],
+]
+
+
+@pytest.mark.parametrize(("name", "branches", "distance"), ABLATIONS)
+def test_every_parameter_gets_a_gradient(
+    name: str, branches: tuple[str, ...], distance: str
+) -> None:
     torch.manual_seed(0)
-    model = build_head(name, SPECS, branches=branches, **TINY)
+    model = build_head(name, SPECS, branches=branches, distance=distance, **TINY)
     x = {"embed": torch.randn(3, 8, 16, 16)}
     ref = {"embed": torch.randn(3, 8, 16, 16)}
     valid = torch.tensor([[16, 16], [12, 16], [16, 9]])
@@ -88,9 +100,10 @@ def test_padded_cells_do_not_change_the_output(name: str) -> None:
     assert not torch.allclose(model({"embed": inside}, valid, {"embed": noisy_ref})[0], base[0])
 
 
-def test_fr_of_identical_pair_ignores_the_content() -> None:
+@pytest.mark.parametrize("distance", sorted(DISTANCES))
+def test_fr_of_identical_pair_ignores_the_content(distance: str) -> None:
     torch.manual_seed(0)
-    model = build_head("sfem_fr", SPECS, **TINY).eval()
+    model = build_head("sfem_fr", SPECS, distance=distance, **TINY).eval()
     a, b = torch.randn(1, 8, 16, 16), torch.randn(1, 8, 16, 16)
     assert torch.allclose(
         model({"embed": a}, None, {"embed": a}), model({"embed": b}, None, {"embed": b})
@@ -115,10 +128,44 @@ def test_tiny_batch_overfits() -> None:
 
 def test_default_size_and_errors() -> None:
     model = build_head("sfem_nr", {"embed": (256, 64, 64)})
-    assert sum(p.numel() for p in model.parameters()) == 70_657
+    # 70,657 with one BatchNorm for all scales; +2 x (2 x 32 + 2 x 64) for scales 2 and 4
+    assert sum(p.numel() for p in model.parameters()) == 71_041
     with pytest.raises(HeadConfigError, match="feature map"):
         build_head("sfem_nr", {"feature": (128,)})
     with pytest.raises(HeadConfigError, match="branches"):
         SFEMConfig(branches=("wavelet",))
     with pytest.raises(HeadConfigError, match="reference"):
         build_head("sfem_fr", SPECS, **TINY)({"embed": torch.randn(1, 8, 16, 16)})
+    with pytest.raises(HeadConfigError, match="distance must be one of"):
+        SFEMConfig(distance="l3")
+    with pytest.raises(HeadConfigError, match="sfem_fr only"):
+        build_head("sfem_nr", SPECS, distance="cos", **TINY)
+
+
+def test_distances_follow_their_definitions() -> None:
+    torch.manual_seed(0)
+    dist, ref = torch.randn(2, 5, 3, 3), torch.randn(2, 5, 3, 3)
+    torch.testing.assert_close(DISTANCES["l1"](dist, ref), (dist - ref).abs())
+    torch.testing.assert_close(DISTANCES["l2"](dist, ref), (dist - ref).abs() ** 2)
+    torch.testing.assert_close(DISTANCES["sub"](dist, ref), -DISTANCES["sub"](ref, dist))
+    a, b = dist[0, :, 1, 2], ref[0, :, 1, 2]  # one position's channel vectors
+    cos = DISTANCES["cos"](dist, ref)
+    assert cos.shape == (2, 1, 3, 3)
+    torch.testing.assert_close(cos[0, 0, 1, 2], 1 - a.dot(b) / (a.norm() * b.norm()))
+    p, q = b.softmax(0), a.softmax(0)  # reference, distorted
+    kl = DISTANCES["kl"](dist, ref)
+    torch.testing.assert_close(kl[0, 0, 1, 2], (p * (p / q).log()).sum())
+    assert (kl >= 0).all() and DISTANCES["kl"](dist, dist).abs().max() < 1e-6
+    assert DISTANCES["cos"](2 * dist, dist).abs().max() < 1e-6  # scale-free
+
+
+@pytest.mark.parametrize("name", ["sfem_nr", "sfem_fr"])
+def test_config_round_trips_through_json(name: str) -> None:
+    switches: dict[str, object] = {"branches": ("frequency",), "scales": (1, 2)}
+    if name == "sfem_fr":
+        switches["distance"] = "kl"
+    model = build_head(name, SPECS, width=8, pool_size=4, **switches)
+    stored = json.loads(json.dumps(dataclasses.asdict(model.config)))
+    rebuilt = build_from_config(name, stored)
+    assert rebuilt.config == model.config
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
