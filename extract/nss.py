@@ -8,7 +8,10 @@ resolution. Where BRISQUE fits (asymmetric) generalised Gaussians to the whole i
 backbone keeps the statistics *local*: for each of the 5 maps it pools the mean, the mean
 absolute value and the variance over cells (adaptive average pooling), so heads that expect
 spatial maps (SFEM, QFD) can run on it. Optional colour-opponent channels (R-G and
-(R+G)/2-B, as in colour NSS work) triple the channels.
+(R+G)/2-B, as in colour NSS work) triple the channels. Option ``stats`` chooses the
+per-cell statistics; besides the three moments, ``log_var`` and ``shape`` (the moment ratio
+``E|x|^2 / E[x^2]`` that determines a generalised Gaussian's shape, the quantity BRISQUE's
+fit estimates) carry the same information in a content-scale-free form.
 
 Input: the image is **squash-resized** to ``size x size`` (default 512, PIL bicubic). Not
 aspect-preserving with padding like SAM, because a padded border is a hard edge that MSCN
@@ -23,6 +26,7 @@ backbone ``nss_ml`` gives ``lvl0`` (C/2, 64, 64) from full resolution and ``lvl1
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -44,8 +48,10 @@ KERNEL = 7
 SIGMA = 7 / 6
 C_STAB = 1.0
 N_MAPS = 5  # MSCN + 4 paired products
-N_STATS = 3  # mean, mean |x|, variance
-_DEFAULTS = {"size": 512, "grid": 64, "colour": False, "moments": False}
+STATS = ("mean", "mean_abs", "var", "log_var", "shape")
+DEFAULT_STATS = ("mean", "mean_abs", "var")
+_DEFAULTS = {"size": 512, "grid": 64, "colour": False, "moments": False,
+             "stats": list(DEFAULT_STATS)}  # fmt: skip
 
 
 def _shift_product(m: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -91,12 +97,28 @@ def nss_maps(x: torch.Tensor, moments: bool = False) -> torch.Tensor:
     return torch.cat([m, *products, *extra], dim=1)  # (B, 5C | 7C, H, W)
 
 
-def local_stats(maps: torch.Tensor, grid: int) -> torch.Tensor:
-    """Mean, mean |x| and variance per cell: ``(B, K, H, W)`` -> ``(B, 3K, grid, grid)``."""
+def local_stats(
+    maps: torch.Tensor, grid: int, stats: tuple[str, ...] = DEFAULT_STATS
+) -> torch.Tensor:
+    """Statistics per cell: ``(B, K, H, W)`` -> ``(B, len(stats) K, grid, grid)``.
+
+    ``mean``, ``mean_abs`` and ``var`` are the cell's moments; ``log_var`` is
+    ``log(var + 1e-4)`` (scale-free: a contrast change shifts it, not stretches it);
+    ``shape`` is ``E|x|^2 / E[x^2]``, the moment ratio that fixes a generalised Gaussian's
+    shape parameter (BRISQUE's main cue, and the same for any content scale).
+    """
     mean = F.adaptive_avg_pool2d(maps, grid)
     mean_abs = F.adaptive_avg_pool2d(maps.abs(), grid)
-    var = (F.adaptive_avg_pool2d(maps * maps, grid) - mean * mean).clamp_min(0)
-    return torch.cat([mean, mean_abs, var], dim=1)  # (B, 3K, grid, grid)
+    second = F.adaptive_avg_pool2d(maps * maps, grid)
+    var = (second - mean * mean).clamp_min(0)
+    table = {
+        "mean": lambda: mean,
+        "mean_abs": lambda: mean_abs,
+        "var": lambda: var,
+        "log_var": lambda: torch.log(var + 1e-4),
+        "shape": lambda: mean_abs * mean_abs / (second + 1e-6),
+    }
+    return torch.cat([table[s]() for s in stats], dim=1)  # (B, len(stats) K, grid, grid)
 
 
 def opponent_channels(rgb: torch.Tensor, colour: bool) -> torch.Tensor:
@@ -119,21 +141,27 @@ class NSSBackbone(Backbone):
         moments: add the local mean and standard deviation (/255) as two more maps. MSCN
             divides them out, which makes BRISQUE blind to brightness, contrast and
             saturation changes; these maps keep them visible (not part of BRISQUE).
+        stats: per-cell statistics of each map, from ``STATS``.
     """
 
     def __init__(
-        self, multi_level: bool, size: int, grid: int, colour: bool, moments: bool
-    ) -> None:
+        self, multi_level: bool, size: int, grid: int, colour: bool, moments: bool,
+        stats: Sequence[str] = DEFAULT_STATS,
+    ) -> None:  # fmt: skip
         super().__init__()
         if size % 2 or grid % 2 or size < 2 * KERNEL or grid > size // 2:
             raise BackboneError(
                 f"nss: need even size >= 14 and even grid <= size/2, got {size}, {grid}"
             )
+        unknown = [s for s in stats if s not in STATS]
+        if unknown or not stats or len(set(stats)) != len(stats):
+            raise BackboneError(f"nss: stats must be distinct names from {STATS}, got {stats}")
+        self.stats = tuple(stats)
         self.name = "nss_ml" if multi_level else "nss"
         self.multi_level, self.size, self.grid, self.colour = multi_level, size, grid, colour
         self.moments = moments
         self.weights_sha256 = WEIGHT_FREE
-        per_scale = (3 if colour else 1) * (N_MAPS + 2 * moments) * N_STATS
+        per_scale = (3 if colour else 1) * (N_MAPS + 2 * moments) * len(self.stats)
         if multi_level:
             self.outputs = {
                 "lvl0": (per_scale, grid, grid),
@@ -148,7 +176,7 @@ class NSSBackbone(Backbone):
             "grid": self.grid,
             "colour": self.colour,
             "window": [KERNEL, SIGMA],
-            "stats": ["mean", "mean_abs", "var"],
+            "stats": list(self.stats),
             "maps": ["mscn", "h", "v", "d1", "d2"] + (["mu", "sigma"] if self.moments else []),
         }
 
@@ -172,10 +200,11 @@ class NSSBackbone(Backbone):
         half_maps = nss_maps(half, self.moments)
         if self.multi_level:
             return {
-                "lvl0": local_stats(full_maps, self.grid),
-                "lvl1": local_stats(half_maps, self.grid // 2),
+                "lvl0": local_stats(full_maps, self.grid, self.stats),
+                "lvl1": local_stats(half_maps, self.grid // 2, self.stats),
             }
-        stats = [local_stats(full_maps, self.grid), local_stats(half_maps, self.grid)]
+        stats = [local_stats(full_maps, self.grid, self.stats),
+                 local_stats(half_maps, self.grid, self.stats)]  # fmt: skip
         return {"nss": torch.cat(stats, dim=1)}  # (B, C, grid, grid)
 
 
