@@ -1,16 +1,25 @@
 """Score new images end to end: the backbone a head was trained on, then the head.
 
-A head checkpoint records the fingerprint fields of its feature store and the extraction
-settings (``extra.store_fields``, ``extra.extract_config``). Scoring rebuilds that backbone
-from the weights the caller gives, recomputes the fingerprint fields, and refuses to go on
-when any differ (other weights, preprocessing or dtype would give other features, and the
-head's numbers would silently mean nothing).
+A head checkpoint records its store's fingerprint fields and extraction record. A
+:class:`Scorer` rebuilds that backbone once from the weights the caller gives, recomputes
+the fingerprint fields and refuses to go on when any differ (other weights, preprocessing
+or dtypes would give other features, and the head's numbers would silently mean nothing);
+then it scores any number of images in batches, decoding one batch at a time, and rounds
+the features exactly as the store did (storage dtype and lossy bit-rounding).
+
+Outputs (:class:`Scored`): ``score`` on the training dataset's scale and orientation (a
+DMOS head gives DMOS), and ``quality``, the same clipped to [0, 1] with higher = better.
+A prompted head (PromptIQA) scores under the user's prompt instead: the prompt's own
+scores, min-max normalised with ``prompt_range`` (default: their own min and max), so the
+predictions come back in the prompt's scale and orientation (a prompt where lower is
+better gives predictions where lower is better). A DP-IQA student checkpoint scores images
+with no backbone at all (``pipelines.student_score``).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +36,9 @@ from extract.run import ExtractConfig, build_backbone, fingerprint_fields
 from extract.shards import autocast
 from heads import protocols
 from heads.checkpoint import load_head
-from heads.data import normalise
+from heads.data import denormalise, normalise
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
 class ScoreError(ValueError):
@@ -39,8 +50,9 @@ class Scored:
     """One image's predicted quality."""
 
     image: str
-    quality: float  # the head's output: normalised, higher is better
-    score: float  # the same on the training dataset's raw scale and orientation
+    quality: float  # clipped to [0, 1], higher is better
+    score: float  # on the training dataset's (or the prompt's) scale and orientation
+    ref: str = ""
 
 
 def _record(ckpt: dict[str, Any]) -> ExtractionRecord:
@@ -55,93 +67,208 @@ def _record(ckpt: dict[str, Any]) -> ExtractionRecord:
     return record
 
 
-def _extract_config(ckpt: dict[str, Any], checkpoint: str | None, device: str) -> ExtractConfig:
-    return ExtractConfig.from_record(_record(ckpt), checkpoint, device)
+class Scorer:
+    """A head and its backbone, loaded and checked once, scoring many images.
+
+    Args:
+        head_ckpt: ``model.pt`` of ``iqa-train-head``.
+        checkpoint: the backbone weights the head's store was computed with (None: none).
+        device: torch device.
+        batch_size: images per backbone forward.
+    """
+
+    def __init__(self, head_ckpt: str | Path, checkpoint: str | None = None,
+                 device: str = "cpu", batch_size: int = 4) -> None:  # fmt: skip
+        self.head, self.ckpt = load_head(head_ckpt)
+        self.head = self.head.to(device).eval()
+        self.cfg = ExtractConfig.from_record(_record(self.ckpt), checkpoint, device)
+        self.backbone = build_backbone(self.cfg)
+        self._check_backbone(head_ckpt)
+        self.batch_size, self.device = batch_size, torch.device(device)
+        self.norm: dict[str, Any] = dict(self.ckpt.get("label_norm") or {})
+
+    def _check_backbone(self, head_ckpt: str | Path) -> None:
+        trained = dict(self.ckpt["extra"]["store_fields"])
+        given = store_fields(fingerprint_fields(self.backbone, self.cfg), self.cfg.keepbits)
+        given["views"] = trained.get("views", given["views"])  # views do not change a row
+        if diff_fields(trained, given):
+            raise ScoreError(
+                f"{head_ckpt}: the backbone given differs from the one the head was trained "
+                f"on ({describe_diff(trained, given)}); pass the same --checkpoint"
+            )
+
+    @property
+    def mode(self) -> str:
+        """``no-reference``, ``full-reference`` or ``prompted``."""
+        kind = protocols.kind_of(self.head)
+        return {protocols.PLAIN: "no-reference", protocols.FULL_REFERENCE: "full-reference",
+                protocols.GROUPED: "prompted"}[kind]  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        """What the scores mean: head, mode, training dataset, scale and orientation."""
+        norm = self.norm
+        return {
+            "head": self.ckpt["head"], "mode": self.mode,
+            "dataset": self.ckpt["extra"].get("dataset"),
+            "scale": [norm.get("low"), norm.get("high")],
+            "higher_is_better": not norm.get("lower_better", False),
+        }  # fmt: skip
+
+    def features(self, paths: Sequence[str | Path]) -> tuple[dict[str, torch.Tensor], Any]:
+        """Backbone features of image files, as the store kept them, and valid sizes."""
+        tensors, valid = [], []
+        for path in paths:
+            x, hw = self.backbone.preprocess(load_image(path))
+            tensors.append(x)
+            valid.append(torch.as_tensor(np.asarray(hw), dtype=torch.long))
+        with torch.inference_mode(), autocast(self.device, self.cfg.dtype):
+            out = self.backbone.forward_features(torch.stack(tensors).to(self.device))
+        feats = {k: torch.from_numpy(self._stored(v)).float().to(self.device)
+                 for k, v in out.items()}  # fmt: skip
+        return feats, torch.stack(valid).to(self.device)
+
+    def _stored(self, values: torch.Tensor) -> np.ndarray:
+        """The values a store keeps: storage dtype and bit-rounding, as at training."""
+        return storage_values(values.float().cpu().numpy(), self.cfg.storage_dtype,
+                              self.cfg.keepbits)  # fmt: skip
+
+    def prompt(
+        self, prompt_csv: str | Path, prompt_range: tuple[float, float] | None = None
+    ) -> tuple[Any, tuple[float, float]]:
+        """The head's prompt from a CSV of ``image,score`` rows, and the range used."""
+        if not protocols.is_grouped(self.head):
+            raise ScoreError(f"head {self.ckpt['head']!r} takes no prompt")
+        rows = read_prompt(prompt_csv)
+        low, high = prompt_range or (min(s for _, s in rows), max(s for _, s in rows))
+        if not high > low:
+            raise ScoreError(f"{prompt_csv}: the prompt's scores need a range (low < high); "
+                             "give --prompt-range LO,HI")  # fmt: skip
+        feats, valid = self.features([p for p, _ in rows])
+        norm = {"low": low, "high": high, "lower_better": False}
+        scores = normalise([s for _, s in rows], norm).to(self.device)
+        with torch.no_grad():
+            return protocols.embed_prompt(self.head, feats, scores, valid), (low, high)
+
+    def score(
+        self, images: Sequence[str | Path], refs: Sequence[str | Path] = (),
+        prompt: Any = None, prompt_range: tuple[float, float] | None = None,
+    ) -> list[Scored]:  # fmt: skip
+        """Scores of ``images`` (with ``refs`` for a full-reference head, aligned; with a
+        prompt from :meth:`prompt` for a prompted head)."""
+        if protocols.needs_ref(self.head) and len(refs) != len(images):
+            raise ScoreError(f"head {self.ckpt['head']!r} is full-reference: give one "
+                             "reference per image (--ref file or folder)")  # fmt: skip
+        if protocols.is_grouped(self.head) and prompt is None:
+            raise ScoreError("the prompt head needs a prompt (--prompt prompt.csv of "
+                             "image,score rows)")  # fmt: skip
+        out: list[Scored] = []
+        for start in range(0, len(images), self.batch_size):
+            part = list(images[start : start + self.batch_size])
+            ref_part = list(refs[start : start + self.batch_size]) if refs else []
+            out += self._score_batch(part, ref_part, prompt, prompt_range)
+        return out
+
+    def _score_batch(self, images: list, refs: list, prompt: Any,
+                     prompt_range: tuple[float, float] | None) -> list[Scored]:  # fmt: skip
+        feats, valid = self.features(images)
+        ref = self.features(refs)[0] if refs else None
+        with torch.no_grad():
+            quality = protocols.predict(self.head, feats, valid, ref, prompt).cpu().numpy()
+        norm = self.norm
+        if prompt is not None and prompt_range is not None:
+            norm = {"low": prompt_range[0], "high": prompt_range[1], "lower_better": False}
+        raw = denormalise(quality, norm)
+        refs_out = [str(r) for r in refs] or [""] * len(images)
+        return [Scored(str(p), float(np.clip(q, 0, 1)), float(s), r)
+                for p, q, s, r in zip(images, quality, np.atleast_1d(raw), refs_out,
+                                      strict=True)]  # fmt: skip
 
 
-def load_scorer(head_ckpt: str | Path, checkpoint: str | None, device: str = "cpu") -> Any:
-    """(backbone, head, checkpoint dict, config) after checking the backbone's fingerprint."""
-    head, ckpt = load_head(head_ckpt)
-    cfg = _extract_config(ckpt, checkpoint, device)
-    backbone = build_backbone(cfg)
-    trained = dict(ckpt["extra"]["store_fields"])
-    given = store_fields(fingerprint_fields(backbone, cfg), cfg.keepbits)
-    given["views"] = trained.get("views", given["views"])  # views do not change a row
-    if diff_fields(trained, given):
-        raise ScoreError(
-            f"{head_ckpt}: the backbone given differs from the one the head was trained on "
-            f"({describe_diff(trained, given)}); pass the same --checkpoint"
-        )
-    return backbone, head.to(device).eval(), ckpt, cfg
-
-
-def _features(backbone: Any, cfg: ExtractConfig, paths: Sequence[str | Path]) -> Any:
-    tensors, valid = [], []
-    for path in paths:
-        x, hw = backbone.preprocess(load_image(path))
-        tensors.append(x)
-        valid.append(torch.as_tensor(np.asarray(hw), dtype=torch.long))
-    device = torch.device(cfg.device)
-    with torch.inference_mode(), autocast(device, cfg.dtype):
-        out = backbone.forward_features(torch.stack(tensors).to(device))  # (B, 3, H, W) in
-    feats = {  # the values the store kept for the training features: dtype and bit-rounding
-        k: torch.from_numpy(
-            storage_values(v.float().cpu().numpy(), cfg.storage_dtype, cfg.keepbits)
-        ).float().to(device)
-        for k, v in out.items()
-    }
-    return feats, torch.stack(valid).to(device)
-
-
-def _prompt(backbone: Any, cfg: ExtractConfig, head: Any, ckpt: dict, prompt_csv: str) -> Any:
-    with open(prompt_csv, newline="", encoding="utf-8") as fh:
+def read_prompt(path: str | Path) -> list[tuple[Path, float]]:
+    """``(image path, score)`` rows of a prompt CSV (paths relative to the CSV)."""
+    with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     if not rows or not {"image", "score"} <= set(rows[0]):
-        raise ScoreError(f"{prompt_csv}: need a CSV with columns image,score (one row each)")
-    base = Path(prompt_csv).parent
-    feats, valid = _features(backbone, cfg, [base / r["image"] for r in rows])
-    scores = normalise([float(r["score"]) for r in rows], ckpt["label_norm"])
-    with torch.no_grad():
-        return head.forward_prompt(feats, scores.to(valid.device), valid)
+        raise ScoreError(f"{path}: need a CSV with columns image,score (one row each)")
+    base = Path(path).parent
+    out = []
+    for lineno, row in enumerate(rows, start=2):
+        try:
+            out.append((base / row["image"], float(row["score"])))
+        except (TypeError, ValueError):
+            raise ScoreError(f"{path}:{lineno}: bad score {row['score']!r}") from None
+    return out
+
+
+def expand_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders as their image files (sorted by name, not recursive)."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ScoreError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
+def match_refs(images: Sequence[Path], refs: Sequence[str | Path]) -> list[Path]:
+    """References for ``images``: one file for all, one per image, or a folder matched by
+    file name (the same name, or the same stem with any image suffix)."""
+    if len(refs) == 1 and Path(refs[0]).is_dir():
+        folder = Path(refs[0])
+        return [_ref_in(folder, image) for image in images]
+    if len(refs) == 1:
+        return [Path(refs[0])] * len(images)
+    if len(refs) != len(images):
+        raise ScoreError(f"{len(refs)} references for {len(images)} images: give one, one "
+                         "per image, or a folder of references named like the images")  # fmt: skip
+    return [Path(r) for r in refs]
+
+
+def _ref_in(folder: Path, image: Path) -> Path:
+    if (folder / image.name).is_file():
+        return folder / image.name
+    for candidate in _same_stem(folder, image.stem):
+        return candidate
+    raise ScoreError(f"no reference for {image.name} in {folder} (same file name or stem)")
+
+
+def _same_stem(folder: Path, stem: str) -> Iterator[Path]:
+    for suffix in IMAGE_SUFFIXES:
+        for name in (stem + suffix, stem + suffix.upper()):
+            if (folder / name).is_file():
+                yield folder / name
+
+
+def load_scorer(head_ckpt: str | Path, checkpoint: str | None = None, device: str = "cpu",
+                batch_size: int = 4) -> Any:  # fmt: skip
+    """A :class:`Scorer`, or a DP-IQA student's scorer for a student checkpoint."""
+    from pipelines.student_score import is_student_checkpoint, load_student
+
+    if is_student_checkpoint(head_ckpt):
+        return load_student(head_ckpt, device=device)
+    return Scorer(head_ckpt, checkpoint, device, batch_size)
 
 
 def score_images(
-    head_ckpt: str | Path,
-    images: Sequence[str | Path],
-    *,
-    checkpoint: str | None = None,
-    refs: Sequence[str | Path] = (),
-    prompt_csv: str | None = None,
-    device: str = "cpu",
-) -> list[Scored]:
-    """Predict the quality of ``images`` (with ``refs`` for FR heads, a prompt for PromptIQA).
+    head_ckpt: str | Path, images: Sequence[str | Path], *, checkpoint: str | None = None,
+    refs: Sequence[str | Path] = (), prompt_csv: str | None = None,
+    prompt_range: tuple[float, float] | None = None, device: str = "cpu", batch_size: int = 4,
+) -> list[Scored]:  # fmt: skip
+    """Predict the quality of ``images`` (files or folders) in one call.
 
     Raises:
         ScoreError: a missing reference or prompt, or a backbone that differs from training.
     """
-    backbone, head, ckpt, cfg = load_scorer(head_ckpt, checkpoint, device)
-    if protocols.needs_ref(head) and len(refs) not in (1, len(images)):
-        raise ScoreError(f"head {ckpt['head']!r} is full-reference: give one --ref per image "
-                         "or a single --ref for all")
-    if protocols.is_grouped(head) and not prompt_csv:
-        raise ScoreError("the prompt head needs --prompt prompt.csv (image,score rows)")
-    feats, valid = _features(backbone, cfg, images)
-    with torch.no_grad():
-        if prompt_csv and protocols.is_grouped(head):
-            quality = head.predict(feats, _prompt(backbone, cfg, head, ckpt, prompt_csv), valid)
-        else:
-            ref = None
-            if protocols.needs_ref(head):
-                ref_paths = list(refs) * len(images) if len(refs) == 1 else list(refs)
-                ref, _ = _features(backbone, cfg, ref_paths)
-            quality = head(feats, valid, ref)
-    return [Scored(str(p), float(q), _to_raw(float(q), ckpt["label_norm"]))
-            for p, q in zip(images, quality.cpu().tolist(), strict=True)]
-
-
-def _to_raw(quality: float, norm: dict[str, Any]) -> float:
-    """Inverse of ``heads.data.normalise``: back to the dataset's scale and orientation."""
-    if not norm:
-        return quality
-    t = 1 - quality if norm.get("lower_better") else quality
-    return norm["low"] + t * (norm["high"] - norm["low"])
+    scorer = load_scorer(head_ckpt, checkpoint, device, batch_size)
+    files = expand_images(images)
+    if not isinstance(scorer, Scorer):  # a student: image files only
+        return list(scorer.score(files, batch_size=batch_size))
+    ref_files = match_refs(files, refs) if refs else []
+    prompt, used = (None, None)
+    if prompt_csv:
+        prompt, used = scorer.prompt(prompt_csv, prompt_range)
+    return scorer.score(files, ref_files, prompt, used)

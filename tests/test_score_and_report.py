@@ -82,14 +82,61 @@ def test_score_matches_training_predictions(dataset: Path, tmp_path: Path) -> No
         "--head", str(run / "run_00" / "model.pt"), "--json",
     ])
     assert res.exit_code == 0, res.output
-    scored = json.loads(res.output)[0]
+    out = json.loads(res.output)
+    scored = out["scores"][0]
+    assert out["about"]["mode"] == "full-reference" and out["about"]["higher_is_better"]
     with open(run / "predictions.csv", newline="") as fh:
         row = next(r for r in csv.DictReader(fh) if r["id"] == "d3_1.png")
-    assert scored["quality"] == pytest.approx(float(row["prediction"]), abs=1e-5)
-    assert scored["score"] == pytest.approx(1 + 4 * scored["quality"], abs=1e-5)
+    assert scored["score"] == pytest.approx(float(row["predicted_score"]), abs=1e-4)
+    assert scored["quality"] == pytest.approx(min(max(float(row["prediction"]), 0), 1), abs=1e-5)
     res = CliRunner().invoke(score_main, [str(dataset / "d3_1.png"), "--head",
                                           str(run / "run_00" / "model.pt")])
     assert res.exit_code == 1 and "full-reference" in res.output
+
+
+def test_score_a_folder_against_a_reference_folder_into_a_csv(dataset: Path,
+                                                              tmp_path: Path) -> None:
+    cfg = ExtractConfig(backbone="nss", arch=arch_overrides(NSS_TINY), shard_size=4)
+    store = run_extract(cfg, dataset / "manifest.csv", out=str(tmp_path / "f.zarr"),
+                        progress=False).store
+    run = _train(dataset, store, "sfem_fr", str(tmp_path / "fr"))
+    dist, refs = tmp_path / "dist", tmp_path / "refs"
+    dist.mkdir(), refs.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.open(dataset / "d1_2.png").save(dist / name)
+        Image.open(dataset / "ref1.png").save(refs / name.replace(".png", ".bmp"))
+    out = tmp_path / "scores.csv"
+    res = CliRunner().invoke(score_main, [str(dist), "-r", str(refs), "--head",
+                                          str(run / "run_00" / "model.pt"), "--csv", str(out),
+                                          "--batch-size", "2"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "full-reference" in res.output and "higher is better" in res.output
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [Path(r["image"]).name for r in rows] == ["a.png", "b.png", "c.png"]
+    assert all(Path(r["ref"]).suffix == ".bmp" for r in rows)
+    assert len({r["score"] for r in rows}) == 1  # same pixels, same score, batch or not
+    assert all(0 <= float(r["quality"]) <= 1 for r in rows)
+    (tmp_path / "mine.csv").write_text("my,own\n")
+    res = CliRunner().invoke(score_main, [str(dist), "-r", str(refs), "--head",
+                                          str(run / "run_00" / "model.pt"), "--csv",
+                                          str(tmp_path / "mine.csv")])  # fmt: skip
+    assert res.exit_code == 2 and (tmp_path / "mine.csv").read_text() == "my,own\n"
+
+
+def test_a_head_on_a_bit_rounded_store_scores(dataset: Path, tmp_path: Path) -> None:
+    cfg = ExtractConfig(backbone="nss", arch=arch_overrides(NSS_TINY), shard_size=4,
+                        keepbits=5)  # fmt: skip
+    store = run_extract(cfg, dataset / "manifest.csv", out=str(tmp_path / "k.zarr"),
+                        progress=False).store
+    run = _train(dataset, store, "sfem_nr", str(tmp_path / "nr"))
+    res = CliRunner().invoke(score_main, [str(dataset / "d2_3.png"), "--head",
+                                          str(run / "run_00" / "model.pt"), "--json"])
+    assert res.exit_code == 0, res.output
+    with open(run / "predictions.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["id"] == "d2_3.png")
+    got = json.loads(res.output)["scores"][0]["score"]
+    assert got == pytest.approx(float(row["predicted_score"]), abs=1e-4)
 
 
 def test_score_refuses_other_backbone_weights(dataset: Path, tmp_path: Path) -> None:
