@@ -27,7 +27,7 @@ import numpy as np
 
 from heads.metrics import compute_metrics, summarize
 from pipelines.published import Published, lookup
-from pipelines.runs import LabelScale, Predictions, RunFolder, find_manifest
+from pipelines.runs import LabelScale, Predictions, RunFolder, RunFolderError, find_manifest
 
 MIN_PER_TYPE = 3  # test images of one distortion type needed for its SRCC
 
@@ -87,7 +87,10 @@ def _per_repeat(p: Predictions, logistic: int | None, notes: list[str], what: st
             continue
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
-            out.append(_repeat_metrics(part, logistic))
+            try:
+                out.append(_repeat_metrics(part, logistic))
+            except ValueError as err:
+                raise RunFolderError(f"{what}: run {run}: {err}") from None
         failed += any("logistic fit failed" in str(w.message) for w in caught)
     if failed:
         notes.append(f"{what}: the logistic fit failed in {failed} run(s); linear PLCC used")

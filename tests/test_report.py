@@ -378,6 +378,14 @@ def test_out_guarded_and_nothing_half_written(tiny: dict, tmp_path: Path) -> Non
     res = _eval([str(tiny["fr"]), str(broken), "--out", str(out), "--no-plots"])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "no test rows with target and prediction" in res.output
+    with open(tiny["fr"] / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    rows[3]["prediction"] = "nan"
+    (broken / "predictions.csv").write_text(
+        ",".join(rows[0]) + "\n" + "".join(",".join(r.values()) + "\n" for r in rows))
+    (broken / "metrics.json").write_text((tiny["fr"] / "metrics.json").read_text())
+    res = _eval([str(broken), "--out", str(out), "--no-plots"])
+    assert res.exit_code == 1 and f"{broken}: run 0: pred has a non-finite" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "mine"]  # no stage left
     # an earlier report may be rewritten
     for _ in range(2):
