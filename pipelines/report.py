@@ -2,7 +2,8 @@
 
 ``write_report(run_dirs, out)`` writes::
 
-    OUT/table.md          per dataset: the main table, the per-distortion SRCC, notes
+    OUT/table.md          all datasets side by side (when several); per dataset: the main
+                          table, the per-distortion SRCC, notes
     OUT/table.tex         the same tables as booktabs ``table`` environments
     OUT/table.json        every number (median, mean, std, n per metric; per-run values)
     OUT/metrics.json      {dataset: {method: {srcc, plcc}}} medians, for `dvc metrics show`
@@ -29,7 +30,9 @@ from pipelines import plots
 from pipelines.runs import RunFolder, read_run
 from pipelines.table_format import (
     latex_distortion_table,
+    latex_overview,
     latex_table,
+    markdown_overview,
     markdown_table,
 )
 from pipelines.tables import DatasetTable, Row, build_tables, published_only
@@ -109,10 +112,11 @@ def _write_text(path: Path, text: str) -> None:
 
 def _write_files(stage: Path, runs: list[RunFolder], tables: dict[str, DatasetTable],
                  formats: Sequence[str], kind: int) -> None:
-    _write_text(stage / "table.md", "# Results\n\n" + "\n".join(
+    _write_text(stage / "table.md", "# Results\n\n" + markdown_overview(tables) + "\n".join(
         markdown_table(t) for t in tables.values()))
     _write_text(stage / "table.tex", "% booktabs tables: \\usepackage{booktabs}\n\n" +
-                "\n".join(latex_table(t) + latex_distortion_table(t) for t in tables.values()))
+                latex_overview(tables) + "\n".join(
+                    latex_table(t) + latex_distortion_table(t) for t in tables.values()))
     _write_text(stage / "table.json", json.dumps(table_json(tables), indent=1) + "\n")
     _write_text(stage / "metrics.json", json.dumps(flat_metrics(tables), indent=1) + "\n")
     for run in runs if formats else []:

@@ -199,3 +199,46 @@ def latex_distortion_table(table: DatasetTable) -> str:
         tabulate(rows, cols, tablefmt="latex_booktabs", disable_numparse=True),
         r"\end{table}",
     ]) + "\n"  # fmt: skip
+
+
+def overview_cells(tables: dict[str, DatasetTable]) -> tuple[list[list[str]], list[str], list]:
+    """(rows, headers, group sizes): methods x datasets, median SRCC / PLCC side by side,
+    the layout of SAM-IQA's Table 1 (heads first, baselines below)."""
+    order: dict[tuple[str, str], None] = {}
+    for group in ("head", "baseline"):
+        for t in tables.values():
+            order.update({(group, r.label): None for r in t.rows if r.group == group})
+    cols = ["method"] + [f"{d} {m}" for d in tables for m in ("SRCC", "PLCC")]
+    rows = []
+    for _, label in order:
+        cells = [label]
+        for t in tables.values():
+            row = next((r for r in t.rows if r.label == label), None)
+            s = row.summary if row else {}
+            cells += [_corr(s, "srcc", False), _corr(s, "plcc", False)]
+        rows.append(cells)
+    sizes = [sum(1 for g, _ in order if g == group) for group in ("head", "baseline")]
+    return rows, cols, [n for n in sizes if n]
+
+
+def markdown_overview(tables: dict[str, DatasetTable]) -> str:
+    """The all-datasets table in Markdown ("" for a single dataset)."""
+    if len(tables) < 2:
+        return ""
+    rows, cols, _ = overview_cells(tables)
+    return ("## All datasets\n\nTest SRCC / PLCC, median over runs.\n\n"
+            + tabulate(rows, cols, tablefmt="github", disable_numparse=True) + "\n")
+
+
+def latex_overview(tables: dict[str, DatasetTable]) -> str:
+    """The all-datasets table as a booktabs ``table*`` ("" for a single dataset)."""
+    if len(tables) < 2:
+        return ""
+    rows, cols, sizes = overview_cells(tables)
+    tabular = tabulate(rows, cols, tablefmt="latex_booktabs", disable_numparse=True,
+                       colalign=["l"] + ["c"] * (len(cols) - 1))
+    return "\n".join([
+        r"\begin{table*}[t]", r"\centering", r"\small",
+        r"\caption{Test SRCC / PLCC, median over runs.}", r"\label{tab:iqa-overview}",
+        _with_midrules(tabular, sizes), r"\end{table*}",
+    ]) + "\n"  # fmt: skip

@@ -445,3 +445,19 @@ def test_train_then_report_end_to_end(tiny: dict, tmp_path: Path, one_thread: No
     assert rows["sfem_fr"]["test"]["srcc"]["median"] == pytest.approx(recorded["srcc"],
                                                                       abs=1e-4)
     assert (out / "scatter" / "tiny-nss-sfem_fr.png").stat().st_size > 0
+
+
+def test_overview_of_several_datasets(tiny: dict, tmp_path: Path) -> None:
+    manifest = _dataset(tmp_path / "data", "dm", lower_better=True, score_range=(0, 100))
+    other = _write_run(tmp_path / "run", manifest, "sfem_fr", "nss")
+    out = tmp_path / "r"
+    res = _eval([str(tiny["fr"]), str(tiny["collapsed"]), str(other), "--out", str(out),
+                 "--no-plots", "--no-baselines"])
+    assert res.exit_code == 0, res.output
+    md = (out / "table.md").read_text()
+    overview = _md_rows(md.split("## All datasets")[1].split("## tiny")[0])
+    assert overview[0] == ["method", "tiny SRCC", "tiny PLCC", "dm SRCC", "dm PLCC"]
+    tiny_srcc = _table(out, "tiny")["rows"][0]["test"]["srcc"]["median"]
+    assert overview[1][:2] == ["sfem_fr (nss)", f"{tiny_srcc:.3f}"]
+    assert overview[2][0] == "prompt (nss)" and overview[2][3:] == ["-", "-"]
+    assert r"\label{tab:iqa-overview}" in (out / "table.tex").read_text()
