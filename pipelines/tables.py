@@ -149,6 +149,9 @@ def baseline_rows(runs: Sequence[RunFolder], data_dir: str | None, logistic: int
     scale = first.scale or LabelScale(*manifest.info.score_range, manifest.info.lower_better,
                                       manifest.info.score_kind)
     splits = list(dict.fromkeys(r.split for run in runs for r in run.repeats if r.split))
+    if len({frozenset(r.split for r in run.repeats) for run in runs}) > 1:
+        notes.append(f"the runs use different split files; PSNR/SSIM are over the test "
+                     f"parts of all {len(splits)} of them")
     rows = []
     for name, preds in baseline_predictions(manifest, splits, scale).items():
         repeats = _per_repeat(preds, logistic, notes, name)

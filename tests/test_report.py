@@ -185,10 +185,13 @@ def test_metrics_recomputed_from_predictions(tiny: dict) -> None:
 def test_rmse_on_dmos_scale_and_orientation(tmp_path: Path) -> None:
     manifest = _dataset(tmp_path / "data", "dm", lower_better=True, score_range=(0, 100))
     run = _write_run(tmp_path / "run", manifest, "sfem_fr", "nss", noise=0.02)
+    two = _write_run(tmp_path / "two", manifest, "sfem_nr", "nss", repeats=2)
     out = tmp_path / "r"
-    res = _eval([str(run), "--out", str(out), "--no-plots"])
+    res = _eval([str(run), str(two), "--out", str(out), "--no-plots"])
     assert res.exit_code == 0, res.output
-    rows = _table(out, "dm")["rows"]
+    rows = [r for r in _table(out, "dm")["rows"] if r["method"] != "sfem_nr"]
+    assert rows[1]["runs"] == 3  # baselines over the union of the runs' split files
+    assert any("different split files" in n for n in _table(out, "dm")["notes"])
     assert rows[0]["test"]["srcc"]["median"] > 0.9  # DMOS flipped: still positive
     assert 0.5 < rows[0]["test"]["rmse"]["median"] < 5  # about 2 points on 0-100
     assert rows[1]["srcc_per_distortion"]["noise"]["srcc"] > 0.9  # PSNR, DMOS flipped
