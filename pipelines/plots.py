@@ -34,6 +34,7 @@ def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "iqa-report"  # stable SVG ids: same bytes each time
     import matplotlib.pyplot as plt
 
     return plt

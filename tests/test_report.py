@@ -345,6 +345,12 @@ def test_scatter_and_curve_files(tiny: dict, tmp_path: Path) -> None:
         curve = list(csv.DictReader(fh))
     assert [c["epoch"] for c in curve] == [str(e) for e in range(6)]
     assert float(curve[0]["val_srcc"]) == pytest.approx(0.49)
+    again = tmp_path / "again"  # the same runs give the same bytes (DVC sees no change)
+    assert _eval([str(tiny["fr"]), "--out", str(again), "--no-baselines",
+                  "--plot-format", "png,svg,pdf"]).exit_code == 0
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert all((out / f).read_bytes() == (again / f).read_bytes() for f in files)
     bad = _eval([str(tiny["fr"]), "--out", str(tmp_path / "x"), "--plot-format", "gif"])
     assert bad.exit_code == 2 and "gif" in bad.output
 
