@@ -83,13 +83,13 @@ def _draw_fit(ax: Any, x: np.ndarray, y: np.ndarray, kind: int) -> bool:
 
 def _title(run: RunFolder, p: Predictions, k: int, total: int) -> str:
     m = compute_metrics(p.prediction, p.target)
-    which = f", run {k} of {total} (median SRCC)" if total > 1 else ""
+    which = f", run {k} (median SRCC of {total})" if total > 1 else ""
     return (f"{run.head} ({run.backbone}) on {run.dataset}\n"
             f"SRCC {m['srcc']:.3f}, PLCC {m['plcc']:.3f}, n = {len(p.ids)}{which}")
 
 
 def scatter_figure(run: RunFolder, p: Predictions, k: int, total: int, kind: int) -> Any:
-    """The scatter figure of one repeat's test predictions ``p``."""
+    """The scatter figure of repeat ``k``'s test predictions ``p`` (of ``total``)."""
     plt = _pyplot()
     x, y, scale = _axis_values(run, p)
     fig, ax = plt.subplots(figsize=(4.6, 5.4), dpi=200)
@@ -158,7 +158,7 @@ def write_scatter(run: RunFolder, out_dir: Path, formats: Sequence[str] = ("png"
                strict=True)
     data = _write_csv(stem.with_suffix(".csv"),
                       ["score", "predicted_score", "distortion", "id"], rows)
-    fig = scatter_figure(run, p, repeats.index(k) + 1, len(repeats), kind)
+    fig = scatter_figure(run, p, k, len(repeats), kind)
     return [*_save(fig, stem, formats), data]
 
 
@@ -192,10 +192,19 @@ def _curve_panels(run: RunFolder, curves: list[tuple[int, dict[str, np.ndarray]]
     return fig
 
 
+def _minor_label(value: float, _: object) -> str:
+    lead = round(value / 10 ** np.floor(np.log10(value))) if value > 0 else 0
+    return f"{value:g}" if lead in (2, 4, 6) else ""
+
+
 def _label_curves(axes: Any, curves: list, lr_varies: bool) -> None:
     losses = np.concatenate([c["train_loss"] for _, c in curves])
     if np.all(losses[np.isfinite(losses)] > 0):
-        axes[0].set_yscale("log")
+        from matplotlib.ticker import FuncFormatter
+
+        axes[0].set_yscale("log")  # ticks as 0.4, not 4 x 10^-1; minor ones at 2, 4, 6
+        axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axes[0].yaxis.set_minor_formatter(FuncFormatter(_minor_label))
     axes[0].set(xlabel="epoch", ylabel="training loss")
     vals = np.concatenate([c.get("val_srcc", np.array([np.nan])) for _, c in curves])
     low = min(0.0, float(np.nanmin(vals)) - 0.05) if np.isfinite(vals).any() else 0.0

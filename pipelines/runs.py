@@ -219,8 +219,9 @@ def find_manifest(recorded: str | None, dataset: str, data_dir: str | Path | Non
         if sha256 and file_sha256(path) != sha256:
             return None, f"{path} changed since training (sha256 differs)"
         return read_manifest(path), ""
-    tried = ", ".join(str(p) for p in candidates) or "no manifest recorded"
-    return None, f"manifest not found ({tried})"
+    if not candidates:
+        return None, "the run records no manifest (older runs: give --data-dir)"
+    return None, f"manifest not found ({', '.join(str(p) for p in candidates)})"
 
 
 def read_run(path: str | Path, data_dir: str | Path | None = None) -> RunFolder:
