@@ -168,8 +168,8 @@ def latex_table(table: DatasetTable) -> str:
     grouped = groups(table, std=False)
     body = [cells for _, rows in grouped for cells in rows]
     cols = headers(table)
-    align = ["l", "l"] + ["c"] * (len(cols) - 2 - _has_published(table)) + \
-        ["l"] * _has_published(table)
+    align = ["left", "left"] + ["center"] * (len(cols) - 2 - _has_published(table)) + \
+        ["left"] * _has_published(table)
     tabular = tabulate(body, cols, tablefmt="latex_booktabs", disable_numparse=True,
                        colalign=align)
     tabular = _with_midrules(tabular, [len(rows) for _, rows in grouped])
@@ -236,7 +236,7 @@ def latex_overview(tables: dict[str, DatasetTable]) -> str:
         return ""
     rows, cols, sizes = overview_cells(tables)
     tabular = tabulate(rows, cols, tablefmt="latex_booktabs", disable_numparse=True,
-                       colalign=["l"] + ["c"] * (len(cols) - 1))
+                       colalign=["left"] + ["center"] * (len(cols) - 1))
     return "\n".join([
         r"\begin{table*}[t]", r"\centering", r"\small",
         r"\caption{Test SRCC / PLCC, median over runs.}", r"\label{tab:iqa-overview}",

@@ -225,6 +225,7 @@ def test_per_distortion_srcc(tiny: dict) -> None:
 def test_latex_booktabs_groups_and_escaping(tiny: dict) -> None:
     tex = (tiny["report"] / "table.tex").read_text()
     main = tex.split(r"\end{table}")[0]
+    assert r"\begin{tabular}{llcccc}" in main  # names left, numbers centred
     assert main.count(r"\toprule") == 1 and main.count(r"\bottomrule") == 1
     assert main.count(r"\midrule") == 2  # below the header, and heads | baselines
     assert r"sfem\_fr" in main and "sfem_fr" not in main.replace(r"sfem\_fr", "")
