@@ -1,57 +1,74 @@
-"""``iqa-eval``: a paper-style results table and scatter plots from training runs."""
+"""``iqa-eval``: paper-style tables, figures and DVC metrics from training runs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
-from pipelines.report import markdown_table, read_run, write_report
+from cache.console import Command
+
+FORMATS = ("png", "svg", "pdf")
 
 
-def _manifests(pairs: tuple[str, ...], data_dir: str, datasets: set[str]) -> dict[str, str]:
-    out = {}
-    for name in datasets:
-        default = Path(data_dir) / name / "manifest.csv"
-        if default.is_file():
-            out[name] = str(default)
-    for item in pairs:
-        name, sep, path = item.partition("=")
-        if not sep or not Path(path).is_file():
-            raise click.BadParameter(f"expected DATASET=MANIFEST.csv, got {item!r}",
-                                     param_hint="--manifest")
-        out[name] = path
-    return out
+def _logistic(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    return None if value == "none" else int(value)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(v.strip().lower() for v in value.split(",") if v.strip()))
+    bad = [n for n in names if n not in FORMATS]
+    if bad or not names:
+        raise click.BadParameter(f"expected a comma-separated list of {', '.join(FORMATS)}, "
+                                 f"got {value!r}")
+    return names
+
+
+@click.command(cls=Command)
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", default="reports", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for table.md, table.json and scatter/<run>.png|csv.")
-@click.option("--manifest", "manifests", multiple=True, metavar="DATASET=PATH",
-              help="Manifest of a dataset (for the PSNR/SSIM baselines); by default "
-                   "DATA_DIR/<dataset>/manifest.csv.")
-@click.option("--data-dir", default="data", show_default=True,
-              help="Where the pipeline keeps data/<dataset>/manifest.csv.")
-@click.option("--no-baselines", is_flag=True, help="Skip the PSNR and SSIM rows.")
-def main(runs: tuple[str, ...], out: str, manifests: tuple[str, ...], data_dir: str,
-         no_baselines: bool) -> None:
-    """Tabulate the test SRCC/PLCC (median over splits) of iqa-train-head RUNS.
+              help="Report folder (new, empty, or an earlier report).")
+@click.option("--logistic", type=click.Choice(["none", "4", "5"]), default="none",
+              show_default=True, callback=_logistic,
+              help="Add the PLCC after a 4- or 5-parameter logistic fit (VQEG).")
+@click.option("--plot-format", "formats", default="png", show_default=True,
+              callback=_formats, help="Figure formats, comma-separated: png, svg, pdf.")
+@click.option("--no-baselines", is_flag=True, help="Leave out the PSNR and SSIM rows.")
+@click.option("--no-plots", is_flag=True, help="Tables only: no scatter plots or curves.")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Fallback for manifests that moved: DATA_DIR/<dataset>/manifest.csv is "
+                   "used when the path a run recorded does not exist.")
+@click.option("--paper", default="",
+              help="Lay the results out like a paper table too (a preset's 'paper', e.g. "
+                   "sam_iqa_table1): its rows and datasets, ours beside the published figures.")
+@click.option("--json", "as_json", is_flag=True, help="Print table.json instead of Markdown.")
+def main(runs: tuple[str, ...], out: str, logistic: int | None, formats: tuple[str, ...],
+         no_baselines: bool, no_plots: bool, data_dir: str | None, paper: str,
+         as_json: bool) -> None:  # fmt: skip
+    """Tabulate the test SRCC/PLCC of iqa-train-head RUNS, one table per dataset.
 
-    One row per head and backbone, plus PSNR and SSIM (scikit-image) on full-reference
-    datasets, computed on the same test images; one column per dataset. Also writes a
-    scatter plot of predicted vs ground-truth test scores per run (PNG, and CSV for
-    'dvc plots show').
+    A row per run folder (median over its repeats, with the std), then PSNR and SSIM on
+    full-reference datasets, scored on the same test images through the manifest and split
+    files the runs recorded; RMSE on the dataset's own scale; the published figures of the
+    matching paper table beside ours; SRCC per distortion type. Writes OUT/table.md,
+    table.tex, table.json, metrics.json (for 'dvc metrics show'), and per run a scatter
+    plot and training curves (PNG/SVG/PDF with CSV data for 'dvc plots show').
     """
-    try:
-        datasets = {read_run(r).dataset for r in runs}
-        table = write_report(runs, out, _manifests(manifests, data_dir, datasets),
-                             baselines=not no_baselines)
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
-    click.echo(markdown_table(table), nl=False)
-    click.echo(f"written: {Path(out) / 'table.md'}, {Path(out) / 'table.json'}, "
-               f"{Path(out) / 'scatter'}/")
+    from pipelines.report import table_json, write_report
+    from pipelines.table_format import markdown_table
+
+    tables = write_report(runs, out, logistic=logistic, baselines=not no_baselines,
+                          data_dir=data_dir, formats=() if no_plots else formats,
+                          paper=paper or None)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(table_json(tables), indent=1))
+        return
+    click.echo("\n".join(markdown_table(t) for t in tables.values()), nl=False)
+    names = ", ".join(str(Path(out) / n) for n in ("table.md", "table.tex", "table.json",
+                                                    "metrics.json", "scatter/", "curves/"))
+    click.echo(f"written: {names}", err=True)
+
 
 if __name__ == "__main__":
     main()

@@ -1,178 +1,179 @@
-"""Paper-style results tables and scatter plots from ``iqa-train-head`` run folders.
+"""The report of ``iqa-eval``: tables, figures and DVC metrics from training run folders.
 
-A run folder holds ``metrics.json`` (one run, or several with a ``summary``) and
-``predictions.csv``. The table has one row per method (head and backbone, plus the PSNR
-and SSIM baselines on full-reference datasets) and one column per dataset; a cell is the
-median test ``SRCC/PLCC`` over the runs, the papers' protocol. Baselines are scored on the
-same test images as the heads, through the split files the runs name, with the same label
-orientation (higher is better after ``lower_better`` is applied).
+``write_report(run_dirs, out)`` writes::
+
+    OUT/table.md          all datasets side by side (when several); per dataset: the main
+                          table, the per-distortion SRCC, notes
+    OUT/table.tex         the same tables as booktabs ``table`` environments
+    OUT/table.json        every number (median, mean, std, n per metric; per-run values)
+    OUT/metrics.json      {dataset: {method: {srcc, plcc}}} medians, for `dvc metrics show`
+    OUT/scatter/<dataset>-<backbone>-<head>.png|csv       (pipelines.plots)
+    OUT/curves/<dataset>-<backbone>-<head>.png, .../run_NN.csv
+
+Everything is computed and drawn in a staging folder beside ``OUT`` and moved in only when
+all of it succeeded, so an error leaves ``OUT`` as it was. ``OUT`` is guarded by
+``cache.outputs`` (new, empty, or an earlier report).
 """
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from cache.outputs import check_output_dir, prepare_output_dir
+from pipelines import plots
+from pipelines.paper_table import PAPER_TABLES, paper_json, paper_markdown
+from pipelines.runs import RunFolder, read_run
+from pipelines.table_format import (
+    latex_distortion_table,
+    latex_overview,
+    latex_table,
+    markdown_overview,
+    markdown_table,
+)
+from pipelines.tables import DatasetTable, Row, build_tables, published_only
 
-from cache.manifest import Manifest, read_manifest, read_split
-from cache.store import open_store
-from heads.metrics import compute_metrics, summarize
-from pipelines.baselines import baseline_scores
-
-KEYS = ("srcc", "plcc", "krcc", "rmse")
-
-
-@dataclass
-class RunSummary:
-    """One ``iqa-train-head`` output folder, reduced to what the table needs."""
-
-    path: Path
-    head: str
-    dataset: str
-    backbone: str
-    splits: list[str]
-    test: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def method(self) -> str:
-        return f"{self.head} ({self.backbone})"
+KIND = "report"
+JSON_SCHEMA = 1
 
 
-def read_run(path: str | Path) -> RunSummary:
-    """Read a run folder's ``metrics.json`` and the dataset/backbone of its store."""
-    path = Path(path)
-    metrics_file = path / "metrics.json"
-    if not metrics_file.is_file():
-        raise FileNotFoundError(f"{path}: no metrics.json (is it an iqa-train-head --out?)")
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-    runs = metrics["runs"]
-    store = open_store(metrics["features"])
-    return RunSummary(
-        path=path,
-        head=metrics["head"],
-        dataset=str(store.attrs.get("dataset", "unknown")),
-        backbone=str(store.fingerprint_fields.get("backbone", "unknown")),
-        splits=[r["split"] for r in runs],
-        test=[r["test"] for r in runs if r.get("test")],
-    )
+def _round(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    return value
 
 
-def _cell(values: list[dict[str, float]]) -> dict[str, Any]:
-    summary = summarize(values) if values else {}
-    return {**summary, "n_runs": len(values)}
+def _published_json(row: Row) -> dict[str, Any] | None:
+    pub = row.published
+    if pub is None:
+        return None
+    return {"srcc": pub.score.srcc, "plcc": pub.score.plcc, "paper": pub.paper,
+            "table": pub.table, "page": pub.page, "where": pub.where, "entry": pub.entry}
 
 
-def baseline_cells(manifest: Manifest, splits: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """PSNR and SSIM test metrics over ``splits`` (median etc.), for an FR manifest."""
-    by_method: dict[str, list[dict[str, float]]] = {"psnr": [], "ssim": []}
-    scores = dict(zip(manifest.image_ids, manifest.scores(), strict=True))
-    cache: dict[str, dict[str, float]] = {}
-    for split_path in splits:
-        ids = list(read_split(split_path).test)
-        todo = [i for i in ids if i not in cache]
-        for name, values in baseline_scores(manifest, todo).items():
-            for i, v in zip(todo, values, strict=True):
-                cache.setdefault(i, {})[name] = float(v)
-        target = np.array([scores[i] for i in ids])
-        for name in by_method:
-            pred = np.array([cache[i][name] for i in ids])
-            pred = np.nan_to_num(pred, posinf=np.nanmax(pred[np.isfinite(pred)], initial=0) + 10)
-            by_method[name].append(
-                compute_metrics(pred, target, lower_better=manifest.info.lower_better)
-            )
-    return {name: _cell(values) for name, values in by_method.items()}
+def _row_json(row: Row) -> dict[str, Any]:
+    return {
+        "method": row.method, "backbone": row.backbone, "group": row.group,
+        "runs": len(row.repeats), "test": row.summary, "per_run": row.repeats,
+        "srcc_per_distortion": row.per_type, "published": _published_json(row),
+        "run_dir": str(row.folder.path) if row.folder else None,
+    }  # fmt: skip
 
 
-def build_table(
-    runs: Sequence[RunSummary], manifests: dict[str, Manifest], baselines: bool = True
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{dataset: {method: {srcc: {median, mean, std}, ..., n_runs}}}``."""
-    table: dict[str, dict[str, dict[str, Any]]] = {}
-    for run in runs:
-        table.setdefault(run.dataset, {})[run.method] = _cell(run.test)
-    if baselines:
-        for dataset, manifest in manifests.items():
-            splits = sorted({s for r in runs if r.dataset == dataset for s in r.splits})
-            if manifest.is_fr and splits and dataset in table:
-                table[dataset].update(baseline_cells(manifest, splits))
-    return table
+def table_json(tables: dict[str, DatasetTable]) -> dict[str, Any]:
+    """Everything the tables show, and the per-run values behind them."""
+    out: dict[str, Any] = {"schema": JSON_SCHEMA, "datasets": {}}
+    for name, t in tables.items():
+        scale = t.scale
+        out["datasets"][name] = {
+            "scale": None if scale is None else {"low": scale.low, "high": scale.high,
+                                                 "lower_better": scale.lower_better,
+                                                 "score_kind": scale.score_kind},
+            "logistic": t.logistic,
+            "rows": [_row_json(r) for r in t.rows],
+            "published_baselines": [{k: v for k, v in item.items() if k != "published"}
+                                    for item in published_only(t)],
+            "notes": t.notes,
+        }  # fmt: skip
+    return _round(out)
 
 
-def markdown_table(table: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Methods x datasets, cells ``SRCC/PLCC`` (median over runs, test split)."""
-    datasets = sorted(table)
-    methods = sorted({m for cells in table.values() for m in cells})
-    lines = [
-        "| method | " + " | ".join(f"{d} (SRCC/PLCC)" for d in datasets) + " |",
-        "| --- |" + " --- |" * len(datasets),
-    ]
-    for method in methods:
-        cells = []
-        for d in datasets:
-            cell = table[d].get(method)
-            if not cell or "srcc" not in cell:
-                cells.append("-")
-                continue
-            srcc, plcc = cell["srcc"]["median"], cell["plcc"]["median"]
-            cells.append(f"{srcc:.3f}/{plcc:.3f} (n={cell['n_runs']})")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def _metric_key(row: Row, rows: Sequence[Row]) -> str:
+    same = [r for r in rows if r.method == row.method]
+    return row.method if len(same) == 1 or row.backbone is None else \
+        f"{row.method}@{row.backbone}"
 
 
-def held_out_predictions(run: RunSummary) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and predictions of the test rows of every run in a folder."""
-    with open(run.path / "predictions.csv", newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["part"] == "test"]
-    return (np.array([float(r["target"]) for r in rows]),
-            np.array([float(r["prediction"]) for r in rows]))
+def flat_metrics(tables: dict[str, DatasetTable]) -> dict[str, Any]:
+    """``{dataset: {method: {"srcc", "plcc"}}}`` medians (``method@backbone`` if needed)."""
+    out: dict[str, Any] = {}
+    for name, t in tables.items():
+        cells = {}
+        for row in t.rows:
+            s = row.summary
+            if "srcc" in s and "plcc" in s:
+                cells[_metric_key(row, t.rows)] = {"srcc": s["srcc"]["median"],
+                                                   "plcc": s["plcc"]["median"]}
+        out[name] = cells
+    return _round(out)
 
 
-def write_scatter(run: RunSummary, out_dir: Path, name: str) -> tuple[Path, Path]:
-    """Scatter of predicted vs ground-truth test scores: a PNG and DVC plot data (CSV)."""
-    import matplotlib
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    target, pred = held_out_predictions(run)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, png_path = out_dir / f"{name}.csv", out_dir / f"{name}.png"
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["target", "prediction"])
-        writer.writerows(zip(target.tolist(), pred.tolist(), strict=True))
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-    ax.scatter(target, pred, s=8, alpha=0.6)
-    ax.set_xlabel("ground truth (normalised, higher is better)")
-    ax.set_ylabel("prediction")
-    ax.set_title(f"{run.method} on {run.dataset}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
-    return png_path, csv_path
+def _write_files(stage: Path, runs: list[RunFolder], tables: dict[str, DatasetTable],
+                 formats: Sequence[str], kind: int, paper: str | None = None) -> None:
+    head = paper_markdown(paper, tables) + "\n" if paper else ""
+    _write_text(stage / "table.md", "# Results\n\n" + head + markdown_overview(tables) +
+                "\n".join(markdown_table(t) for t in tables.values()))
+    if paper:
+        _write_text(stage / "paper.json", json.dumps(paper_json(paper, tables), indent=1) + "\n")
+    _write_text(stage / "table.tex", "% booktabs tables: \\usepackage{booktabs}\n\n" +
+                latex_overview(tables) + "\n".join(
+                    latex_table(t) + latex_distortion_table(t) for t in tables.values()))
+    _write_text(stage / "table.json", json.dumps(table_json(tables), indent=1) + "\n")
+    _write_text(stage / "metrics.json", json.dumps(flat_metrics(tables), indent=1) + "\n")
+    for run in runs if formats else []:
+        plots.write_scatter(run, stage / "scatter", formats, kind)
+        plots.write_curves(run, stage / "curves", formats)
+
+
+def _move_in(stage: Path, out: Path) -> None:
+    """Move every staged file into ``out`` (replacing the same names of an earlier report)."""
+    prepare_output_dir(out, KIND)
+    for path in sorted(stage.rglob("*")):
+        if path.is_file():
+            target = out / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
 
 
 def write_report(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
-    manifests: Mapping[str, str | Path],
     *,
+    logistic: int | None = None,
     baselines: bool = True,
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """Write ``table.md``, ``table.json`` and ``scatter/<run>.{png,csv}`` under ``out_dir``."""
-    out = Path(out_dir)
-    runs = [read_run(d) for d in run_dirs]
-    loaded = {name: read_manifest(path) for name, path in manifests.items()}
-    table = build_table(runs, loaded, baselines=baselines)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(markdown_table(table), encoding="utf-8")
-    (out / "table.json").write_text(json.dumps(table, indent=1, sort_keys=True) + "\n",
-                                    encoding="utf-8")
-    for run in runs:
-        write_scatter(run, out / "scatter", f"{run.dataset}-{run.backbone}-{run.head}")
-    return table
+    data_dir: str | None = None,
+    formats: Sequence[str] = ("png",),
+    paper: str | None = None,
+) -> dict[str, DatasetTable]:
+    """Read the runs, build the tables and write the report (see the module docstring).
+
+    Args:
+        run_dirs: ``iqa-train-head --out`` folders.
+        out_dir: the report folder.
+        logistic: 4 or 5 to add the logistic-fitted PLCC; None for none.
+        baselines: add PSNR / SSIM rows on full-reference datasets.
+        data_dir: where to look for ``<dataset>/manifest.csv`` when a run's recorded
+            manifest path does not exist (e.g. the runs were moved).
+        formats: figure formats (``png``, ``svg``, ``pdf``); none for tables only.
+        paper: a paper table (``pipelines.paper_table.PAPER_TABLES``) to lay the results out
+            like, with the published figures beside ours, first in ``table.md``.
+    """
+    out = check_output_dir(out_dir, KIND)
+    if paper and paper not in PAPER_TABLES:
+        raise ValueError(f"unknown paper table {paper!r}; known: {', '.join(PAPER_TABLES)}")
+    bad = sorted(set(formats) - set(plots.FORMATS))
+    if bad:
+        raise ValueError(f"figure format(s) {bad} not supported; use {', '.join(plots.FORMATS)}")
+    runs = [read_run(d, data_dir) for d in run_dirs]
+    tables = build_tables(runs, logistic=logistic, baselines=baselines, data_dir=data_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        _write_files(stage, runs, tables, formats, logistic or 4, paper)
+        _move_in(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return tables

@@ -1,4 +1,4 @@
-"""End to end on tiny data: extract -> train -> iqa-score and iqa-eval."""
+"""End to end on tiny data: extract -> train -> iqa-score (iqa-eval: tests/test_report.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from extract.run import ExtractConfig, arch_overrides, run_extract
 from extract.sam import build_sam_vit_b
 from heads.experiment import ExperimentSpec, Source, run_experiment
 from heads.optim import TrainConfig
-from pipelines.eval_cli import main as eval_main
 from pipelines.score_cli import main as score_main
 
 SAM_TINY = {"img_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2, "window_size": 2,
@@ -159,27 +158,3 @@ def test_score_refuses_other_backbone_weights(dataset: Path, tmp_path: Path) -> 
     bad = CliRunner().invoke(score_main, [image, "--head", str(run / "run_00" / "model.pt"),
                                           "--checkpoint", str(paths[1])])
     assert bad.exit_code == 1 and "weights_sha256" in bad.output
-
-
-def test_eval_table_with_baselines_and_scatter(dataset: Path, tmp_path: Path) -> None:
-    cfg = ExtractConfig(backbone="nss", arch=arch_overrides(NSS_TINY), shard_size=4)
-    store = run_extract(cfg, dataset / "manifest.csv", out=str(tmp_path / "f.zarr"),
-                        progress=False).store
-    run = _train(dataset, store, "sfem_fr", str(tmp_path / "runs" / "fr"))
-    out = tmp_path / "reports"
-    res = CliRunner().invoke(eval_main, [str(run), "--out", str(out), "--manifest",
-                                         f"tiny={dataset / 'manifest.csv'}"])
-    assert res.exit_code == 0, res.output
-    table = json.loads((out / "table.json").read_text())
-    methods = table["tiny"]
-    assert {"sfem_fr (nss)", "psnr", "ssim"} <= set(methods)
-    # the test part is one reference whose score rises as its noise falls: PSNR ranks it
-    assert methods["psnr"]["srcc"]["median"] == pytest.approx(1.0)
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert methods["sfem_fr (nss)"]["srcc"]["median"] == pytest.approx(
-        metrics["runs"][0]["test"]["srcc"])  # fmt: skip
-    assert "| sfem_fr (nss) |" in (out / "table.md").read_text()
-    scatter = out / "scatter" / "tiny-nss-sfem_fr"
-    assert scatter.with_suffix(".png").stat().st_size > 0
-    with open(scatter.with_suffix(".csv"), newline="") as fh:
-        assert len(list(csv.DictReader(fh))) == 4
