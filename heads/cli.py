@@ -146,6 +146,10 @@ def _from_cache_root(opts: dict[str, Any]) -> str:
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: new, empty, or an earlier iqa-train-head output.")
 @click.option("--resume", is_flag=True, help="Continue each run from its last.pt.")
+@click.option("--label-norm", type=click.Choice(["score_range", "train_minmax"]),
+              default="score_range", show_default=True,
+              help="Scores -> targets: the manifest's nominal range, or each split's train "
+                   "min/max (PromptIQA's per-dataset min-max, applied to every part).")
 @click.option("--written-only", is_flag=True,
               help="Leave out images whose rows are not written (they are listed).")
 @click.option("--cache-root", help=f"Find the store in a shared cache root (or ${ROOT_ENV}) "
@@ -186,7 +190,7 @@ def main(**opts: Any) -> None:
     spec = ExperimentSpec(
         head=opts["head"], sources=_sources(opts), out=opts["out"], training=training,
         seeds=opts["seeds"], seed=opts["seed"], device=opts["device"], resume=opts["resume"],
-        written_only=opts["written_only"], overrides=overrides,
+        written_only=opts["written_only"], overrides=overrides, label_norm=opts["label_norm"],
     )  # fmt: skip
     result = run_experiment(spec)
     _report(result, opts["out"], opts["as_json"])

@@ -56,11 +56,30 @@ class SplitData:
         return sum(len(v) for v in self.dropped.values())
 
 
-def label_norm_of(manifest: Manifest) -> dict[str, Any]:
-    """The score -> target map of a dataset (see the module docstring)."""
+LABEL_NORMS = ("score_range", "train_minmax")
+
+
+def label_norm_of(
+    manifest: Manifest, method: str = "score_range", train_ids: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The score -> target map of a dataset (see the module docstring).
+
+    Args:
+        method: ``score_range`` (the manifest's nominal range) or ``train_minmax`` (the
+            train part's own min and max, PromptIQA's per-split min-max; the same map is
+            applied to every part, so no test statistic is used).
+        train_ids: the train part's images (``train_minmax``).
+    """
+    if method not in LABEL_NORMS:
+        raise StoreDataError(f"label normalisation must be one of {LABEL_NORMS}, got {method!r}")
     low, high = manifest.info.score_range
+    if method == "train_minmax":
+        scores = manifest.scores(list(train_ids))
+        low, high = min(scores), max(scores)
+        if not high > low:
+            raise StoreDataError("train_minmax needs train scores that differ")
     lower = manifest.info.lower_better
-    return {"method": "score_range", "low": low, "high": high, "lower_better": lower}
+    return {"method": method, "low": low, "high": high, "lower_better": lower}
 
 
 def normalise(scores: Sequence[float], norm: dict[str, Any]) -> Tensor:
@@ -88,6 +107,7 @@ def load_part(
     ref_store: FeatureStore | None = None,
     written_only: bool = False,
     preload: bool | None = None,
+    norm: dict[str, Any] | None = None,
 ) -> tuple[TrainData, list[str]]:
     """``TrainData`` of the images ``ids``, and the images dropped as unwritten.
 
@@ -103,7 +123,7 @@ def load_part(
         )  # fmt: skip
     except KeyError as err:
         raise StoreDataError(f"{part}: {err.args[0]}") from None
-    norm = label_norm_of(manifest)
+    norm = norm or label_norm_of(manifest)
     valid = torch.from_numpy(store.valid_size(sel.rows[:, 0]).astype(np.int64)) if len(sel) else (
         torch.zeros(0, 2, dtype=torch.long))  # fmt: skip
     data = TrainData(
@@ -126,8 +146,10 @@ def load_split(
     ref_store: FeatureStore | None = None,
     written_only: bool = False,
     preload: bool | None = None,
+    label_norm: str = "score_range",
 ) -> SplitData:
-    """The train, val and test ``TrainData`` of one split of ``manifest`` from ``store``."""
+    """The train, val and test ``TrainData`` of one split of ``manifest`` from ``store``
+    (targets mapped with ``label_norm``: see :func:`label_norm_of`)."""
     split.check_against(manifest)
     if ref_store is not None and ref_store.fingerprint != store.fingerprint:
         raise StoreDataError(
@@ -137,12 +159,12 @@ def load_split(
         )
     parts: dict[str, TrainData] = {}
     dropped: dict[str, list[str]] = {}
+    norm = label_norm_of(manifest, label_norm, split.train)
     for part in PARTS:
         parts[part], dropped[part] = load_part(
             store, manifest, split.part(part), part=part, ref_store=ref_store,
-            written_only=written_only, preload=preload,
+            written_only=written_only, preload=preload, norm=norm,
         )  # fmt: skip
-    norm = label_norm_of(manifest)
     return SplitData(
         parts["train"], parts["val"], parts["test"], store.fingerprint, norm, dropped
     )

@@ -38,7 +38,7 @@ from cache.record import record_of
 from cache.store import FeatureStore, open_store
 from heads import protocols
 from heads.checkpoint import update_extra
-from heads.data import SplitData, StoreDataError, denormalise, load_split
+from heads.data import SplitData, StoreDataError, denormalise, label_norm_of, load_split
 from heads.evaluate import evaluate
 from heads.metrics import summarize
 from heads.optim import TrainConfig
@@ -67,6 +67,7 @@ class ExperimentSpec:
     Attributes:
         sources: one per dataset (several: mixed training of one model).
         seeds: runs per split file, with seeds ``seed, seed + 1, ...``.
+        label_norm: ``score_range`` or ``train_minmax`` (``heads.data.label_norm_of``).
     """
 
     head: str
@@ -80,6 +81,7 @@ class ExperimentSpec:
     written_only: bool = False
     preload: bool | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    label_norm: str = "score_range"
 
 
 @dataclass
@@ -168,7 +170,8 @@ def _check_rows(spec: ExperimentSpec, d: _Dataset) -> None:
 
 def _load(spec: ExperimentSpec, d: _Dataset, k: int) -> SplitData:
     return load_split(d.store, d.manifest, d.splits[k], ref_store=d.ref_store,
-                      written_only=spec.written_only, preload=spec.preload)  # fmt: skip
+                      written_only=spec.written_only, preload=spec.preload,
+                      label_norm=spec.label_norm)  # fmt: skip
 
 
 def _predictions(
@@ -206,7 +209,8 @@ def _one_run(
     for i, (d, data) in enumerate(zip(datasets, parts, strict=True)):
         metrics, rows = _predictions(res, data, d, i, run, spec.device)
         per_dataset[d.name] = {**metrics, "dropped_unwritten": data.dropped,
-                               "split": d.source.splits[k]}  # fmt: skip
+                               "split": d.source.splits[k],
+                               "label_norm": data.label_norm}  # fmt: skip
         preds += rows
     _record_prompts(res, datasets, run_dir)
     record = {
@@ -262,7 +266,9 @@ def _header(spec: ExperimentSpec, datasets: list[_Dataset]) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "head": spec.head,
-        "protocol": protocols.kind_of(head_class(spec.head)),
+        "head_kind": protocols.kind_of(head_class(spec.head)),
+        "protocol": "mixed" if len(datasets) > 1 else "per_dataset",
+        "sources": [_source_record(d, spec) for d in datasets],
         "dataset": first.name if len(datasets) == 1 else "+".join(d.name for d in datasets),
         "datasets": [d.name for d in datasets],
         "backbone": str(first.store.fingerprint_fields.get("backbone", "unknown")),
@@ -272,13 +278,21 @@ def _header(spec: ExperimentSpec, datasets: list[_Dataset]) -> dict[str, Any]:
         "manifest": first.source.manifest,
         "manifest_sha256": file_sha256(first.source.manifest),
         "score_kind": first.manifest.info.score_kind,
-        "label_norm": {"method": "score_range", "low": first.manifest.info.score_range[0],
-                       "high": first.manifest.info.score_range[1],
-                       "lower_better": first.manifest.info.lower_better},  # fmt: skip
+        "label_norm": label_norm_of(first.manifest),  # the dataset's scale (for reports)
+        "target_norm": spec.label_norm,  # how training mapped scores (per run: its records)
         "training": spec.training.to_dict(),
         "head_config": {k: list(v) if isinstance(v, tuple) else v
                         for k, v in spec.overrides.items()},  # fmt: skip
     }
+
+
+def _source_record(d: _Dataset, spec: ExperimentSpec) -> dict[str, Any]:
+    """What a report needs of one dataset of the run (mixed runs have several)."""
+    return {
+        "dataset": d.name, "features": d.source.features, "manifest": d.source.manifest,
+        "manifest_sha256": file_sha256(d.source.manifest),
+        "score_kind": d.manifest.info.score_kind, "label_norm": label_norm_of(d.manifest),
+    }  # fmt: skip
 
 
 def _summary(records: list[dict[str, Any]], datasets: list[_Dataset]) -> dict[str, Any]:

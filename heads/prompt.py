@@ -58,6 +58,8 @@ class PromptConfig:
         head_hidden: hidden width of the regression.
         dropout: dropout in the regression.
         sigmoid: squash the score to (0, 1) as the reference does.
+        use_prompt: False gives PromptIQA's "w/o prompt" ablation (Table 6): the fusion
+            blocks see the image token alone, so prompts are accepted and ignored.
     """
 
     in_dim: int = 128
@@ -72,6 +74,7 @@ class PromptConfig:
     head_hidden: int = 64
     dropout: float = 0.1
     sigmoid: bool = True
+    use_prompt: bool = True
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:
@@ -200,6 +203,9 @@ class PromptHead(nn.Module):
         return self.predict(features, prompt, valid)
 
     def _fuse(self, tokens: Tensor, prompts: Tensor) -> Tensor:
+        if not self.config.use_prompt:  # the "w/o prompt" ablation: the image token alone
+            x = self.norm(self.blocks(tokens.unsqueeze(1)))  # (B, 1, dim)
+            return self.score_block(x[:, 0]).squeeze(-1)
         prompts = self.prompt_fusion(prompts)  # (B, n, dim)
         x = torch.cat((tokens.unsqueeze(1), prompts), dim=1)  # (B, 1 + n, dim)
         x = self.norm(self.blocks(x))

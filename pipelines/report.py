@@ -28,7 +28,7 @@ from typing import Any
 from cache.outputs import check_output_dir, prepare_output_dir
 from pipelines import plots
 from pipelines.paper_table import PAPER_TABLES, paper_json, paper_markdown
-from pipelines.runs import RunFolder, read_run
+from pipelines.runs import RunFolder, read_runs
 from pipelines.table_format import (
     latex_distortion_table,
     latex_overview,
@@ -167,7 +167,7 @@ def write_report(
     bad = sorted(set(formats) - set(plots.FORMATS))
     if bad:
         raise ValueError(f"figure format(s) {bad} not supported; use {', '.join(plots.FORMATS)}")
-    runs = [read_run(d, data_dir) for d in run_dirs]
+    runs = [run for d in run_dirs for run in read_runs(d, data_dir)]
     tables = build_tables(runs, logistic=logistic, baselines=baselines, data_dir=data_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

@@ -69,6 +69,7 @@ class Predictions:
     prediction: np.ndarray
     score: np.ndarray | None = None
     predicted_score: np.ndarray | None = None
+    dataset: list[str] | None = None
 
     def select(self, mask: np.ndarray) -> Predictions:
         """The rows where ``mask`` is True."""
@@ -79,6 +80,7 @@ class Predictions:
             prediction=self.prediction[pick],
             score=None if self.score is None else self.score[pick],
             predicted_score=None if self.predicted_score is None else self.predicted_score[pick],
+            dataset=None if self.dataset is None else [self.dataset[i] for i in pick],
         )  # fmt: skip
 
 
@@ -200,6 +202,7 @@ def read_predictions(path: Path, scale: LabelScale | None,
         run=np.array([int(r.get("run") or 0) for r in rows]), ids=[r["id"] for r in rows],
         distortion=[d or "" for d in distortion], target=target, prediction=prediction,
         score=score, predicted_score=predicted,
+        dataset=[r["dataset"] for r in rows] if rows and "dataset" in rows[0] else None,
     )  # fmt: skip
 
 
@@ -222,6 +225,35 @@ def find_manifest(recorded: str | None, dataset: str, data_dir: str | Path | Non
     if not candidates:
         return None, "the run records no manifest (older runs: give --data-dir)"
     return None, f"manifest not found ({', '.join(str(p) for p in candidates)})"
+
+
+def read_runs(path: str | Path, data_dir: str | Path | None = None) -> list[RunFolder]:
+    """The report's view of one run folder: one ``RunFolder``, or one per dataset of a
+    mixed run (one model trained on several datasets), each with its own rows."""
+    metrics = _load_json(Path(path) / "metrics.json")
+    sources = metrics.get("sources") or []
+    if len(sources) < 2:
+        return [read_run(path, data_dir)]
+    return [_dataset_of_mixed(Path(path), metrics, src, data_dir) for src in sources]
+
+
+def _dataset_of_mixed(path: Path, metrics: dict[str, Any], src: dict[str, Any],
+                      data_dir: str | Path | None) -> RunFolder:  # fmt: skip
+    name = str(src["dataset"])
+    manifest, _ = find_manifest(src.get("manifest"), name, data_dir,
+                                str(src.get("manifest_sha256", "")))  # fmt: skip
+    scale = _scale(src, manifest)
+    runs = [{**r, **(r.get("datasets") or {}).get(name, {})} for r in metrics["runs"]]
+    preds = read_predictions(path / "predictions.csv", scale, manifest)
+    if preds is not None and preds.dataset is not None:
+        preds = preds.select(np.array([d == name for d in preds.dataset]))
+    return RunFolder(
+        path=path, head=str(metrics["head"]), backbone=str(metrics.get("backbone")),
+        dataset=name, manifest=src.get("manifest"),
+        manifest_sha256=str(src.get("manifest_sha256", "")), scale=scale, protocol="mixed",
+        repeats=_repeats(path, {"runs": runs}), predictions=preds,
+        training=dict(metrics.get("training") or {}),
+    )  # fmt: skip
 
 
 def read_run(path: str | Path, data_dir: str | Path | None = None) -> RunFolder:

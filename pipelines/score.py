@@ -79,13 +79,36 @@ class Scorer:
 
     def __init__(self, head_ckpt: str | Path, checkpoint: str | None = None,
                  device: str = "cpu", batch_size: int = 4) -> None:  # fmt: skip
-        self.head, self.ckpt = load_head(head_ckpt)
-        self.head = self.head.to(device).eval()
-        self.cfg = ExtractConfig.from_record(_record(self.ckpt), checkpoint, device)
-        self.backbone = build_backbone(self.cfg)
+        head, ckpt = load_head(head_ckpt)
+        cfg = ExtractConfig.from_record(_record(ckpt), checkpoint, device)
+        self._setup(head, ckpt, cfg, device, batch_size)
         self._check_backbone(head_ckpt)
+
+    def _setup(self, head: torch.nn.Module, ckpt: dict[str, Any], cfg: ExtractConfig,
+               device: str, batch_size: int) -> None:  # fmt: skip
+        self.head, self.ckpt, self.cfg = head.to(device).eval(), ckpt, cfg
+        self.backbone = build_backbone(cfg)
         self.batch_size, self.device = batch_size, torch.device(device)
-        self.norm: dict[str, Any] = dict(self.ckpt.get("label_norm") or {})
+        self.norm: dict[str, Any] = dict(ckpt.get("label_norm") or {})
+
+    @classmethod
+    def from_release(cls, path: str | Path, device: str = "cpu", batch_size: int = 4,
+                     monet: dict[str, Any] | None = None, **head: Any) -> Scorer:  # fmt: skip
+        """PromptIQA's released model (``best_model.pth.tar``: MoNet and the prompt head in
+        one file), scoring images under a user prompt; no store involved.
+
+        Args:
+            monet: MoNet architecture overrides (tests use tiny ones); head: prompt head ones.
+        """
+        from heads.prompt_release import load_release_head
+
+        self = cls.__new__(cls)
+        cfg = ExtractConfig(backbone="monet", checkpoint=str(path), device=device,
+                            arch=tuple(sorted((monet or {}).items())), storage_dtype="float32")
+        ckpt = {"head": "prompt", "label_norm": {},
+                "extra": {"dataset": "PromptIQA's training mix (released model)"}}  # fmt: skip
+        self._setup(load_release_head(path, **head), ckpt, cfg, device, batch_size)
+        return self
 
     def _check_backbone(self, head_ckpt: str | Path) -> None:
         trained = dict(self.ckpt["extra"]["store_fields"])
@@ -133,9 +156,15 @@ class Scorer:
                               self.cfg.keepbits)  # fmt: skip
 
     def prompt(
-        self, prompt_csv: str | Path, prompt_range: tuple[float, float] | None = None
-    ) -> tuple[Any, tuple[float, float]]:
-        """The head's prompt from a CSV of ``image,score`` rows, and the range used."""
+        self, prompt_csv: str | Path, prompt_range: tuple[float, float] | None = None,
+        store: str | None = None,
+    ) -> tuple[Any, tuple[float, float]]:  # fmt: skip
+        """The head's prompt from a CSV of ``image,score`` rows, and the range used.
+
+        Args:
+            store: a feature store of the head's fingerprint holding (some of) the prompt
+                images by id (the CSV's ``image`` column): those are read, not recomputed.
+        """
         if not protocols.is_grouped(self.head):
             raise ScoreError(f"head {self.ckpt['head']!r} takes no prompt")
         rows = read_prompt(prompt_csv)
@@ -143,11 +172,39 @@ class Scorer:
         if not high > low:
             raise ScoreError(f"{prompt_csv}: the prompt's scores need a range (low < high); "
                              "give --prompt-range LO,HI")  # fmt: skip
-        feats, valid = self.features([p for p, _ in rows])
+        feats, valid = self._prompt_features(prompt_csv, [p for p, _ in rows], store)
         norm = {"low": low, "high": high, "lower_better": False}
         scores = normalise([s for _, s in rows], norm).to(self.device)
         with torch.no_grad():
             return protocols.embed_prompt(self.head, feats, scores, valid), (low, high)
+
+    def _prompt_features(self, prompt_csv: str | Path, paths: list[Path],
+                         store: str | None) -> tuple[dict[str, torch.Tensor], Any]:  # fmt: skip
+        """Prompt features: read from ``store`` where it holds an image, else computed."""
+        if store is None:
+            return self.features(paths)
+        from cache.store import open_store
+
+        base = Path(prompt_csv).parent
+        ids = [p.relative_to(base).as_posix() for p in paths]
+        found: dict[str, tuple[dict[str, torch.Tensor], torch.Tensor]] = {}
+        with open_store(store, verify=True) as s:
+            if s.fingerprint_fields != self.ckpt["extra"].get("store_fields"):
+                raise ScoreError(f"{store}: not a store of the features this head was trained "
+                                 "on (fingerprint fields differ)")  # fmt: skip
+            for i in (i for i in ids if i in set(s.image_ids)):
+                row = s.row_of(i)
+                feats = {k: torch.from_numpy(v[0]) for k, v in s.read([row]).items()}
+                found[i] = feats, torch.as_tensor(s.valid_size([row])[0], dtype=torch.long)
+        new = [p for p, i in zip(paths, ids, strict=True) if i not in found]
+        if new:
+            fresh, fresh_valid = self.features(new)
+            for n, p in enumerate(new):
+                i = p.relative_to(base).as_posix()
+                found[i] = {k: v[n].cpu() for k, v in fresh.items()}, fresh_valid[n].cpu()
+        feats = {k: torch.stack([found[i][0][k] for i in ids]).to(self.device)
+                 for k in found[ids[0]][0]}  # fmt: skip
+        return feats, torch.stack([found[i][1] for i in ids]).to(self.device)
 
     def score(
         self, images: Sequence[str | Path], refs: Sequence[str | Path] = (),
@@ -246,17 +303,21 @@ def _same_stem(folder: Path, stem: str) -> Iterator[Path]:
 def load_scorer(head_ckpt: str | Path, checkpoint: str | None = None, device: str = "cpu",
                 batch_size: int = 4) -> Any:  # fmt: skip
     """A :class:`Scorer`, or a DP-IQA student's scorer for a student checkpoint."""
+    from heads.prompt_release import is_release
     from pipelines.student_score import is_student_checkpoint, load_student
 
     if is_student_checkpoint(head_ckpt):
         return load_student(head_ckpt, device=device)
+    if is_release(head_ckpt):
+        return Scorer.from_release(head_ckpt, device, batch_size)
     return Scorer(head_ckpt, checkpoint, device, batch_size)
 
 
 def score_images(
     head_ckpt: str | Path, images: Sequence[str | Path], *, checkpoint: str | None = None,
     refs: Sequence[str | Path] = (), prompt_csv: str | None = None,
-    prompt_range: tuple[float, float] | None = None, device: str = "cpu", batch_size: int = 4,
+    prompt_range: tuple[float, float] | None = None, prompt_store: str | None = None,
+    device: str = "cpu", batch_size: int = 4,
 ) -> list[Scored]:  # fmt: skip
     """Predict the quality of ``images`` (files or folders) in one call.
 
@@ -270,5 +331,5 @@ def score_images(
     ref_files = match_refs(files, refs) if refs else []
     prompt, used = (None, None)
     if prompt_csv:
-        prompt, used = scorer.prompt(prompt_csv, prompt_range)
+        prompt, used = scorer.prompt(prompt_csv, prompt_range, prompt_store)
     return scorer.score(files, ref_files, prompt, used)

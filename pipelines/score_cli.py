@@ -41,6 +41,8 @@ def _range(ctx: click.Context, param: click.Parameter, value: str | None) -> Any
                    "your own scale; predictions come back in that scale and orientation.")
 @click.option("--prompt-range", callback=_range, metavar="LO,HI",
               help="The prompt scores' range (default: their own min and max).")
+@click.option("--prompt-features", "prompt_store",
+              help="A feature store holding the prompt images by id: read, not recomputed.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Images per backbone forward (memory grows with it).")
 @click.option("--device", default="cpu", show_default=True)
@@ -48,8 +50,9 @@ def _range(ctx: click.Context, param: click.Parameter, value: str | None) -> Any
               help="Also write the scores to this CSV (new, or an earlier iqa-score CSV).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def main(images: tuple[str, ...], head_ckpt: str, checkpoint: str | None,
-         refs: tuple[str, ...], prompt_csv: str | None, prompt_range: Any, batch_size: int,
-         device: str, csv_out: str | None, as_json: bool) -> None:  # fmt: skip
+         refs: tuple[str, ...], prompt_csv: str | None, prompt_range: Any,
+         prompt_store: str | None, batch_size: int, device: str, csv_out: str | None,
+         as_json: bool) -> None:  # fmt: skip
     """Score IMAGES (files or folders): run the backbone the head was trained on, then the head.
 
     The backbone is rebuilt from the head checkpoint's record and checked against it: other
@@ -74,7 +77,8 @@ def main(images: tuple[str, ...], head_ckpt: str, checkpoint: str | None,
         ref_files = match_refs(files, refs) if refs else []
         if refs and about["mode"] != "full-reference":
             raise UsageProblem(f"--ref: head {about['head']!r} is {about['mode']}")
-        prompt, used = scorer.prompt(prompt_csv, prompt_range) if prompt_csv else (None, None)
+        prompt, used = (scorer.prompt(prompt_csv, prompt_range, prompt_store) if prompt_csv
+                        else (None, None))  # fmt: skip
         results = scorer.score(files, ref_files, prompt, used)
         if used is not None:
             about.update(scale=list(used), higher_is_better=None, dataset="the prompt")

@@ -43,9 +43,9 @@ def _text_config() -> CLIPTextConfig:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sd15")
+def make_sd_folder(root: Path) -> Path:
+    """A tiny random-weight SD 1.5-layout diffusers folder (tokenizer, text encoder, U-Net,
+    VAE) saved the way the real one is, so the real loading code runs."""
     CLIPTokenizer(vocab=_vocab(), merges=[], model_max_length=128).save_pretrained(
         root / "tokenizer"
     )
@@ -62,6 +62,11 @@ def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8, layers_per_block=1,
     ).save_pretrained(root / "vae")  # fmt: skip
     return root
+
+
+@pytest.fixture(scope="module")
+def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_sd_folder(tmp_path_factory.mktemp("sd15"))
 
 
 def _build(sd_dir: Path, **options: object) -> torch.nn.Module:
