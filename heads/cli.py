@@ -209,3 +209,38 @@ def _report(result: dict[str, Any], out: str, as_json: bool) -> None:
     line = ", ".join(f"{k} {v['median']:.4f}" for k, v in test.items() if k in ("srcc", "plcc"))
     click.echo(f"{result['head']} on {result['dataset']} ({result['backbone']}): "
                f"{len(result['runs'])} runs, median test {line or 'n/a'}; wrote {out}")
+
+
+@click.command(cls=Command)
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--features", required=True, help="The other dataset's store (same backbone).")
+@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The other dataset's manifest.")
+@click.option("--split", type=click.Path(exists=True, dir_okay=False),
+              help="Test on one part of this split (and prompt from its train part); "
+                   "default: every image.")
+@click.option("--part", type=click.Choice(["test", "val", "train"]), default="test",
+              show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def test_main(run: str, features: str, manifest: str, split: str | None, part: str,
+              device: str, out: str, as_json: bool) -> None:  # fmt: skip
+    """Test the heads of training RUN (every repeat) on another dataset's store.
+
+    Cross-dataset generalisation (DP-IQA Table V: train on KonIQ-10k, test on LIVE
+    Challenge): SRCC, PLCC, KRCC, RMSE per repeat and their median, against the other
+    dataset's own labels (its orientation handled). Writes OUT/metrics.json and
+    OUT/predictions.csv.
+    """
+    from heads.crosstest import cross_test
+
+    result = cross_test(run, features, manifest, out, split=split, part=part, device=device)
+    if as_json:
+        click.echo(json.dumps(result, indent=1, sort_keys=True))
+        return
+    test = result["summary"]["test"]
+    click.echo(f"{result['head']} trained on {result['trained_on']}, tested on "
+               f"{result['tested_on']} ({result['n_images']} images, {len(result['runs'])} "
+               f"runs): median SRCC {test['srcc']['median']:.4f}, PLCC "
+               f"{test['plcc']['median']:.4f}; wrote {out}")

@@ -1,0 +1,89 @@
+"""Cross-dataset tests: a head trained on one dataset's store, tested on another's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from test_extract_run import _photo
+
+from cache.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
+from extract.run import ExtractConfig, arch_overrides, run_extract
+from heads.cli import main as train_main
+from heads.cli import test_main as cross_main
+from pipelines.splits import make_splits, write_splits
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+NSS = {"size": 32, "grid": 4}
+
+
+def _noisy(seed: int, level: int):
+    import numpy as np
+
+    img = _photo(seed % 5).astype(float)
+    img += np.random.default_rng(seed).normal(0, 12 * level, img.shape)
+    return Image.fromarray(img.clip(0, 255).astype("uint8"))
+
+
+def _dataset(root: Path, name: str, dmos: bool) -> Path:
+    """Images whose label falls (MOS) or rises (DMOS) with added noise."""
+    root.mkdir()
+    rows = []
+    for i in range(20):
+        level = i % 4
+        _noisy(i, level).save(root / f"{name}{i}.png")
+        score = float(level) if dmos else float(3 - level)
+        rows.append(ManifestRow(image=f"{name}{i}.png", score=score, group=f"g{i}"))
+    info = DatasetInfo(name, "DMOS" if dmos else "MOS", dmos, (0.0, 3.0))
+    write_manifest(Manifest(info, tuple(rows)), root / "manifest.csv")
+    write_splits(make_splits(read_manifest(root / "manifest.csv"), (0.6, 0.2, 0.2), 2),
+                 root / "splits")  # fmt: skip
+    cfg = ExtractConfig(backbone="nss", arch=arch_overrides(NSS), shard_size=8)
+    run_extract(cfg, root / "manifest.csv", out=str(root / "f.zarr"), progress=False)
+    return root
+
+
+def test_train_on_one_dataset_test_on_another(tmp_path: Path) -> None:
+    mos, dmos = _dataset(tmp_path / "mos", "mos", False), _dataset(tmp_path / "dmos", "dm", True)
+    run = tmp_path / "run"
+    res = CliRunner().invoke(train_main, [
+        "--head", "sfem_nr", "--features", str(mos / "f.zarr"), "--manifest",
+        str(mos / "manifest.csv"), "--split", str(mos / "splits"), "--epochs", "15",
+        "--batch-size", "4", "--lr", "3e-3", "--set", "width=8", "--set", "scales=[1]",
+        "--set", "pool_size=2", "--out", str(run)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "cross"
+    res = CliRunner().invoke(cross_main, [str(run), "--features", str(dmos / "f.zarr"),
+                                         "--manifest", str(dmos / "manifest.csv"),
+                                         "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "metrics.json").read_text())
+    assert (result["trained_on"], result["tested_on"], result["n_images"]) == ("mos", "dm", 20)
+    assert len(result["runs"]) == 2
+    # noise lowers quality in both sets: a head that learned it ranks the DMOS set correctly
+    assert result["summary"]["test"]["srcc"]["median"] > 0.5
+    res = CliRunner().invoke(cross_main, [str(run), "--features", str(dmos / "f.zarr"),
+                                         "--manifest", str(dmos / "manifest.csv"), "--split",
+                                         str(dmos / "splits" / "split_00.json"), "--out",
+                                         str(tmp_path / "cross2")])  # fmt: skip
+    assert res.exit_code == 0 and "4 images" in res.output
+
+
+def test_another_backbones_store_is_refused(tmp_path: Path) -> None:
+    mos = _dataset(tmp_path / "mos", "mos", False)
+    run = tmp_path / "run"
+    CliRunner().invoke(train_main, [
+        "--head", "sfem_nr", "--features", str(mos / "f.zarr"), "--manifest",
+        str(mos / "manifest.csv"), "--split", str(mos / "splits" / "split_00.json"),
+        "--epochs", "1", "--batch-size", "4", "--set", "width=4", "--set", "scales=[1]",
+        "--set", "pool_size=2", "--out", str(run)])  # fmt: skip
+    other = ExtractConfig(backbone="nss", arch=arch_overrides({"size": 32, "grid": 8}),
+                          shard_size=8)  # fmt: skip
+    run_extract(other, mos / "manifest.csv", out=str(tmp_path / "g8.zarr"), progress=False)
+    res = CliRunner().invoke(cross_main, [str(run), "--features", str(tmp_path / "g8.zarr"),
+                                         "--manifest", str(mos / "manifest.csv"),
+                                         "--out", str(tmp_path / "x")])  # fmt: skip
+    assert res.exit_code == 1 and "fingerprint" in res.output and not (tmp_path / "x").exists()
