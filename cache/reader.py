@@ -277,19 +277,20 @@ def load_arrays(
     store: FeatureStore, rowmat: np.ndarray, preload: bool | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Every array of ``store`` at ``rowmat`` (N, V): float32 tensors, or ``StoreArray``.
+    """Every array of ``store`` at ``rowmat`` (N, V): tensors in the stored dtype (float16
+    by default: half the RAM; batches are cast to float32), or ``StoreArray`` s.
 
     ``preload`` None preloads when the rows fit in memory.
     """
     if rowmat.size == 0:
         return {n: torch.zeros(*rowmat.shape, *s.shape) for n, s in store.arrays.items()}
-    nbytes = rowmat.size * sum(4 * int(np.prod(s.shape)) for s in store.arrays.values())
+    nbytes = rowmat.size * sum(s.row_bytes for s in store.arrays.values())
     if not (fits(nbytes) if preload is None else preload):
         return {
             n: StoreArray(store.url, n, rowmat, s.shape, options)
             for n, s in store.arrays.items()
         }
-    flat = store.read(rowmat.reshape(-1).tolist())
+    flat = store.read(rowmat.reshape(-1).tolist(), dtype=None)
     return {n: torch.from_numpy(a).view(*rowmat.shape, *a.shape[1:]) for n, a in flat.items()}
 
 
