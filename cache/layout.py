@@ -61,17 +61,22 @@ def create_layout(
     for a in arrays:
         codec_config[a.name] = b.create_array(
             a.key, (n_rows, *a.shape), a.dtype, chunks=(1, *a.shape), shard_rows=sr,
-            fill_value=np.nan, codec=codec,
+            fill_value=np.nan, codec=codec, dims=a.dims,
         )  # fmt: skip
-    b.create_array("image_id", (n_rows,), STRING, chunks=(n_rows,))
-    b.create_array("view", (n_rows,), STRING, chunks=(n_rows,))
+    b.create_array("image_id", (n_rows,), STRING, chunks=(n_rows,), dims=("row",))
+    b.create_array("view", (n_rows,), STRING, chunks=(n_rows,), dims=("row",))
     b.write("image_id", 0, np.repeat(np.array(image_ids, dtype=object), n_views))
     b.write("view", 0, np.tile(np.array(views, dtype=object), len(image_ids)))
-    b.create_array("written", (n_rows,), "bool", chunks=(sr,), fill_value=False)
-    b.create_array("sizes", (n_rows, 4), "int32", chunks=(sr, 4), fill_value=-1)
-    b.create_array("failure", (n_rows,), STRING, chunks=(sr,))
+    b.create_array("written", (n_rows,), "bool", chunks=(sr,), fill_value=False, dims=("row",))
+    b.create_array(
+        "sizes", (n_rows, 4), "int32", chunks=(sr, 4), fill_value=-1, dims=("row", "size")
+    )
+    b.create_array("failure", (n_rows,), STRING, chunks=(sr,), dims=("row",))
     width = 1 + DIGEST_BYTES * len(arrays)
-    b.create_array("commit", (n_shards, width), "uint8", chunks=(1, width), fill_value=0)
+    b.create_array(
+        "commit", (n_shards, width), "uint8", chunks=(1, width), fill_value=0,
+        dims=("shard", "commit_byte"),
+    )  # fmt: skip
     return {
         "arrays": {a.name: a.to_json() for a in arrays},
         "views": list(views),

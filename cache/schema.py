@@ -63,6 +63,14 @@ class ArraySpec:
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
     @property
+    def dims(self) -> tuple[str, ...]:
+        """Dimension names: ``row`` then ``<name>_channel/_y/_x`` for maps (``<name>_dimK``
+        otherwise), distinct per array so arrays of different shapes share only ``row``."""
+        if len(self.shape) == 3:
+            return ("row", *(f"{self.name}_{d}" for d in ("channel", "y", "x")))
+        return ("row", *(f"{self.name}_dim{k}" for k in range(len(self.shape))))
+
+    @property
     def key(self) -> str:
         """The array's name inside the store."""
         return f"{FEATURE_GROUP}/{self.name}"

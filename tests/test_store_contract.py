@@ -284,6 +284,19 @@ class TestZarrLocalStore(StoreContract):
         assert list(report.corrupt_shards) == [1]
         assert "embed: unreadable" in report.corrupt_shards[1][0]
 
+    def test_xarray_reads_named_dimensions(self, url):
+        xr = pytest.importorskip("xarray")
+        s = self.make(url)
+        write_all(s)
+        ds = xr.open_zarr(url, group="features", consolidated=False)
+        assert ds["embed"].dims == ("row", "embed_channel", "embed_y", "embed_x")
+        assert ds["feature"].dims == ("row", "feature_dim0")
+        rows = np.array([0, 3, 9])
+        want = open_store(url).read(rows, ["embed"], dtype=None)["embed"]
+        np.testing.assert_array_equal(ds["embed"].values[rows], want)
+        root = xr.open_zarr(url, consolidated=False)
+        assert list(root["image_id"].values[:2]) == [IDS[0], IDS[0]]  # one row per view
+
 
 class TestZarrFsspecMemoryStore(StoreContract):
     serves = "zarr"
@@ -300,6 +313,14 @@ class TestHDF5Store(StoreContract):
     @pytest.fixture
     def url(self, tmp_path):
         return str(tmp_path / "feats.h5")
+
+    def test_dimensions_are_labelled(self, url):
+        import h5py
+
+        self.make(url)
+        with h5py.File(url, "r") as fh:
+            assert [d.label for d in fh["features/embed"].dims] == [
+                "row", "embed_channel", "embed_y", "embed_x"]  # fmt: skip
 
 
 class TestZarrLocalOutputs:

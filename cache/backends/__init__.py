@@ -115,12 +115,16 @@ class Backend(ABC):
         shard_rows: int | None = None,
         fill_value: Any = None,
         codec: str = "none",
+        dims: tuple[str, ...] | None = None,
     ) -> dict[str, Any]:
         """Create an array (``dtype`` ``"str"`` for variable-length text).
 
         Args:
             shard_rows: rows per shard file where the backend shards (Zarr); others ignore it.
             codec: one of ``CODECS``.
+            dims: one name per axis, recorded where the format has a place for them (Zarr
+                ``dimension_names``, HDF5 dimension labels) so xarray and netCDF tools
+                see named dimensions.
 
         Returns:
             the backend's own description of the codec it used (JSON-able).

@@ -108,19 +108,24 @@ class HDF5Backend(Backend):
         self._file = self._open(self._path, "r+")
 
     def create_array(self, name, shape, dtype, *, chunks, shard_rows=None, fill_value=None,
-                     codec="none"):  # fmt: skip
+                     codec="none", dims=None):  # fmt: skip
         if codec not in _FILTERS:
             raise StoreError(f"unknown codec {codec!r}; choose one of {sorted(_FILTERS)}")
         if name in self._file:
             raise StoreError(f"{self.url}: dataset {name!r} exists; not overwritten")
         chunks = tuple(max(1, min(c, n)) for c, n in zip(chunks, shape, strict=True))
         if dtype == STRING:
-            self._file.create_dataset(name, shape=shape, dtype=h5py.string_dtype(), chunks=chunks)
-            return {"filters": {}}
-        filters = _FILTERS[codec]
-        self._file.create_dataset(
-            name, shape=shape, dtype=dtype, chunks=chunks, fillvalue=fill_value, **filters
-        )
+            ds = self._file.create_dataset(
+                name, shape=shape, dtype=h5py.string_dtype(), chunks=chunks
+            )
+            filters: dict[str, Any] = {}
+        else:
+            filters = _FILTERS[codec]
+            ds = self._file.create_dataset(
+                name, shape=shape, dtype=dtype, chunks=chunks, fillvalue=fill_value, **filters
+            )
+        for axis, label in enumerate(dims or ()):
+            ds.dims[axis].label = label
         return {"filters": filters}
 
     def _dataset(self, name: str) -> h5py.Dataset:

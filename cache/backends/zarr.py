@@ -149,12 +149,14 @@ class ZarrBackend(Backend):
         return self._arrays[name]
 
     def create_array(self, name, shape, dtype, *, chunks, shard_rows=None, fill_value=None,
-                     codec="none"):  # fmt: skip
+                     codec="none", dims=None):  # fmt: skip
         kwargs: dict[str, Any] = {"shape": shape, "chunks": chunks, "fill_value": fill_value}
         if dtype == STRING:
             kwargs.update(dtype=str, fill_value="")
         else:
             kwargs.update(dtype=dtype, compressors=zarr_compressors(codec))
+        if dims is not None:
+            kwargs["dimension_names"] = dims
         if shard_rows is not None:
             kwargs["shards"] = (min(shard_rows, shape[0]), *shape[1:])
         arr = self._group.create_array(name, overwrite=False, **kwargs)
