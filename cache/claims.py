@@ -35,6 +35,7 @@ from cache.backends import local_path
 
 STALE_AFTER_S = 600.0
 HEARTBEAT_S = 30.0
+TMP_STALE_S = 60.0  # a claim's temporary file lives for one write
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,20 @@ class ClaimFolder:
         """Create the claim file exclusively; False if it exists."""
         data = self._payload()
         if self._path is not None:
+            # Written whole under a temporary name, then hard-linked into place: the link is
+            # exclusive (it fails when the claim exists, NFS included) and a claim is never
+            # seen empty (an O_EXCL file is, between its creation and its write, and a
+            # reader would take that for a stale claim).
             self._path.mkdir(parents=True, exist_ok=True)
+            tmp = f"{self._file(name)}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
             try:
-                fd = os.open(self._file(name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(tmp, self._file(name))
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            finally:
+                os.unlink(tmp)
             return True
         if self._fs.exists(self._file(name)):
             return False
@@ -215,6 +223,13 @@ class ClaimFolder:
             if self.holder(name) is None and name not in self._held:
                 self._drop(name)
                 removed.append(name)
+        if self._path is not None:  # a claim's temporary file left by a killed writer
+            for tmp in self._path.glob("*.claim.*.tmp"):
+                try:
+                    if time.time() - tmp.stat().st_mtime > TMP_STALE_S:
+                        tmp.unlink()
+                except FileNotFoundError:
+                    pass
         self.remove_if_empty()
         return removed
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from cache.backends import STRING, Backend
 from cache.fingerprint import FingerprintMismatch, describe_diff, diff_fields
-from cache.schema import DIGEST_BYTES, ArraySpec
+from cache.schema import DEFAULT_CHECKSUM, DIGEST_BYTES, ArraySpec
 
 if TYPE_CHECKING:
     from cache.store import FeatureStore
@@ -79,6 +79,7 @@ def create_layout(
     )  # fmt: skip
     return {
         "arrays": {a.name: a.to_json() for a in arrays},
+        "checksum": DEFAULT_CHECKSUM,
         "views": list(views),
         "n_images": len(image_ids),
         "shard_size": shard_size,
@@ -161,3 +162,22 @@ def _layout_detail(name: str, have: Any, given: Any) -> str:
     if name == "image_ids":
         return f"image ids: {len(have)} in the store vs {len(given)} given"
     return f"{name}: {have} != {given}"
+
+
+def as_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
+    """``data`` in ``dtype``; float16 -> float32 through torch's vectorised cast.
+
+    numpy converts float16 one value at a time: 52 ms for 32 SAM rows (64 MiB) against 13 ms
+    here, which is most of what a store-fed training batch costs beyond the preloaded one.
+    The values are the same (signalling NaNs come out quiet: still NaN).
+    """
+    target = np.dtype(dtype)
+    if data.dtype == target:
+        return data
+    if data.dtype != np.float16 or target != np.float32 or data.size < 1 << 16:
+        return data.astype(target)
+    import torch  # lazily: the store's command-line tools start without it
+
+    out = np.empty(data.shape, dtype=target)
+    torch.from_numpy(out).copy_(torch.from_numpy(np.ascontiguousarray(data)))
+    return out

@@ -9,7 +9,9 @@ Layout of every store, whatever the backend (``R`` rows = images x views, image-
     sizes            (R, 4) int32                 orig h, orig w, valid h, valid w; -1 unwritten
     failure          (R,) str                     reason, "" for written rows; chunk = 1 shard
     commit           (S, 1 + 16 F) uint8          byte 0 = 1 when committed, then one 16-byte
-                                                  blake2b digest per feature array; 1 chunk/shard
+                                                  digest per feature array (the ``checksum``
+                                                  attribute: xxh3-128; blake2b when absent);
+                                                  1 chunk/shard
 
 Per shard that is ``F + 4`` files in Zarr (plus the one-off ``image_id``/``view``/metadata).
 The commit row carries both the checksums and the commit mark, so the two land together in
@@ -26,6 +28,8 @@ import numpy as np
 FORMAT_VERSION = 1
 FEATURE_GROUP = "features"
 DIGEST_BYTES = 16
+DEFAULT_CHECKSUM = "xxh3-128"  # new stores (``cache.shard_writer.CHECKSUMS``)
+LEGACY_CHECKSUM = "blake2b"  # stores without a ``checksum`` attribute
 FEATURE_DTYPES = ("float16", "float32")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

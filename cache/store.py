@@ -6,7 +6,8 @@ store arrays and attributes. See ``cache.schema`` for the on-store layout and
 
 Writing protocol (``write_shard``): every feature array gets one shard-aligned write, then
 the per-row ``written`` mask, sizes and failure reasons, and last the ``commit`` row that
-holds the per-array blake2b checksums and the commit mark. Zarr writes each key atomically
+holds the per-array checksums (xxh3-128; blake2b in older stores) and the commit mark. Zarr
+writes each key atomically
 (temporary ``*.partial`` file + rename), so a writer killed at any instant leaves every
 committed shard intact and uncommitted shards are simply rewritten on resume. Zarr has no
 cross-process locks: parallel writers must own disjoint ranges of whole shards.
@@ -45,10 +46,11 @@ from cache.backends import (
 from cache.claims import ClaimFolder
 from cache.fingerprint import FingerprintMismatch
 from cache.fingerprint import fingerprint_of as _fingerprint_of
-from cache.layout import RowIndex, check_same_layout, create_layout, normalise_rows
+from cache.layout import RowIndex, as_dtype, check_same_layout, create_layout, normalise_rows
 from cache.outputs import OutputPathError
 from cache.schema import (
     FORMAT_VERSION,
+    LEGACY_CHECKSUM,
     ArraySpec,
     IncompleteStoreError,
     VerifyReport,
@@ -120,6 +122,7 @@ class FeatureStore:
         self.views = tuple(meta["views"])
         self.shard_size = int(meta["shard_size"])
         self.keepbits = meta.get("keepbits")
+        self.checksum = str(meta.get("checksum", LEGACY_CHECKSUM))  # see cache.shard_writer
         self.image_ids = [str(s) for s in backend.read("image_id", slice(None))[:: len(self.views)]]
         self._index = RowIndex(self.image_ids, self.views, self.url)
         self._written: np.ndarray | None = None
@@ -293,7 +296,7 @@ class FeatureStore:
             if self.verify_reads:
                 self._verify_touched(idx, name)
             data = self._read_array(name, sel)
-            out[name] = data if dtype is None else data.astype(dtype, copy=False)
+            out[name] = data if dtype is None else as_dtype(data, dtype)
         return out
 
     def _read_array(self, name: str, sel: Any) -> np.ndarray:
@@ -457,6 +460,8 @@ def create_store(
                            provenance, storage_options)  # fmt: skip
         if built is not None:
             return built
+        if store_exists(url, backend, storage_options):
+            continue  # built by another writer meanwhile
         if time.monotonic() > deadline:
             raise StoreBusyError(f"{url} is being created by another process; try again later")
         time.sleep(0.5)
@@ -486,6 +491,8 @@ def _try_build(
     if claims is not None and not claims.try_claim(CREATE_CLAIM):
         return None
     try:
+        if store_exists(url, backend, storage_options):
+            return None  # finished by another writer after our first look: reopen it
         if cls.occupied(url, storage_options):
             if claims is None or not _interrupted_creation(url, cls, storage_options):
                 raise OutputPathError(

@@ -15,9 +15,9 @@ from typing import Any, Self
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torch.nn import functional as F
 
 RANDOM_INIT = "random-init"
 WEIGHT_FREE = "weight-free"
@@ -58,6 +58,19 @@ class Backbone(nn.Module):
         """Turn an ``(H, W, 3)`` uint8 RGB image into ``((3, h, w) float32, valid_hw)``."""
         raise NotImplementedError
 
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The CPU half of ``preprocess`` (decode threads): by default all of it.
+
+        Backbones with a device half return a compact ``(3, h, w)`` uint8 tensor here
+        (resized, not normalised) and turn a batch of them into the model input in
+        ``finish``, on the device; ``finish([prepare(im)])[0]`` equals ``preprocess(im)``.
+        """
+        return self.preprocess(image)
+
+    def finish(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """The device half of ``preprocess``: ``prepare`` outputs to a ``(B, 3, h, w)`` batch."""
+        return torch.stack(inputs)  # (B, 3, h, w)
+
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run a ``(B, 3, h, w)`` batch and return the declared outputs."""
         raise NotImplementedError
@@ -80,12 +93,14 @@ def check_rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def to_chw_uint8(image: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 to a contiguous ``(3, H, W)`` uint8 tensor (``prepare`` outputs)."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # (3, H, W), a copy
+
+
 def to_chw_float(image: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 to a ``(3, H, W)`` float32 tensor on the 0-255 scale."""
-    array = np.ascontiguousarray(image)
-    if not array.flags.writeable:
-        array = array.copy()
-    return torch.from_numpy(array).permute(2, 0, 1).float()  # (3, H, W)
+    return to_chw_uint8(image).float()
 
 
 def longest_side_shape(h: int, w: int, target: int) -> tuple[int, int]:

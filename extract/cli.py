@@ -94,6 +94,15 @@ def _views(value: str) -> tuple[str, ...]:
 @click.option("--scheduler", help="Run on an existing dask cluster (scheduler address).")
 @click.option("--decode-workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads decoding images ahead of the forward pass.")
+@click.option("--attention", default="sdpa", show_default=True,
+              type=click.Choice(["sdpa", "sdpa_qk", "reference"]),
+              help="SAM attention kernel: sdpa (fused, bias as a mask), sdpa_qk (bias folded "
+                   "into q and k: no mask, flash kernels) or reference (segment_anything's). "
+                   "Recorded in the fingerprint.")
+@click.option("--cast-weights", is_flag=True,
+              help="Run in --dtype with cast weights instead of autocast (recorded).")
+@click.option("--compile", "compile_forward", is_flag=True,
+              help="torch.compile the forward (static batch shape; recorded).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def main(**opts: Any) -> None:
     """Extract frozen-backbone features for every image of a manifest into a store.
@@ -121,6 +130,8 @@ def main(**opts: Any) -> None:
             views=_views(opts["views"]), storage_dtype=opts["storage_dtype"],
             shard_size=opts["shard_size"], codec=opts["codec"], which=opts["which"],
             decode_workers=opts["decode_workers"], keepbits=opts["keepbits"],
+            attention=opts["attention"], cast_weights=opts["cast_weights"],
+            compile=opts["compile_forward"],
         )  # fmt: skip
     except ValueError as err:
         raise UsageProblem(str(err)) from err

@@ -55,8 +55,15 @@ class PreparedView:
 Preprocess = Callable[[np.ndarray], tuple[torch.Tensor, tuple[int, int]]]
 
 
-def prepare_image(path: Path, views: tuple[str, ...], preprocess: Preprocess) -> list[PreparedView]:
-    """Decode one file and preprocess each requested view of it."""
+def prepare_image(
+    path: Path, views: tuple[str, ...], preprocess: Preprocess, pin: bool = False
+) -> list[PreparedView]:
+    """Decode one file and preprocess each requested view of it.
+
+    Args:
+        preprocess: ``Backbone.prepare`` (uint8, finished on the device) or ``preprocess``.
+        pin: copy each tensor into page-locked memory (for non-blocking copies to a GPU).
+    """
     try:
         rgb = load_image(path)  # (H, W, 3) uint8
     except ImageDecodeError as err:
@@ -66,6 +73,7 @@ def prepare_image(path: Path, views: tuple[str, ...], preprocess: Preprocess) ->
     for view in views:
         pixels = np.ascontiguousarray(VIEWS[view](rgb))
         tensor, valid_hw = preprocess(pixels)
+        tensor = tensor.pin_memory() if pin else tensor
         out.append(PreparedView(tensor, (int(valid_hw[0]), int(valid_hw[1])), orig_hw))
     return out
 

@@ -38,7 +38,7 @@ from extract.base import (
     normalize,
     pil_resize,
     require_checkpoint,
-    to_chw_float,
+    to_chw_uint8,
 )
 from extract.monet_parts import MAL
 from extract.weights import load_weights, weights_sha256
@@ -128,12 +128,21 @@ class MoNet(Backbone):
             "std": list(STD),
         }
 
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Squash-resize (PIL bicubic) to uint8; ``valid_hw`` is the whole patch grid."""
+        size, grid = self.config.img_size, self.config.grid
+        resized = pil_resize(check_rgb(image), (size, size), "bicubic")
+        return to_chw_uint8(resized), np.array([grid, grid], np.int64)
+
+    def finish(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """To [0, 1], then normalised, on the device: ``(B, 3, size, size)``."""
+        x = torch.stack(inputs).to(self.mean.device).float() / 255.0
+        return normalize(x, self.mean.float(), self.std.float())
+
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Squash-resize (bicubic) and normalise; ``valid_hw`` is the whole patch grid."""
-        size = self.config.img_size
-        x = to_chw_float(pil_resize(check_rgb(image), (size, size), "bicubic")) / 255.0
-        grid = self.config.grid
-        return normalize(x, self.mean.cpu(), self.std.cpu()), np.array([grid, grid], np.int64)
+        x, valid = self.prepare(image)
+        return self.finish([x])[0].cpu(), valid
 
     def vit_tokens(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Patch tokens after each tapped block, before the final norm: ``(B, S*S, C)`` each."""

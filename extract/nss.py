@@ -41,7 +41,7 @@ from extract.base import (
     check_rgb,
     pil_resize,
     split_overrides,
-    to_chw_float,
+    to_chw_uint8,
 )
 
 KERNEL = 7
@@ -189,9 +189,17 @@ class NSSBackbone(Backbone):
             "std": None,
         }
 
-    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Squash-resize (PIL bicubic) to ``(3, size, size)`` uint8."""
         resized = pil_resize(check_rgb(image), (self.size, self.size), "bicubic")
-        return to_chw_float(resized), np.array([self.grid, self.grid], dtype=np.int64)
+        return to_chw_uint8(resized), np.array([self.grid, self.grid], dtype=np.int64)
+
+    def finish(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(inputs).float()  # (B, 3, size, size) on the 0-255 scale
+
+    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        x, valid = self.prepare(image)
+        return self.finish([x])[0], valid
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         channels = opponent_channels(x.float(), self.colour)  # (B, 1|3, H, W)

@@ -38,15 +38,15 @@ from cache.record import ExtractionRecord
 from cache.root import CacheRoot, RowDonors
 from cache.store import ArraySpec, FeatureStore, create_store, open_store, store_fields
 from cache.transfer import copy_store
+from extract.forward import AUTOCAST_DTYPES, configure, kernel_fields
 from extract.loader import check_views
 from extract.registry import get_backbone
-from extract.shards import AUTOCAST_DTYPES, ShardStats, fill_shards
+from extract.shards import ShardStats, fill_shards
 
 # Bump when a change to the extraction code changes the numbers it writes.
 FEATURE_VERSION = 1
 WHICH = ("all", "images", "refs")
 STORAGE_DTYPES = ("float16", "float32")
-CLAIM_BATCH = 4  # shards claimed (and pipelined) at a time
 WAIT_POLL_S = 2.0
 
 
@@ -70,6 +70,9 @@ class ExtractConfig:
         decode_workers: threads decoding and preprocessing ahead of the forward.
         keepbits: lossy mantissa bit-rounding of the stored features (None: lossless);
             recorded in the fingerprint.
+        attention: SAM attention kernel (``extract.sam_attention.KERNELS``; others ignore it).
+        cast_weights: run in ``dtype`` with cast weights instead of under autocast.
+        compile: ``torch.compile`` the forward (static batch shape).
     """
 
     backbone: str
@@ -86,6 +89,9 @@ class ExtractConfig:
     which: str = "all"
     decode_workers: int = 2
     keepbits: int | None = None
+    attention: str = "sdpa"
+    cast_weights: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check_views(self.views)
@@ -103,18 +109,30 @@ class ExtractConfig:
         return ExtractionRecord(
             backbone=self.backbone, arch=self.arch, compute_dtype=self.dtype,
             storage_dtype=self.storage_dtype, keepbits=self.keepbits, views=self.views,
-            which=self.which,
+            which=self.which, options=tuple(self.engine_options().items()),
         )  # fmt: skip
+
+    def engine_options(self) -> dict[str, Any]:
+        """The engine settings that change bits (kept in the record's ``options``)."""
+        return {"attention": self.attention, "cast_weights": self.cast_weights,
+                "compile": self.compile}  # fmt: skip
 
     @classmethod
     def from_record(
         cls, record: ExtractionRecord, checkpoint: str | None, device: str = "cpu"
     ) -> ExtractConfig:
-        """The settings that compute a record's features for new images (identity view)."""
+        """The settings that compute a record's features for new images (identity view).
+
+        Records from before the engine options existed ran segment_anything's own attention.
+        """
+        options = dict(record.options)
         return cls(
             backbone=record.backbone, checkpoint=checkpoint, arch=record.arch,
             device=device, dtype=record.compute_dtype, storage_dtype=record.storage_dtype,
             which=record.which, keepbits=record.keepbits,
+            attention=str(options.get("attention", "reference")),
+            cast_weights=bool(options.get("cast_weights", False)),
+            compile=bool(options.get("compile", False)),
         )  # fmt: skip
 
 
@@ -139,17 +157,29 @@ class ExtractResult:
 
 
 def build_backbone(cfg: ExtractConfig) -> Any:
-    """Build the frozen backbone on ``cfg.device`` in eval mode."""
+    """Build the frozen backbone on ``cfg.device`` in eval mode.
+
+    Random weights are drawn from a fixed seed (the global RNG is left as it was), so every
+    process, dask worker included, builds the same random-init model.
+    """
     builder = get_backbone(cfg.backbone)
     checkpoint = None if cfg.random_init else cfg.checkpoint
-    model = builder(checkpoint, random_init=cfg.random_init, **dict(cfg.arch))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = builder(checkpoint, random_init=cfg.random_init, **dict(cfg.arch))
     model.eval().requires_grad_(False)
-    return model.to(torch.device(cfg.device))
+    set_attention = getattr(model, "set_attention", None)  # SAM only
+    if set_attention is not None:
+        set_attention(cfg.attention)
+    model = model.to(torch.device(cfg.device))
+    compile_batch = cfg.batch_size if cfg.compile else None
+    return configure(model, dtype=cfg.dtype, cast_weights=cfg.cast_weights,
+                     compile_batch=compile_batch)  # fmt: skip
 
 
 def fingerprint_fields(backbone: Any, cfg: ExtractConfig) -> dict[str, Any]:
     """The fields that decide the stored numbers (the device does not, within tolerance)."""
-    return {
+    fields = {
         "backbone": cfg.backbone,
         "arch": backbone.arch_config(),
         "weights_sha256": backbone.weights_sha256,
@@ -159,6 +189,11 @@ def fingerprint_fields(backbone: Any, cfg: ExtractConfig) -> dict[str, Any]:
         "storage_dtype": cfg.storage_dtype,
         "views": list(cfg.views),
     }
+    kernels = kernel_fields(backbone, dtype=cfg.dtype, cast_weights=cfg.cast_weights,
+                            compiled=cfg.compile)  # fmt: skip
+    if kernels:  # absent for the reference kernels: older stores keep their fingerprints
+        fields["kernels"] = kernels
+    return fields
 
 
 def image_ids_for(manifest: Manifest, which: str) -> list[str]:
@@ -266,7 +301,8 @@ def run_extract(
         donors = _donors(root, manifest.info.name, fp, exclude=target)
         stats, stopped = _fill(cfg, backbone, store, manifest, donors, workers, scheduler,
                                progress)  # fmt: skip
-        result.computed_rows, result.copied_rows = stats.rows, stats.copied
+        result.computed_rows = stats.rows - stats.reused_rows
+        result.copied_rows = stats.reused_rows
         result.interrupted = stopped
     result.failures = dict(store.failures)
     result.written_rows = int(store.written.sum())
@@ -317,27 +353,28 @@ def _fill(
     cfg: ExtractConfig, backbone: Any, store: FeatureStore, manifest: Manifest,
     donors: RowDonors | None, workers: int | None, scheduler: str | None, show: bool,
 ) -> tuple[ShardStats, bool]:  # fmt: skip
+    """Fill the missing shards; with writer claims, only those no one else is computing.
+
+    One pipeline runs over all the shards this process claims; shards are claimed as the
+    pipeline reaches them (``_claimed``), so the pipeline never drains between claims and
+    a second writer finds unclaimed shards to take. When the rest is being computed by
+    others, wait for them (and take over any whose writer died).
+    """
     claims = store.claims()
     total = sum(len(store.shard_rows(k)) for k in store.missing_shards())
     bar = make_progress(total, f"extract {cfg.backbone}", "img", enabled=show)
     stats = ShardStats()
+    reuse = _reuser(store, donors) if donors is not None and len(donors) else None
     with bar, _graceful_interrupt(bar.write) as stop:
         try:
             while not stop[0]:
-                mine, waiting = _claim_next(store, claims)
-                if not mine and not waiting:
+                others = [False]
+                shards = _claimed(store, claims, stop, others)
+                stats.merge(_compute(cfg, backbone, store, manifest, shards, workers,
+                                     scheduler, bar, stop, reuse))  # fmt: skip
+                if not others[0]:
                     break
-                if not mine:
-                    time.sleep(WAIT_POLL_S)  # another process is computing those shards
-                    continue
-                todo = _copy_known(store, mine, donors, stats, bar)
-                if todo:
-                    part = _compute(cfg, backbone, store, manifest, todo, workers, scheduler,
-                                    bar, stop)  # fmt: skip
-                    stats.merge(part)
-                    if part.shards < len(todo):  # asked to stop part-way
-                        stop[0] = True
-                _release(claims, mine)
+                time.sleep(WAIT_POLL_S)  # another process is computing the rest
         finally:
             if claims is not None:
                 claims.release_all()
@@ -347,71 +384,95 @@ def _fill(
     return stats, stop[0]
 
 
-def _claim_next(store: FeatureStore, claims: Any) -> tuple[list[int], bool]:
-    """Up to ``CLAIM_BATCH`` missing shards claimed by us, and whether others hold some."""
-    missing = store.missing_shards()
-    if claims is None:
-        return missing, False
-    mine: list[int] = []
-    others = False
-    for k in missing:
-        if len(mine) >= CLAIM_BATCH:
-            break
-        if claims.try_claim(f"shard_{k:06d}"):
-            mine.append(k)
-        else:
-            others = True
-    fresh = set(store.missing_shards())  # a shard committed while we claimed it is done
-    done = [k for k in mine if k not in fresh]
-    _release(claims, done)
-    return [k for k in mine if k in fresh], others
+def _claimed(
+    store: FeatureStore, claims: Any, stop: list[bool], others: list[bool]
+) -> Iterator[int]:
+    """Missing shards, each claimed by us just before it is yielded (all of them when the
+    backend has no claims); sets ``others[0]`` when someone else holds one. Claims of
+    shards that are committed meanwhile are released as it goes."""
+    held: list[int] = []
+    for k in store.missing_shards():
+        if stop[0]:
+            return
+        if claims is not None:
+            committed = store.committed()
+            _release(claims, [h for h in held if committed[h]])
+            held = [h for h in held if not committed[h]]
+            if committed[k]:
+                continue  # someone finished it meanwhile
+            if not claims.try_claim(_claim_name(k)):
+                others[0] = True
+                continue
+            if store.committed()[k]:  # committed between our check and our claim
+                _release(claims, [k])
+                continue
+            held.append(k)
+        yield k
+
+
+def _claim_name(k: int) -> str:
+    return f"shard_{k:06d}"
 
 
 def _release(claims: Any, shards: list[int]) -> None:
     if claims is not None:
         for k in shards:
-            claims.release(f"shard_{k:06d}")
+            claims.release(_claim_name(k))
 
 
-def _copy_known(
-    store: FeatureStore, shards: list[int], donors: RowDonors | None, stats: ShardStats, bar: Any
-) -> list[int]:
-    """Write the shards whose every row a donor store holds; return the rest."""
-    if donors is None or not len(donors):
-        return shards
-    todo = []
-    for k in shards:
+def _reuser(store: FeatureStore, donors: RowDonors) -> Callable[[int], dict[int, Any]]:
+    """``fill_shards``'s ``reuse``: the rows of shard ``k`` that a donor store holds."""
+
+    def reuse(k: int) -> dict[int, Any]:
         rows = store.shard_rows(k)
         keys = [(store.image_ids[r // store.n_views], store.views[r % store.n_views])
                 for r in rows]  # fmt: skip
         known = donors.lookup(keys)
-        if len(known) < len(keys):
-            todo.append(k)
-            continue
-        feats = {n: np.stack([known[i][0][n] for i in range(len(keys))]) for n in store.arrays}
-        valid = np.stack([known[i][1] for i in range(len(keys))])
-        orig = np.stack([known[i][2] for i in range(len(keys))])
-        store.write_shard(k, feats, valid, orig)
-        stats.copied += len(keys)
-        bar.update(len(keys))
-    return todo
+        return {i: (f, tuple(int(x) for x in v), tuple(int(x) for x in o))
+                for i, (f, v, o) in known.items()}  # fmt: skip
+
+    return reuse
+
+
+def _write_known(store: FeatureStore, k: int, known: dict[int, Any]) -> None:
+    """Write shard ``k`` from rows a donor holds (every row of the shard)."""
+    order = range(len(known))
+    feats = {n: np.stack([known[i][0][n] for i in order]) for n in store.arrays}
+    store.write_shard(k, feats, np.array([known[i][1] for i in order]),
+                      np.array([known[i][2] for i in order]))  # fmt: skip
 
 
 def _compute(
     cfg: ExtractConfig, backbone: Any, store: FeatureStore, manifest: Manifest,
-    shards: list[int], workers: int | None, scheduler: str | None, bar: Any, stop: list[bool],
+    shards: Iterator[int], workers: int | None, scheduler: str | None, bar: Any,
+    stop: list[bool], reuse: Callable[[int], dict[int, Any]] | None,
 ) -> ShardStats:  # fmt: skip
-    on_shard = lambda k, n: bar.update(n)  # noqa: E731
     if workers or scheduler:
         from extract.distributed import fill_distributed
 
-        return fill_distributed(
-            cfg, manifest, store, shards, workers=workers, scheduler=scheduler,
-            on_shard=on_shard, should_stop=lambda: stop[0],
-        )  # fmt: skip
+        # Known rows are not shipped to workers (a cluster's task list is built at once,
+        # and donor rows of every shard would sit in memory together): shards a donor
+        # holds whole are copied here, one at a time; the rest are computed whole.
+        copied, todo = ShardStats(), []
+        for k in shards:
+            known = reuse(k) if reuse is not None else {}
+            if len(known) < len(store.shard_rows(k)):
+                todo.append(k)
+                continue
+            _write_known(store, k, known)
+            copied.shards += 1
+            copied.rows += len(known)
+            copied.reused_rows += len(known)
+            bar.update(len(known))
+        copied.merge(fill_distributed(
+            cfg, manifest, store, todo, workers=workers, scheduler=scheduler,
+            on_rows=bar.update, should_stop=lambda: stop[0],
+        ))  # fmt: skip
+        return copied
     return fill_shards(
         store, backbone, manifest, shards, batch_size=cfg.batch_size, dtype=cfg.dtype,
-        decode_workers=cfg.decode_workers, on_shard=on_shard, should_stop=lambda: stop[0],
+        decode_workers=cfg.decode_workers, on_rows=bar.update, should_stop=lambda: stop[0],
+        reuse=reuse,
     )  # fmt: skip
 
 

@@ -9,7 +9,13 @@ are the mean colour). Output ``embed`` is the neck output, (256, 64, 64) at 1024
 
 Deviations: only the image encoder is kept (the official file's ``prompt_encoder.*`` and
 ``mask_decoder.*`` keys are dropped on load, strict on the rest); the checkpoint is read
-with ``weights_only=True`` on the CPU instead of a bare ``torch.load``.
+with ``weights_only=True`` on the CPU instead of a bare ``torch.load``. Attention runs
+through SDPA by default (``extract.sam_attention``: the same function, other rounding;
+``attention="reference"`` keeps segment_anything's own). The preprocessing is split in two:
+``prepare`` (decode threads) resizes to uint8, ``finish`` (on the device) normalises and
+pads. ``resize="device"`` moves the resize to the device too (the antialiased bilinear
+resize of ``ResizeLongestSide.apply_image_torch``, rounded to the 0-255 grid; not
+SamPredictor's numbers, so it is recorded in the preprocessing and the fingerprint).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
@@ -26,16 +33,16 @@ from torch import nn
 from extract.base import (
     RANDOM_INIT,
     Backbone,
+    BackboneError,
     check_rgb,
-    longest_side_preprocessing,
-    normalize,
-    pad_bottom_right,
+    longest_side_shape,
     require_checkpoint,
     split_overrides,
-    to_chw_float,
+    to_chw_uint8,
     valid_cells,
 )
-from extract.weights import load_weights, weights_sha256
+from extract.sam_attention import set_attention
+from extract.weights import WeightsError, load_state, read_state_dict, weights_sha256
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -47,6 +54,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "vit_b": dict(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
 }
 _SHARED = {"img_size": 1024, "patch_size": 16, "window_size": 14, "out_chans": 256}
+RESIZES = {"pil": "longest_side_pil_bilinear", "device": "longest_side_torch_bilinear_aa"}
 
 
 class SamEncoder(Backbone):
@@ -55,14 +63,20 @@ class SamEncoder(Backbone):
     Args:
         name: registry key.
         arch: ``ImageEncoderViT`` arguments (see ``VARIANTS``; JSON-able).
+        attention: attention kernel (``extract.sam_attention.KERNELS``).
+        resize: ``"pil"`` (SamPredictor's, in the decode threads) or ``"device"``.
     """
 
     pixel_mean: torch.Tensor
     pixel_std: torch.Tensor
 
-    def __init__(self, name: str, arch: dict[str, Any]) -> None:
+    def __init__(
+        self, name: str, arch: dict[str, Any], attention: str = "sdpa", resize: str = "pil"
+    ) -> None:
         super().__init__()
-        self.name = name
+        if resize not in RESIZES:
+            raise BackboneError(f"{name}: resize must be one of {sorted(RESIZES)}, got {resize!r}")
+        self.name, self.resize = name, resize
         self.arch = dict(arch)
         self.image_encoder = ImageEncoderViT(
             img_size=arch["img_size"],
@@ -78,24 +92,68 @@ class SamEncoder(Backbone):
             window_size=arch["window_size"],
             global_attn_indexes=tuple(arch["global_attn_indexes"]),
         )
+        self.set_attention(attention)
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(3, 1, 1), False)
         self.transform = ResizeLongestSide(arch["img_size"])
         grid = arch["img_size"] // arch["patch_size"]
         self.outputs = {"embed": (arch["out_chans"], grid, grid)}
 
+    def set_attention(self, kernel: str) -> None:
+        """Switch the attention kernel of every block (the weights stay)."""
+        set_attention(self.image_encoder, kernel)
+        self.attention = kernel
+
+    def kernel_config(self) -> dict[str, Any]:
+        """What besides the weights and dtype changes the bits: the attention kernel."""
+        return {} if self.attention == "reference" else {"attention": self.attention}
+
     def arch_config(self) -> dict[str, Any]:
         return {**self.arch, "global_attn_indexes": list(self.arch["global_attn_indexes"])}
 
     def preprocessing(self) -> dict[str, Any]:
-        return longest_side_preprocessing(self.arch["img_size"], PIXEL_MEAN, PIXEL_STD)
+        size = self.arch["img_size"]
+        return {
+            "input_size": [size, size],
+            "resize": RESIZES[self.resize],
+            "pad": "bottom_right_zero_after_normalize",
+            "mean": list(PIXEL_MEAN),
+            "std": list(PIXEL_STD),
+            "input_range": [0, 255],
+        }
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Resize (longest side, PIL) to ``(3, h, w)`` uint8; the valid cells of the input."""
+        image = check_rgb(image)
+        hw = longest_side_shape(image.shape[0], image.shape[1], self.arch["img_size"])
+        if self.resize == "pil":
+            image = self.transform.apply_image(image)  # (h, w, 3) uint8
+        return to_chw_uint8(image), valid_cells(hw, self.arch["patch_size"])
+
+    def finish(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """Normalise (and with ``resize="device"`` resize) uint8 inputs; zero-pad to square."""
+        size = self.arch["img_size"]
+        mean, std = self.pixel_mean, self.pixel_std
+        out = torch.zeros(len(inputs), 3, size, size, device=mean.device)  # (B, 3, S, S)
+        for i, image in enumerate(inputs):
+            x = image.to(mean.device, non_blocking=True).float()  # (3, h, w)
+            if self.resize == "device":
+                x = self._resize_on_device(x)
+            out[i, :, : x.shape[1], : x.shape[2]] = (x - mean) / std
+        return out
+
+    def _resize_on_device(self, x: torch.Tensor) -> torch.Tensor:
+        """``ResizeLongestSide.apply_image_torch``'s resize (antialiased bilinear), on the
+        0-255 grid. Called directly: that method sizes its output from the batch and channel
+        axes of its input (segment-anything 1.0), not from the image's height and width."""
+        hw = longest_side_shape(x.shape[1], x.shape[2], self.arch["img_size"])
+        resized = F.interpolate(x[None], hw, mode="bilinear", align_corners=False, antialias=True)
+        return resized[0].round_().clamp_(0, 255)  # (3, h, w)
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Resize (longest side), normalise, pad: returns ``(3, S, S)`` and valid cells."""
-        resized = self.transform.apply_image(check_rgb(image))  # (h, w, 3) uint8
-        x = normalize(to_chw_float(resized), self.pixel_mean.cpu(), self.pixel_std.cpu())
-        valid = valid_cells(resized.shape[:2], self.arch["patch_size"])
-        return pad_bottom_right(x, self.arch["img_size"]), valid
+        chw, valid = self.prepare(image)
+        return self.finish([chw])[0], valid
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"embed": self.image_encoder(x)}
@@ -106,15 +164,59 @@ def _encoder_keys(key: str) -> str | None:
     return key[len(ENCODER_PREFIX) :] if key.startswith(ENCODER_PREFIX) else None
 
 
+def _encoder_state(checkpoint: str) -> dict[str, torch.Tensor]:
+    """The ``image_encoder.*`` tensors of an official SAM checkpoint, without the prefix."""
+    state = {}
+    for key, value in read_state_dict(checkpoint).items():
+        short = _encoder_keys(key)
+        if short is not None:
+            state[short] = value
+    if not state:
+        raise WeightsError(f"{checkpoint} holds no {ENCODER_PREFIX}* weights: not an official "
+                           "SAM checkpoint (sam_vit_h_4b8939.pth and its siblings)")  # fmt: skip
+    return state
+
+
+def variant_of(state: dict[str, torch.Tensor]) -> str | None:
+    """The SAM variant (``vit_b``, ``vit_l``, ``vit_h``) an encoder state dict was made for."""
+    proj = state.get("patch_embed.proj.weight")
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    for name, arch in VARIANTS.items():
+        if proj is not None and proj.shape[0] == arch["embed_dim"] and depth == arch["depth"]:
+            return name
+    return None
+
+
+def _check_variant(state: dict[str, torch.Tensor], variant: str, arch: dict[str, Any],
+                   checkpoint: str) -> None:  # fmt: skip
+    """A one-line error when the checkpoint is another SAM variant than the one asked for."""
+    found = variant_of(state)
+    asked = (arch["embed_dim"], arch["depth"]) == (VARIANTS[variant]["embed_dim"],
+                                                   VARIANTS[variant]["depth"])  # fmt: skip
+    if found is not None and found != variant and asked:
+        v = VARIANTS[found]
+        raise WeightsError(
+            f"{checkpoint} looks like SAM {found} ({v['depth']} blocks of width "
+            f"{v['embed_dim']}), not {variant}: use --backbone sam_{found}"
+        )
+
+
 def _build(
     variant: str, checkpoint: str | None, random_init: bool, overrides: dict[str, Any]
 ) -> SamEncoder:
+    """Overrides are ``ImageEncoderViT`` arguments plus ``attention`` and ``resize``."""
     name = f"sam_{variant}"
     require_checkpoint(checkpoint, random_init, name)
+    options = {k: overrides.pop(k) for k in ("attention", "resize") if k in overrides}
     arch = split_overrides(overrides, {**_SHARED, **VARIANTS[variant]}, name)
-    model = SamEncoder(name, arch)
+    state = None
+    if checkpoint is not None:  # checked before a (ViT-H: 2.5 GB) model is built
+        state = _encoder_state(checkpoint)
+        _check_variant(state, variant, arch, checkpoint)
+    model = SamEncoder(name, arch, **options)
     if checkpoint is not None:
-        load_weights(model.image_encoder, checkpoint, strict=True, key_map=_encoder_keys)
+        assert state is not None
+        load_state(model.image_encoder, state, strict=True, where=checkpoint)
         model.weights_sha256 = weights_sha256(checkpoint)
     else:
         model.weights_sha256 = RANDOM_INIT

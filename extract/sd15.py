@@ -34,7 +34,7 @@ from extract.base import (
     pil_resize,
     require_checkpoint,
     split_overrides,
-    to_chw_float,
+    to_chw_uint8,
 )
 from extract.prompts import (
     CLIP_VOCAB_SIZE,
@@ -175,13 +175,21 @@ class SD15UNet(Backbone):
             "std": None,
         }
 
-    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Squash-resize (PIL bilinear) to ``(3, size, size)`` uint8."""
         size = self.options["size"]
-        x = to_chw_float(pil_resize(check_rgb(image), (size, size), "bilinear")) / 255.0
-        if self.options["input_range"] == "-1,1":
-            x = x * 2 - 1
+        resized = pil_resize(check_rgb(image), (size, size), "bilinear")
         side = max(s[-1] for s in self.outputs.values())
-        return x, np.array([side, side], dtype=np.int64)
+        return to_chw_uint8(resized), np.array([side, side], dtype=np.int64)
+
+    def finish(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """To the input range, on the device: ``(B, 3, size, size)``."""
+        x = torch.stack(inputs).to(self.prompt_embeds.device).float() / 255.0
+        return x * 2 - 1 if self.options["input_range"] == "-1,1" else x
+
+    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        x, valid = self.prepare(image)
+        return self.finish([x])[0].cpu(), valid
 
     def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
         """VAE posterior mean times ``scaling_factor``: ``(B, 4, h/8, w/8)``."""

@@ -1,15 +1,26 @@
 """Fill whole shards of a store: decode ahead, batched forward, write behind.
 
 The unit of work is a shard (``store.shard_size`` images, all their views). Within a shard
-the rows are batched in order, so the same shard gives the same batches, and therefore the
-same numbers, whether it runs in this process or on a dask worker.
+the rows to compute are batched in order, so the same shard gives the same batches, and
+therefore the same numbers, whether it runs in this process or on a dask worker.
+
+The pipeline (``fill_shards``): decode threads run ``prefetch`` images ahead, each view
+``Backbone.prepare``-d into a compact tensor (uint8 where the backbone has a device half;
+page-locked when the backbone is on a CUDA device); the rows stream into batches that
+never cross a shard boundary; ``extract.forward.DeviceRunner`` keeps one batch in flight
+on the device; a finished shard goes to a writer thread while the next one computes (at
+most one shard waits to be written).
+
+Host memory is bounded by the prefetch depth: about ``(prefetch + 2 * batch_size) * views``
+prepared inputs (SAM: at most 3 MiB each as uint8; 12 MiB each as float32 without a device
+half) plus three shards of features (the one filling, the one being written, and the
+float32 batch outputs on their way), whatever the dataset size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +28,21 @@ import numpy as np
 import torch
 
 from cache.manifest import Manifest
+from extract.forward import (
+    AUTOCAST_DTYPES,
+    DeviceRunner,
+    autocast,
+    check_batch_fits,
+    device_of,
+    forward_batches,
+    to_stored,
+)
 from extract.loader import PreparedView, prefetch_map, prepare_image
 
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+__all__ = ["AUTOCAST_DTYPES", "ShardStats", "autocast", "compute_shard", "fill_shards"]
+
+KnownRow = tuple[dict[str, np.ndarray], tuple[int, int], tuple[int, int]]
+Reuse = Callable[[int], dict[int, KnownRow] | None]
 
 
 @dataclass
@@ -29,21 +52,55 @@ class ShardStats:
     shards: int = 0
     rows: int = 0
     failures: dict[str, str] = field(default_factory=dict)
-    copied: int = 0
+    reused_rows: int = 0
 
     def merge(self, other: ShardStats) -> None:
         self.shards += other.shards
         self.rows += other.rows
-        self.copied += other.copied
+        self.reused_rows += other.reused_rows
         self.failures.update(other.failures)
 
 
-def autocast(device: torch.device, dtype: str) -> Any:
-    """Autocast context for ``dtype`` (``fp32`` = none)."""
-    target = AUTOCAST_DTYPES[dtype]
-    if target is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=target)
+@dataclass
+class _Shard:
+    """One shard on its way: known rows, prepared rows' sizes and errors, computed outputs."""
+
+    k: int
+    n_rows: int
+    known: dict[int, KnownRow]
+    sizes: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    computed: list[tuple[list[int], dict[str, np.ndarray]]] = field(default_factory=list)
+
+    def add_view(self, local: int, view: PreparedView) -> bool:
+        """Record a prepared row's sizes (or its error); True when it is to be computed."""
+        self.sizes[local] = (*view.valid_hw, *view.orig_hw)
+        if view.tensor is None:
+            self.errors[local] = view.error or "unknown error"
+        return view.tensor is not None
+
+    def assemble(
+        self, store: Any
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[int, str]]:
+        """Features, valid and original sizes, and failures, in store row order."""
+        features = {}
+        filled = {r for rows, _ in self.computed for r in rows} | set(self.known)
+        empty = [r for r in range(self.n_rows) if r not in filled]  # failed rows
+        for name, spec in store.arrays.items():
+            features[name] = np.empty((self.n_rows, *spec.shape), dtype=spec.dtype)
+            features[name][empty] = np.nan  # no NaN pass over a whole 128 MiB shard
+        for rows, out in self.computed:
+            for name, spec in store.arrays.items():
+                stored = to_stored({name: out[name]}, spec.dtype, store.keepbits)
+                features[name][rows] = stored[name]
+        sizes = np.zeros((self.n_rows, 4), dtype=np.int32)  # (rows, valid h w + orig h w)
+        for local, (feats, valid, orig) in self.known.items():
+            for name in features:
+                features[name][local] = feats[name]
+            sizes[local] = (*valid, *orig)
+        for local, hw in self.sizes.items():
+            sizes[local] = hw
+        return features, sizes[:, :2], sizes[:, 2:], dict(self.errors)
 
 
 def _shard_images(store: Any, shard: int) -> range:
@@ -51,60 +108,77 @@ def _shard_images(store: Any, shard: int) -> range:
     return range(start, min(start + store.shard_size, store.n_images))
 
 
-def _prepared_shards(
-    store: Any, manifest: Manifest, shards: list[int], backbone: Any, pool: ThreadPoolExecutor
-) -> Iterator[tuple[int, list[list[PreparedView]]]]:
-    """Yield (shard, per-image prepared views), decoding up to two shards ahead."""
-    views = tuple(store.views)
+def _jobs(
+    store: Any, shards: Iterable[int], reuse: Reuse | None, open_shards: dict[int, _Shard]
+) -> Iterator[tuple[int, int | None, tuple[int, ...]]]:
+    """Per image ``(shard, image, views to prepare)``, then ``(shard, None, ())`` per shard.
 
-    def work(index: int) -> list[PreparedView]:
-        return prepare_image(manifest.resolve(store.image_ids[index]), views, backbone.preprocess)
-
-    order = [(k, i) for k in shards for i in _shard_images(store, k)]
-    results = prefetch_map(lambda ki: work(ki[1]), order, pool, depth=2 * store.shard_size + 4)
+    Asks ``reuse`` for each shard's known rows as the shard is scheduled; an image whose
+    every view is known is not decoded at all.
+    """
+    n_views = len(store.views)
     for k in shards:
-        yield k, [next(results) for _ in _shard_images(store, k)]
+        images = _shard_images(store, k)
+        known = dict((reuse(k) if reuse is not None else None) or {})
+        open_shards[k] = _Shard(k, len(images) * n_views, known)
+        for i in images:
+            first = (i - images.start) * n_views
+            needed = tuple(v for v in range(n_views) if first + v not in known)
+            if needed:
+                yield k, i, needed
+        yield k, None, ()
 
 
-def _forward_rows(
-    backbone: Any, tensors: list[torch.Tensor], batch_size: int, dtype: str
-) -> dict[str, np.ndarray]:
-    """Run the backbone over ``tensors`` in order, in batches; float32 numpy outputs."""
-    device = _device_of(backbone)
-    chunks: dict[str, list[np.ndarray]] = {name: [] for name in backbone.outputs}
-    with torch.inference_mode(), autocast(device, dtype):
-        for start in range(0, len(tensors), batch_size):
-            x = torch.stack(tensors[start : start + batch_size]).to(device)  # (B, 3, H, W)
-            out = backbone.forward_features(x)
-            for name in chunks:
-                chunks[name].append(out[name].float().cpu().numpy())
-    return {name: np.concatenate(parts) for name, parts in chunks.items()}
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+def _batches(
+    store: Any, prepared: Iterator[tuple[Any, list[PreparedView]]], open_shards: dict[int, _Shard],
+    batch_size: int,
+) -> Iterator[tuple[tuple[int, list[int] | None], list[torch.Tensor]]]:  # fmt: skip
+    """Batches of prepared rows, in row order, never across shards; a marker ends a shard."""
+    n_views = len(store.views)
+    rows: list[int] = []
+    tensors: list[torch.Tensor] = []
+    for (k, i, needed), views in prepared:
+        if i is None:
+            if rows:
+                yield (k, rows), tensors
+            rows, tensors = [], []
+            yield (k, None), []
+            continue
+        shard = open_shards[k]
+        first = (i - k * store.shard_size) * n_views
+        for v, view in zip(needed, views, strict=True):
+            if shard.add_view(first + v, view):
+                rows.append(first + v)
+                tensors.append(view.tensor)  # type: ignore[arg-type]
+            if len(rows) == batch_size:
+                yield (k, rows), tensors
+                rows, tensors = [], []
 
 
 def compute_shard(
     store: Any, backbone: Any, images: list[list[PreparedView]], batch_size: int, dtype: str
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[int, str]]:
-    """Features, valid and original sizes, and failures for one shard's rows."""
+    """Features, valid and original sizes, and failures for one shard's prepared rows."""
     rows = [view for image in images for view in image]  # image-major, as store rows
-    failures = {i: v.error or "unknown error" for i, v in enumerate(rows) if v.tensor is None}
-    ok = [i for i in range(len(rows)) if i not in failures]
-    features = {}
-    for name, spec in store.arrays.items():
-        features[name] = np.full((len(rows), *spec.shape), np.nan, dtype=spec.dtype)
+    shard = _Shard(-1, len(rows), {})
+    ok = [i for i, view in enumerate(rows) if shard.add_view(i, view)]
     if ok:
         tensors = [t for t in (rows[i].tensor for i in ok) if t is not None]
-        out = _forward_rows(backbone, tensors, batch_size, dtype)
-        for name, values in out.items():
-            features[name][ok] = values.astype(features[name].dtype)
-    valid = np.array([v.valid_hw for v in rows], dtype=np.int32).reshape(len(rows), 2)
-    orig = np.array([v.orig_hw for v in rows], dtype=np.int32).reshape(len(rows), 2)
-    return features, valid, orig, failures
+        out = forward_batches(backbone, tensors, batch_size=batch_size, dtype=dtype,
+                              out_dtype=_out_dtype(store))  # fmt: skip
+        shard.computed.append((ok, out))
+    return shard.assemble(store)
+
+
+@dataclass
+class _Callbacks:
+    on_shard: Callable[[int, int], None] | None
+    on_rows: Callable[[int], None] | None
+    should_stop: Callable[[], bool]
+
+    def rows(self, n: int) -> None:
+        if self.on_rows is not None and n:
+            self.on_rows(n)
 
 
 def fill_shards(
@@ -116,36 +190,95 @@ def fill_shards(
     batch_size: int,
     dtype: str,
     decode_workers: int = 2,
+    prefetch: int | None = None,
     on_shard: Callable[[int, int], None] | None = None,
+    on_rows: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    reuse: Reuse | None = None,
 ) -> ShardStats:
     """Compute and write ``shards``; decoding runs ahead and writing runs behind.
 
     Args:
+        prefetch: images decoded ahead (default two shards and a few); bounds host memory.
         on_shard: called with (shard, rows) after each shard is handed to the writer.
+        on_rows: called with a number of rows as they finish (after each batch; reused and
+            failed rows when their shard is handed to the writer).
         should_stop: polled between shards; True finishes the shard in flight and returns.
+        reuse: ``reuse(k)`` may return rows of shard ``k`` already known elsewhere, as
+            ``{local_row: (features, valid_hw, orig_hw)}`` with every array of the store;
+            they are neither decoded nor computed, and the shard is written whole.
     """
-    stats = ShardStats()
-    shards = list(shards)
+    check_batch_fits(backbone, batch_size, dtype)
+    depth = prefetch or 2 * store.shard_size + 4
+    calls = _Callbacks(on_shard, on_rows, should_stop)
     with ThreadPoolExecutor(decode_workers) as pool, ThreadPoolExecutor(1) as writer:
-        pending: Future[None] | None = None
-        for k, images in _prepared_shards(store, manifest, shards, backbone, pool):
-            features, valid, orig, failures = compute_shard(
-                store, backbone, images, batch_size, dtype
-            )
-            if pending is not None:
-                pending.result()  # at most one shard waits to be written
-            pending = writer.submit(store.write_shard, k, features, valid, orig, failures)
-            first_row = k * store.shard_size * len(store.views)
-            for local, reason in failures.items():
-                stats.failures[store.image_ids[(first_row + local) // len(store.views)]] = reason
-            stats.shards += 1
-            stats.rows += len(valid)
-            if on_shard is not None:
-                on_shard(k, len(valid))
-            if should_stop():
-                break
-        pool.shutdown(wait=True, cancel_futures=True)  # drop decoding done ahead, if stopped
-        if pending is not None:
-            pending.result()
+        open_shards: dict[int, _Shard] = {}
+        prepared = prefetch_map(
+            _preparer(store, manifest, backbone), _jobs(store, shards, reuse, open_shards), pool,
+            depth,
+        )  # fmt: skip
+        runner = DeviceRunner(backbone, dtype=dtype, out_dtype=_out_dtype(store))
+        stream = runner.map(_batches(store, prepared, open_shards, batch_size))
+        try:
+            stats = _drain(store, stream, open_shards, writer, calls)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # drop decoding done ahead
     return stats
+
+
+def _out_dtype(store: Any) -> str:
+    dtypes = {spec.dtype for spec in store.arrays.values()}
+    return dtypes.pop() if len(dtypes) == 1 else "float32"
+
+
+def _preparer(store: Any, manifest: Manifest, backbone: Any) -> Callable[[Any], Any]:
+    views = tuple(store.views)
+    pin = device_of(backbone).type == "cuda"
+
+    def work(job: tuple[int, int | None, tuple[int, ...]]) -> tuple[Any, list[PreparedView]]:
+        k, i, needed = job
+        if i is None:
+            return job, []
+        path = manifest.resolve(store.image_ids[i])
+        return job, prepare_image(path, tuple(views[v] for v in needed), backbone.prepare, pin)
+
+    return work
+
+
+def _drain(
+    store: Any, stream: Iterator[Any], open_shards: dict[int, _Shard], writer: ThreadPoolExecutor,
+    calls: _Callbacks,
+) -> ShardStats:  # fmt: skip
+    """Collect batch outputs per shard; hand each finished shard to the writer."""
+    stats = ShardStats()
+    pending: Future[None] | None = None
+    for (k, rows), out in stream:
+        shard = open_shards[k]
+        if rows is not None:
+            assert out is not None
+            shard.computed.append((rows, out))
+            calls.rows(len(rows))
+            continue
+        features, valid, orig, failures = shard.assemble(store)
+        del open_shards[k]
+        if pending is not None:
+            pending.result()  # at most one shard waits to be written
+        pending = writer.submit(store.write_shard, k, features, valid, orig, failures)
+        _count(stats, store, shard, failures)
+        calls.rows(len(shard.known) + len(failures))
+        if calls.on_shard is not None:
+            calls.on_shard(k, shard.n_rows)
+        if calls.should_stop():
+            break
+    if pending is not None:
+        pending.result()
+    return stats
+
+
+def _count(stats: ShardStats, store: Any, shard: _Shard, failures: dict[int, str]) -> None:
+    first_row = shard.k * store.shard_size * len(store.views)
+    for local, reason in failures.items():
+        stats.failures[store.image_ids[(first_row + local) // len(store.views)]] = reason
+    stats.shards += 1
+    stats.rows += shard.n_rows
+    stats.reused_rows += len(shard.known)

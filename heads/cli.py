@@ -113,9 +113,9 @@ def _from_cache_root(opts: dict[str, Any]) -> str:
                    "training of one model on several datasets.")
 @click.option("--ref-features", multiple=True, help="Store of the reference images (FR heads; "
               "default: the feature store itself).")
-@click.option("--manifest", "manifests", multiple=True, required=True,
+@click.option("--manifest", "manifests", multiple=True,
               type=click.Path(dir_okay=False), help="Manifest CSV (one per --features).")
-@click.option("--split", "splits", required=True, multiple=True, type=click.Path(exists=True),
+@click.option("--split", "splits", multiple=True, type=click.Path(exists=True),
               help="Split file, or a folder of split_NN.json files; repeatable.")
 @click.option("--repeats", type=click.IntRange(min=1),
               help="Use the first N split files (content-disjoint repeats; papers report "
@@ -143,7 +143,7 @@ def _from_cache_root(opts: dict[str, Any]) -> str:
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="torch threads on a CPU (0: torch's default, all cores). Small heads on "
                    "small maps train fastest on 1, and far slower when cores are shared.")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", type=click.Path(file_okay=False),
               help="Output folder: new, empty, or an earlier iqa-train-head output.")
 @click.option("--resume", is_flag=True, help="Continue each run from its last.pt.")
 @click.option("--label-norm", type=click.Choice(["score_range", "train_minmax"]),
@@ -184,9 +184,13 @@ def main(**opts: Any) -> None:
     overrides = {**_params_section(opts["params_file"], "head_config", opts["head"]),
                  **parse_assignments(opts["sets"], "--set")}  # fmt: skip
     if opts["show_config"]:
+        config = {**_config_defaults(opts["head"]), **overrides}
         click.echo(json.dumps({"training": training.to_dict(), "head_config": {
-            k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}}, indent=1))
+            k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}}, indent=1))
         return
+    for name, key in (("--manifest", "manifests"), ("--split", "splits"), ("--out", "out")):
+        if not opts[key]:
+            raise click.UsageError(f"Missing option '{name}'.")
     spec = ExperimentSpec(
         head=opts["head"], sources=_sources(opts), out=opts["out"], training=training,
         seeds=opts["seeds"], seed=opts["seed"], device=opts["device"], resume=opts["resume"],
@@ -194,6 +198,23 @@ def main(**opts: Any) -> None:
     )  # fmt: skip
     result = run_experiment(spec)
     _report(result, opts["out"], opts["as_json"])
+
+
+def _config_defaults(head: str) -> dict[str, Any]:
+    """A head's config fields and defaults; fields set from the store's shapes say so."""
+    import dataclasses
+
+    from heads.registry import head_class
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(head_class(head).config_cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            out[f.name] = "<from the store>"
+    return out
 
 
 def _report(result: dict[str, Any], out: str, as_json: bool) -> None:

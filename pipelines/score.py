@@ -29,11 +29,10 @@ import torch
 
 from cache.fingerprint import describe_diff, diff_fields
 from cache.record import ExtractionRecord, RecordError
-from cache.shard_writer import storage_values
 from cache.store import store_fields
+from extract.forward import forward_batches, to_stored
 from extract.images import load_image
 from extract.run import ExtractConfig, build_backbone, fingerprint_fields
-from extract.shards import autocast
 from heads import protocols
 from heads.checkpoint import load_head
 from heads.data import denormalise, normalise
@@ -144,16 +143,11 @@ class Scorer:
             x, hw = self.backbone.preprocess(load_image(path))
             tensors.append(x)
             valid.append(torch.as_tensor(np.asarray(hw), dtype=torch.long))
-        with torch.inference_mode(), autocast(self.device, self.cfg.dtype):
-            out = self.backbone.forward_features(torch.stack(tensors).to(self.device))
-        feats = {k: torch.from_numpy(self._stored(v)).float().to(self.device)
-                 for k, v in out.items()}  # fmt: skip
+        out = forward_batches(self.backbone, tensors, batch_size=self.batch_size,
+                              dtype=self.cfg.dtype, device=self.device)  # fmt: skip
+        stored = to_stored(out, self.cfg.storage_dtype, self.cfg.keepbits)  # as at training
+        feats = {k: torch.from_numpy(v).float().to(self.device) for k, v in stored.items()}
         return feats, torch.stack(valid).to(self.device)
-
-    def _stored(self, values: torch.Tensor) -> np.ndarray:
-        """The values a store keeps: storage dtype and bit-rounding, as at training."""
-        return storage_values(values.float().cpu().numpy(), self.cfg.storage_dtype,
-                              self.cfg.keepbits)  # fmt: skip
 
     def prompt(
         self, prompt_csv: str | Path, prompt_range: tuple[float, float] | None = None,

@@ -140,12 +140,12 @@ def test_a_teammates_repro_reuses_the_cache_root(repo: Path, tmp_path: Path) -> 
     params["cache_root"] = str(tmp_path / "shared-root")
     write_params(a, params)
     out = run(a, "dvc", "repro", "extract")
-    assert "computed 15 rows" in out, out  # 12 images + 3 references, filed in the root
+    assert "computed 60 rows" in out, out  # (12 images + 3 references) x 4 views, filed
     run(a, "git", "commit", "-qam", "cache root")
     e = tmp_path / "e"  # another clone: no DVC cache, no remote, the same cache root
     run(tmp_path, "git", "clone", "-q", str(a), "e")
     out = run(e, "dvc", "repro", "extract")
-    assert "computed 0 rows, 15 copied from stores in the cache root" in out, out
+    assert "computed 0 rows, 60 copied from stores in the cache root" in out, out
 
 
 def test_the_params_header_example_runs(repo: Path, tmp_path: Path) -> None:

@@ -168,7 +168,6 @@ def test_concurrent_extractions_into_a_cache_root_compute_each_shard_once(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(run_mod, "fill_shards", slow)
-    monkeypatch.setattr(run_mod, "CLAIM_BATCH", 1)
     monkeypatch.setattr(run_mod, "WAIT_POLL_S", 0.1)
     cfg = run_mod.ExtractConfig(backbone="nss", random_init=True, shard_size=2,
                                 arch=(("grid", 8), ("size", 32)))  # fmt: skip

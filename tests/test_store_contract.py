@@ -340,6 +340,27 @@ class TestZarrLocalOutputs:
         s = create_store(str(folder), arrays=ARRAYS, image_ids=IDS, fingerprint_fields=FIELDS)
         assert s.n_images == 5 and not (folder / ".iqa-claims").exists()
 
+    def test_a_store_finished_by_another_writer_is_reopened_not_rebuilt(
+        self, tmp_path, monkeypatch
+    ):
+        import cache.store as store_mod
+
+        url = str(tmp_path / "s.zarr")
+        s = create_store(url, arrays=ARRAYS, image_ids=IDS, views=VIEWS,
+                         fingerprint_fields=FIELDS, shard_size=2)  # fmt: skip
+        write_all(s)
+        s.close()
+        real, looks = store_mod.store_exists, []
+
+        def first_look_misses(*args, **kwargs):  # the other writer finished just after it
+            looks.append(1)
+            return False if len(looks) == 1 else real(*args, **kwargs)
+
+        monkeypatch.setattr(store_mod, "store_exists", first_look_misses)
+        again = create_store(url, arrays=ARRAYS, image_ids=IDS, views=VIEWS,
+                             fingerprint_fields=FIELDS, shard_size=2)  # fmt: skip
+        assert not again.missing_shards() and again.verify().ok  # nothing cleared
+
     def test_interrupted_creation_is_rebuilt(self, tmp_path):
         url = str(tmp_path / "half.zarr")
         zarr.open_group(url, mode="w").create_array("written", shape=(4,), dtype=bool)

@@ -43,6 +43,17 @@ _FILTERS: dict[str, dict[str, Any]] = {
 }
 
 
+def _row_offsets(ds: h5py.Dataset) -> np.ndarray:
+    """File offset of each row's chunk (-1: never written), from one walk of the index."""
+    offsets = np.full(len(ds), -1, dtype=np.int64)
+
+    def visit(info: Any) -> None:
+        offsets[info.chunk_offset[0]] = info.byte_offset
+
+    ds.id.chunk_iter(visit)
+    return offsets
+
+
 class HDF5Backend(Backend):
     """Arrays as datasets of one HDF5 file; attributes as one JSON root attribute.
 
@@ -71,6 +82,9 @@ class HDF5Backend(Backend):
                 f".{self._path.name}.{os.getpid()}.creating"
             )
         self._file = self._open(target, {"r": "r", "a": "r+", "w": "x"}[mode])
+        self._fd: int | None = None  # raw reads of unfiltered chunks, read-only opens only
+        self._plans: dict[str, tuple[Any, ...] | None] = {}
+        self._datasets: dict[str, h5py.Dataset] = {}
 
     def _open(self, path: Path, mode: str) -> h5py.File:
         try:
@@ -106,11 +120,15 @@ class HDF5Backend(Backend):
             self._creating.unlink(missing_ok=True)
         self._creating = None
         self._file = self._open(self._path, "r+")
+        self._datasets.clear()
+        self._plans.clear()
 
     def create_array(self, name, shape, dtype, *, chunks, shard_rows=None, fill_value=None,
                      codec="none", dims=None):  # fmt: skip
         if codec not in _FILTERS:
             raise StoreError(f"unknown codec {codec!r}; choose one of {sorted(_FILTERS)}")
+        self._datasets.pop(name, None)
+        self._plans.pop(name, None)
         if name in self._file:
             raise StoreError(f"{self.url}: dataset {name!r} exists; not overwritten")
         chunks = tuple(max(1, min(c, n)) for c, n in zip(chunks, shape, strict=True))
@@ -129,10 +147,12 @@ class HDF5Backend(Backend):
         return {"filters": filters}
 
     def _dataset(self, name: str) -> h5py.Dataset:
-        try:
-            return self._file[name]
-        except KeyError as err:
-            raise StoreError(f"{self.url}: no dataset {name!r}") from err
+        if name not in self._datasets:
+            try:
+                self._datasets[name] = self._file[name]
+            except KeyError as err:
+                raise StoreError(f"{self.url}: no dataset {name!r}") from err
+        return self._datasets[name]
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         ds = self._dataset(name)
@@ -140,23 +160,66 @@ class HDF5Backend(Backend):
             data = np.asarray(data, dtype=object)
         ds[start : start + len(data)] = data
 
-    def _direct_rows(self, ds: h5py.Dataset, rows: RowSelection) -> np.ndarray | None:
-        """Unfiltered one-row chunks read with ``read_direct_chunk`` (4x faster), else None."""
-        if ds.compression or ds.shuffle or ds.chunks != (1, *ds.shape[1:]) or ds.ndim < 2:
+    def _direct_plan(self, name: str, ds: h5py.Dataset) -> tuple[Any, ...] | None:
+        """(row shape, dtype, fill, row offsets or None) for unfiltered one-row chunks.
+
+        Looked up once per array: h5py's property reads (filters, chunks, fill value) cost
+        more than reading a 2 MiB row from the page cache. A read-only open also walks the
+        chunk index once for the file offset of every row (-1: never written); a writable
+        open keeps ``read_direct_chunk``, as chunks may still move.
+        """
+        if name not in self._plans:
+            plan = None
+            one_row = ds.ndim >= 2 and ds.chunks == (1, *ds.shape[1:])
+            if one_row and not (ds.compression or ds.shuffle):
+                offsets = None if self.writable or not ds.dtype.isnative else _row_offsets(ds)
+                plan = (ds.shape[1:], ds.dtype, ds.fillvalue, offsets)
+            self._plans[name] = plan
+        return self._plans[name]
+
+    def _direct_rows(self, name: str, ds: h5py.Dataset, rows: RowSelection) -> np.ndarray | None:
+        """Unfiltered one-row chunks read straight into the output, else None.
+
+        Read-only: one ``preadv`` per row at the cached offset (1.3x the speed of reading
+        ``.npy`` files in ``bench/bench_store.py``; ``read_direct_chunk``, which looks every
+        chunk up again, ran at 0.7x of them).
+        """
+        plan = self._direct_plan(name, ds)
+        if plan is None:
             return None
+        shape, dtype, fill, offsets = plan
         idx = np.arange(*rows.indices(len(ds))) if isinstance(rows, slice) else rows
-        out = np.empty((len(idx), *ds.shape[1:]), dtype=ds.dtype)
-        zeros = (0,) * (ds.ndim - 1)
+        out = np.empty((len(idx), *shape), dtype=dtype)
+        if offsets is not None:
+            self._pread_rows(offsets, idx, out, fill)
+            return out
+        zeros = (0,) * len(shape)
         for i, row in enumerate(idx):
             if ds.id.get_chunk_info_by_coord((int(row), *zeros)).byte_offset is None:
-                out[i] = ds.fillvalue  # never written
+                out[i] = fill  # never written
                 continue
             ds.id.read_direct_chunk((int(row), *zeros), out=out[i].reshape(-1).view(np.uint8))
         return out
 
+    def _pread_rows(self, offsets: np.ndarray, idx: np.ndarray, out: np.ndarray, fill: Any) -> None:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDONLY)
+        for i, row in enumerate(idx):
+            offset = int(offsets[int(row)])
+            if offset < 0:
+                out[i] = fill  # never written
+                continue
+            buf = out[i].reshape(-1).view(np.uint8)
+            done = 0
+            while done < len(buf):
+                got = os.preadv(self._fd, [buf[done:]], offset + done)
+                if got <= 0:
+                    raise StoreError(f"{self.url}: chunk of row {int(row)} ends early")
+                done += got
+
     def read(self, name: str, rows: RowSelection) -> np.ndarray:
         ds = self._dataset(name)
-        direct = self._direct_rows(ds, rows)
+        direct = self._direct_rows(name, ds, rows)
         if direct is not None:
             return direct
         view = ds.asstr() if ds.dtype.kind == "O" else ds
@@ -180,6 +243,9 @@ class HDF5Backend(Backend):
         self._file.flush()
 
     def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._file.id.valid:
             self._file.close()
         if self._creating is not None:  # never published: the half-built file is ours

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import fsspec
@@ -35,12 +36,14 @@ from cache.backends import (
     remote_access,
     sorted_read,
 )
+from cache.backends.zarr_direct_write import ShardFileWriter
 from cache.backends.zarr_shards import ShardRowReader
 from cache.schema import FEATURE_GROUP
 
 PARTIAL_STALE_S = 900.0
 CLAIMS_DIR = ".iqa-claims"  # per-shard writer claims (cache.claims); empty once complete
 FASTREAD = os.environ.get("IQA_CACHE_ZARR_FASTREAD", "1") != "0"  # "0": zarr for every read
+FASTWRITE = os.environ.get("IQA_CACHE_ZARR_FASTWRITE", "1") != "0"  # "0": zarr for writes
 
 
 def zarr_compressors(codec: str) -> Any:
@@ -87,6 +90,7 @@ class ZarrBackend(Backend):
         )  # fmt: skip
         self._arrays: dict[str, zarr.Array] = {}
         self._fast_readers: dict[str, ShardRowReader | None] = {}
+        self._fast_writers: dict[str, ShardFileWriter | None] = {}
         if mode == "w" and self.exists(url, storage_options):
             raise StoreError(f"{url} already holds a Zarr group; not overwritten")
         store = self._make_store(mode == "r")
@@ -164,6 +168,10 @@ class ZarrBackend(Backend):
         return {"codecs": [c.to_dict() for c in arr.metadata.codecs]}  # type: ignore[union-attr]
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
+        fast = self._fast_writer(name)
+        if fast is not None and fast.accepts(start, data):
+            fast.write(start, data)  # whole uncompressed shards (zarr_direct_write)
+            return
         if data.dtype == object:
             data = data.astype(str)
         arr = self._array(name)
@@ -188,15 +196,25 @@ class ZarrBackend(Backend):
         if fs.exists(path):
             fs.rm(path)
 
+    def _feature_meta(self, name: str, enabled: bool) -> tuple[Path, dict[str, Any]] | None:
+        """Folder and ``zarr.json`` of a local feature array (None: remote, or not enabled)."""
+        if self._path is None or not enabled or not name.startswith(f"{FEATURE_GROUP}/"):
+            return None
+        folder = self._path / name
+        return folder, json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
+
+    def _fast_writer(self, name: str) -> ShardFileWriter | None:
+        """The direct shard writer for a local feature array (``zarr_direct_write``)."""
+        if name not in self._fast_writers:
+            found = self._feature_meta(name, FASTWRITE)
+            self._fast_writers[name] = found and ShardFileWriter.for_array(*found)
+        return self._fast_writers[name]
+
     def _fast(self, name: str) -> ShardRowReader | None:
-        """The direct shard reader for a local feature array (see ``cache.zarr_fastread``)."""
+        """The direct shard reader for a local feature array (``zarr_shards``)."""
         if name not in self._fast_readers:
-            reader = None
-            if self._path is not None and FASTREAD and name.startswith(f"{FEATURE_GROUP}/"):
-                folder = self._path / name
-                meta = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
-                reader = ShardRowReader.for_array(folder, meta)
-            self._fast_readers[name] = reader
+            found = self._feature_meta(name, FASTREAD)
+            self._fast_readers[name] = found and ShardRowReader.for_array(*found)
         return self._fast_readers[name]
 
     def read(self, name: str, rows: RowSelection) -> np.ndarray:

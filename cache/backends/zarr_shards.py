@@ -59,23 +59,21 @@ def _read_exactly(fd: int, buf: memoryview, offset: int, nbytes: int) -> None:
         done += got
 
 
-class ShardRowReader:
-    """Reads whole rows of one sharded local Zarr array, one inner chunk per row."""
+class ShardLayout:
+    """Where the rows of a sharded array with one row per inner chunk live (``zarr.json``)."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any], decode: Any) -> None:
+    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
         self.folder = folder
         self.row_shape = tuple(meta["shape"][1:])
         self.dtype = np.dtype(meta["data_type"]).newbyteorder("<")
         self.shard_rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
         self.n_rows = int(meta["shape"][0])
-        self._decode = decode
-        self._index_bytes = 16 * self.shard_rows + 4
         self._sep = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
-        self._cache: dict[int, tuple[tuple[int, int, int], np.ndarray]] = {}
 
-    @classmethod
-    def for_array(cls, folder: Path, meta: dict[str, Any]) -> ShardRowReader | None:
-        """A reader for the array whose ``zarr.json`` is ``meta``, or None if unsupported."""
+    @staticmethod
+    def inner_codecs(meta: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The inner codecs when ``meta`` is this package's layout (sharded, one row per
+        inner chunk, default keys, index at the end as ``bytes`` + ``crc32c``), else None."""
         codecs = meta.get("codecs", [])
         if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
             return None
@@ -83,14 +81,30 @@ class ShardRowReader:
         index_ok = [c["name"] for c in cfg.get("index_codecs", [])] == ["bytes", "crc32c"]
         one_row = list(cfg["chunk_shape"]) == [1, *meta["shape"][1:]]
         default_keys = meta.get("chunk_key_encoding", {}).get("name") == "default"
-        decode = _inner_decoder(cfg.get("codecs", []))
         if not (index_ok and one_row and default_keys and cfg.get("index_location") == "end"):
             return None
-        return None if decode is None else cls(folder, meta, decode)
+        return list(cfg.get("codecs", []))
 
-    def _shard_path(self, shard: int) -> Path:
+    def shard_path(self, shard: int) -> Path:
         zeros = self._sep.join(["0"] * len(self.row_shape))
         return self.folder / f"c{self._sep}{shard}{self._sep}{zeros}"
+
+
+class ShardRowReader(ShardLayout):
+    """Reads whole rows of one sharded local Zarr array, one inner chunk per row."""
+
+    def __init__(self, folder: Path, meta: dict[str, Any], decode: Any) -> None:
+        super().__init__(folder, meta)
+        self._decode = decode
+        self._index_bytes = 16 * self.shard_rows + 4
+        self._cache: dict[int, tuple[tuple[int, int, int], np.ndarray]] = {}
+
+    @classmethod
+    def for_array(cls, folder: Path, meta: dict[str, Any]) -> ShardRowReader | None:
+        """A reader for the array whose ``zarr.json`` is ``meta``, or None if unsupported."""
+        inner = cls.inner_codecs(meta)
+        decode = None if inner is None else _inner_decoder(inner)
+        return None if decode is None else cls(folder, meta, decode)
 
     def _index(self, fd: int, shard: int) -> np.ndarray:
         st = os.fstat(fd)
@@ -101,7 +115,7 @@ class ShardRowReader:
         raw = os.pread(fd, self._index_bytes, st.st_size - self._index_bytes)
         body, crc = raw[:-4], int.from_bytes(raw[-4:], "little")
         if google_crc32c.value(body) != crc:
-            raise OSError(f"{self._shard_path(shard)}: shard index checksum mismatch")
+            raise OSError(f"{self.shard_path(shard)}: shard index checksum mismatch")
         index = np.frombuffer(body, dtype="<u8").reshape(self.shard_rows, 2)
         self._cache[shard] = (stamp, index)
         return index
@@ -110,7 +124,7 @@ class ShardRowReader:
         """Decode ``row`` into ``out`` (shape ``row_shape``); NaN when never written."""
         shard, local = divmod(int(row), self.shard_rows)
         try:
-            fd = os.open(self._shard_path(shard), os.O_RDONLY)
+            fd = os.open(self.shard_path(shard), os.O_RDONLY)
         except FileNotFoundError:
             out[...] = np.nan
             return
