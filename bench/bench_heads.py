@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from cache.create import create_store
 from cache.manifest import DatasetInfo, Manifest, ManifestRow, Split, read_manifest, write_manifest
-from cache.store import ArraySpec, create_store, open_store
+from cache.store import ArraySpec, open_store
 from heads.data import load_split
 from heads.losses import head_loss
 from heads.registry import build_from_config, get_head, make_config

@@ -40,8 +40,9 @@ from scipy.ndimage import gaussian_filter
 
 import cache.backends.zarr as zarr_backend
 from cache.backends import CODECS
+from cache.create import create_store
 from cache.shard_writer import _nonfinite_rows, digest
-from cache.store import ArraySpec, FeatureStore, create_store, open_store
+from cache.store import ArraySpec, FeatureStore, open_store
 
 SHAPE = (256, 64, 64)
 MB = 1e6

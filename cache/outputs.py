@@ -9,7 +9,7 @@ with a message naming the path, before anything is written.
   marker file, ``.iqa-output.json`` = ``{"kind": ...}`` (no timestamps, so two runs give the
   same bytes); a folder with the marker of the same kind may be written again.
 * Single files (a manifest) are recognised by a predicate (its first line).
-* Feature stores are checked by the store itself (``cache.store.create_store``).
+* Feature stores are checked by the store itself (``cache.create.create_store``).
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ import torch
 from torch.utils.data import Dataset
 
 from cache.fingerprint import check_fingerprint
-from cache.schema import IncompleteStoreError
-from cache.store import FeatureStore, missing_advice, open_store
+from cache.schema import IncompleteStoreError, missing_advice
+from cache.store import FeatureStore, open_store
 
 PRELOAD_FRACTION = 0.8
 

@@ -123,3 +123,20 @@ class VerifyReport:
             f"shards committed, {len(self.corrupt_shards)} corrupt, "
             f"{self.missing_rows} rows missing ({self.failed_rows} failed)"
         )
+
+
+def corrupt_advice(url: str) -> str:
+    """What a user can do about a damaged shard of the store at ``url``."""
+    return (f"run 'iqa-cache verify {url} --reset-corrupt' and then 'iqa-extract ... "
+            "--resume' to recompute the damaged shards")  # fmt: skip
+
+
+def missing_advice(uncommitted: bool, failed: bool) -> str:
+    """What a user can do about unwritten rows."""
+    parts = []
+    if uncommitted:
+        parts.append("finish the extraction with 'iqa-extract ... --resume'")
+    if failed:
+        parts.append("fix the failed images and run 'iqa-extract ... --retry-failed'")
+    parts.append("or train on the written rows only (--written-only)")
+    return ", ".join(parts)

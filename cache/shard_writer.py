@@ -21,12 +21,22 @@ import xxhash
 from numcodecs import BitRound
 
 from cache.backends import StoreError
-from cache.schema import DEFAULT_CHECKSUM, DIGEST_BYTES, LEGACY_CHECKSUM, VerifyReport
+from cache.schema import (
+    DEFAULT_CHECKSUM,
+    DIGEST_BYTES,
+    LEGACY_CHECKSUM,
+    VerifyReport,
+    corrupt_advice,
+)
 
 if TYPE_CHECKING:
     from cache.store import FeatureStore
 
 VERIFY_BLOCK_BYTES = 64 << 20  # rows read per digest update when checking a shard
+
+
+class CorruptShardError(StoreError):
+    """A committed shard does not match its checksum (or cannot be read)."""
 
 
 def _blake2b() -> Any:
@@ -109,6 +119,8 @@ class ShardWriter:
         self.arrays = store.arrays
         self.keepbits = store.keepbits
         self.checksum = store.checksum
+        self._verified: set[tuple[int, str]] = set()  # (shard, array) checked on read
+        self._commit: np.ndarray | None = None
 
     def write_shard(
         self,
@@ -147,6 +159,7 @@ class ShardWriter:
             self._b.write("failure", rows.start, reasons)
             self._b.write("commit", k, commit.result()[None])
         self._b.flush()
+        self._commit = None
 
     def _prepare_features(
         self, k: int, features: Mapping[str, np.ndarray], n: int
@@ -197,6 +210,43 @@ class ShardWriter:
     def _commit_row(self, data: dict[str, np.ndarray]) -> np.ndarray:
         digests = b"".join(digest(data[name], self.checksum) for name in self.arrays)
         return np.frombuffer(b"\x01" + digests, dtype=np.uint8).copy()
+
+    def forget(self) -> None:
+        """Drop the cached commit rows (after commit marks changed)."""
+        self._commit = None
+
+    def check_read(self, idx: np.ndarray, name: str) -> None:
+        """Check the checksums of every committed shard rows ``idx`` touch, once each.
+
+        Raises:
+            CorruptShardError: a shard cannot be read or fails its checksum.
+        """
+        shards = {int(k) for k in np.unique(idx // self.store.shard_rows_count)}
+        todo = sorted(k for k in shards if (k, name) not in self._verified)
+        if not todo:
+            return
+        if self._commit is None:
+            self._commit = self._b.read("commit", slice(None))
+        position = list(self.arrays).index(name)
+        for k in todo:
+            row = self._commit[k]
+            if row[0] == 1:
+                self._check_one(k, name, commit_digest(row, position))
+            self._verified.add((k, name))
+
+    def _check_one(self, k: int, name: str, want: bytes) -> None:
+        try:
+            got = shard_digest(self.store, k, name)
+        except Exception as err:  # noqa: BLE001 - any failure to read is damage
+            raise CorruptShardError(
+                f"{self.url}: shard {k} of {name!r} cannot be read ({type(err).__name__}: "
+                f"{err}); {corrupt_advice(self.url)}"
+            ) from err
+        if got != want:
+            raise CorruptShardError(
+                f"{self.url}: shard {k} of {name!r} fails its checksum (the files changed "
+                f"after they were written); {corrupt_advice(self.url)}"
+            )
 
     def verify(self) -> VerifyReport:
         """Recompute every committed shard's checksums; report corrupt and missing parts."""

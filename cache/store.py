@@ -1,8 +1,9 @@
 """The feature store: rows, shards, fingerprints, commit marks and verification, once.
 
 ``FeatureStore`` holds all the logic; the backends below it (``cache.backends``) only
-store arrays and attributes. See ``cache.schema`` for the on-store layout and
-``docs/INTERFACES.md`` ("cache.store") for the contract.
+store arrays and attributes; new stores are made by ``cache.create.create_store``. See
+``cache.schema`` for the on-store layout and ``docs/INTERFACES.md`` ("cache.store") for the
+contract.
 
 Writing protocol (``write_shard``): every feature array gets one shard-aligned write, then
 the per-row ``written`` mask, sizes and failure reasons, and last the ``commit`` row that
@@ -25,15 +26,12 @@ when asked (``keepbits``); it is recorded in the attributes and in the fingerpri
 
 from __future__ import annotations
 
-import importlib.metadata
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from cache.backends import (
-    CODECS,
     Backend,
     Capabilities,
     StoreBusyError,
@@ -45,24 +43,17 @@ from cache.backends import (
 )
 from cache.claims import ClaimFolder
 from cache.fingerprint import FingerprintMismatch
-from cache.fingerprint import fingerprint_of as _fingerprint_of
-from cache.layout import RowIndex, as_dtype, check_same_layout, create_layout, normalise_rows
-from cache.outputs import OutputPathError
+from cache.layout import RowIndex, as_dtype, normalise_rows
 from cache.schema import (
     FORMAT_VERSION,
     LEGACY_CHECKSUM,
     ArraySpec,
     IncompleteStoreError,
     VerifyReport,
+    missing_advice,
     specs_from_json,
 )
-from cache.shard_writer import ShardWriter, commit_digest, shard_digest
-
-CREATE_CLAIM = "create"
-CREATE_WAIT_S = 300.0
-
-DEFAULT_CODEC = "none"
-_MANTISSA_BITS = {"float16": 10, "float32": 23}
+from cache.shard_writer import CorruptShardError, ShardWriter
 
 __all__ = [
     "ArraySpec",
@@ -74,21 +65,8 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "VerifyReport",
-    "create_store",
     "open_store",
-    "store_fields",
 ]
-
-
-class CorruptShardError(StoreError):
-    """A committed shard does not match its checksum (or cannot be read)."""
-
-
-def _package_version() -> str:
-    try:
-        return importlib.metadata.version("iqa-feature-cache")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 class FeatureStore:
@@ -127,8 +105,6 @@ class FeatureStore:
         self._index = RowIndex(self.image_ids, self.views, self.url)
         self._written: np.ndarray | None = None
         self.verify_reads = verify_reads
-        self._verified: set[tuple[int, str]] = set()
-        self._commit: np.ndarray | None = None
         self._writer = ShardWriter(self)
 
     # ------------------------------------------------------------ layout
@@ -234,7 +210,6 @@ class FeatureStore:
     ) -> None:
         """Write shard ``k`` whole and commit it (see ``ShardWriter.write_shard``)."""
         self._writer.write_shard(k, features, valid_size, orig_size, failures)
-        self._commit = None
 
     def verify(self) -> VerifyReport:
         """Recompute every committed shard's checksums; report corrupt and missing parts."""
@@ -263,7 +238,7 @@ class FeatureStore:
             self._check_shard(k)
             self._backend.write("commit", int(k), np.zeros((1, width), np.uint8))
         self._backend.flush()
-        self._commit = None
+        self._writer.forget()
 
     # ------------------------------------------------------------ reading
     def read(
@@ -294,7 +269,7 @@ class FeatureStore:
             if name not in self.arrays:
                 raise KeyError(f"{self.url} has no array {name!r} (has {sorted(self.arrays)})")
             if self.verify_reads:
-                self._verify_touched(idx, name)
+                self._writer.check_read(idx, name)
             data = self._read_array(name, sel)
             out[name] = data if dtype is None else as_dtype(data, dtype)
         return out
@@ -307,35 +282,6 @@ class FeatureStore:
                 f"{self.url}: array {name!r} cannot be read ({err}); run 'iqa-cache verify "
                 f"{self.url}' and re-extract the damaged shards"
             ) from err
-
-    def _verify_touched(self, idx: np.ndarray, name: str) -> None:
-        """Check the checksums of every committed shard ``idx`` touches, once per process."""
-        shards = {int(k) for k in np.unique(idx // self.shard_rows_count)}
-        todo = sorted(k for k in shards if (k, name) not in self._verified)
-        if not todo:
-            return
-        if self._commit is None:
-            self._commit = self._backend.read("commit", slice(None))
-        position = list(self.arrays).index(name)
-        for k in todo:
-            row = self._commit[k]
-            if row[0] == 1:
-                self._verify_one(k, name, commit_digest(row, position))
-            self._verified.add((k, name))
-
-    def _verify_one(self, k: int, name: str, want: bytes) -> None:
-        try:
-            got = shard_digest(self, k, name)
-        except Exception as err:  # noqa: BLE001 - any failure to read is damage
-            raise CorruptShardError(
-                f"{self.url}: shard {k} of {name!r} cannot be read ({type(err).__name__}: "
-                f"{err}); {CORRUPT_ADVICE.format(url=self.url)}"
-            ) from err
-        if got != want:
-            raise CorruptShardError(
-                f"{self.url}: shard {k} of {name!r} fails its checksum (the files changed "
-                f"after they were written); {CORRUPT_ADVICE.format(url=self.url)}"
-            )
 
     def _check_written(self, idx: np.ndarray) -> None:
         if self._written is None or not self._written[idx].all():
@@ -394,179 +340,6 @@ class FeatureStore:
 # ---------------------------------------------------------------- create / open
 
 
-def store_fields(fields: Mapping[str, Any], keepbits: int | None = None) -> dict[str, Any]:
-    """The fingerprint fields a store records: the caller's, plus ``lossy`` when bit-rounded.
-
-    Lossless stores record the caller's fields unchanged, so ``fingerprint_of(fields)`` is
-    the store's fingerprint; ``fingerprint_of(store_fields(fields, keepbits))`` in general.
-    """
-    out = dict(fields)
-    if keepbits is not None:
-        out["lossy"] = {"bitround_keepbits": keepbits}
-    return out
-
-
-def _check_keepbits(keepbits: int | None, arrays: Sequence[ArraySpec]) -> None:
-    if keepbits is None:
-        return
-    for a in arrays:
-        top = _MANTISSA_BITS[a.dtype] - 1
-        if not 1 <= keepbits <= top:
-            raise ValueError(f"keepbits={keepbits} invalid for {a.name!r} ({a.dtype}: 1..{top})")
-
-
-def create_store(
-    url: str,
-    *,
-    arrays: Sequence[ArraySpec],
-    image_ids: Sequence[str],
-    views: Sequence[str] = ("identity",),
-    fingerprint_fields: Mapping[str, Any],
-    provenance: Mapping[str, Any] | None = None,
-    shard_size: int = 64,
-    codec: str = "default",
-    backend: str | None = None,
-    keepbits: int | None = None,
-    storage_options: dict[str, Any] | None = None,
-) -> FeatureStore:
-    """Create a store, or reopen an existing one with the same layout for resuming.
-
-    Nothing is ever cleared: the target must be free (missing, or an empty folder), an
-    interrupted creation of this project's, or a store of the same fingerprint and layout.
-    Two processes creating one store at once agree through a creation claim: one builds
-    the layout, the other waits for it and reopens.
-
-    Args:
-        codec: ``"default"`` or one of ``cache.backends.CODECS`` (lossless).
-        keepbits: mantissa bits kept by lossy bit-rounding (None: lossless).
-        storage_options: fsspec options for remote URLs (endpoint, credentials).
-
-    Raises:
-        FingerprintMismatch: an existing store differs in fingerprint, image ids or shard size.
-        OutputPathError: the target holds something that is not a feature store.
-        StoreBusyError: another process is creating or writing the store.
-    """
-    codec = DEFAULT_CODEC if codec == "default" else codec
-    if codec not in CODECS:
-        raise ValueError(f"unknown codec {codec!r}; choose 'default' or one of {CODECS}")
-    _check_keepbits(keepbits, arrays)
-    fields = store_fields(fingerprint_fields, keepbits)
-    layout = (list(arrays), list(image_ids), tuple(views))
-    deadline = time.monotonic() + CREATE_WAIT_S
-    while True:
-        if store_exists(url, backend, storage_options):
-            return _reopen_same(url, fields, layout, shard_size, backend, storage_options)
-        built = _try_build(url, fields, layout, shard_size, codec, backend, keepbits,
-                           provenance, storage_options)  # fmt: skip
-        if built is not None:
-            return built
-        if store_exists(url, backend, storage_options):
-            continue  # built by another writer meanwhile
-        if time.monotonic() > deadline:
-            raise StoreBusyError(f"{url} is being created by another process; try again later")
-        time.sleep(0.5)
-
-
-def _reopen_same(
-    url: str, fields: dict[str, Any], layout: tuple, shard_size: int, backend: str | None,
-    storage_options: dict[str, Any] | None,
-) -> FeatureStore:  # fmt: skip
-    store = open_store(url, "a", backend=backend, storage_options=storage_options)
-    try:
-        check_same_layout(store, fields, layout, shard_size)
-    except FingerprintMismatch:
-        store.close()
-        raise
-    return store
-
-
-def _try_build(
-    url: str, fields: dict[str, Any], layout: tuple, shard_size: int, codec: str,
-    backend: str | None, keepbits: int | None, provenance: Mapping[str, Any] | None,
-    storage_options: dict[str, Any] | None,
-) -> FeatureStore | None:  # fmt: skip
-    """Build a new store at ``url``; None when another live process is building it."""
-    cls = backend_class(url, backend)
-    claims = _creation_claims(url, cls, storage_options)
-    if claims is not None and not claims.try_claim(CREATE_CLAIM):
-        return None
-    try:
-        if store_exists(url, backend, storage_options):
-            return None  # finished by another writer after our first look: reopen it
-        if cls.occupied(url, storage_options):
-            if claims is None or not _interrupted_creation(url, cls, storage_options):
-                raise OutputPathError(
-                    f"{url} already holds data that is not a feature store; nothing was "
-                    "written. Choose a new path or an empty folder (it is never cleared)"
-                )
-            _clear_interrupted(url, storage_options)
-        b = open_backend(url, "w", backend, storage_options)
-        arrays, image_ids, views = layout
-        meta = create_layout(b, arrays, image_ids, views, shard_size, codec)
-        meta.update(
-            iqa_store=FORMAT_VERSION,
-            fingerprint=_fingerprint_of(fields),
-            fingerprint_fields=fields,
-            keepbits=keepbits,
-            provenance=_provenance(provenance, arrays, views, keepbits),
-        )
-        b.write_attrs(meta)  # last: a store without attributes does not exist
-        b.flush()
-        b.publish()
-        return FeatureStore(b)
-    finally:
-        if claims is not None:
-            claims.release(CREATE_CLAIM)
-            claims.remove_if_empty()
-
-
-def _creation_claims(
-    url: str, cls: type[Backend], storage_options: dict[str, Any] | None
-) -> ClaimFolder | None:
-    root = cls.claims_url(url)
-    return ClaimFolder(root, storage_options) if root is not None else None
-
-
-_LAYOUT_KEYS = ("zarr.json", "features", "image_id", "view", "written", "sizes", "failure",
-                "commit")  # fmt: skip
-
-
-def _interrupted_creation(
-    url: str, cls: type[Backend], storage_options: dict[str, Any] | None
-) -> bool:
-    """True when ``url`` holds only what an interrupted ``create_store`` leaves behind."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    names = {e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(root, detail=False)}
-    names.discard(".iqa-claims")
-    return bool(names) and names <= set(_LAYOUT_KEYS) and cls.exists(url, storage_options)
-
-
-def _clear_interrupted(url: str, storage_options: dict[str, Any] | None) -> None:
-    """Remove the layout an interrupted creation (of this project's) left: never data."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    for name in _LAYOUT_KEYS:
-        path = f"{root.rstrip('/')}/{name}"
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-
-
-def _provenance(
-    given: Mapping[str, Any] | None, arrays: Sequence[ArraySpec], views: Sequence[str], kb: Any
-) -> dict[str, Any]:
-    """What the store records beside its fingerprint. No clock time: two extractions of one
-    feature set give byte-identical stores (DVC then sees nothing changed)."""
-    out = dict(given or {})
-    out.setdefault("dtype", {a.name: a.dtype for a in arrays})
-    out.setdefault("views", list(views))
-    out.setdefault("lossy", {"bitround_keepbits": kb} if kb is not None else None)
-    out.setdefault("package_version", _package_version())
-    return out
-
-
 def open_store(
     url: str,
     mode: str = "r",
@@ -612,20 +385,3 @@ def _not_found(url: str, backend: str | None, storage_options: dict[str, Any] | 
         return (f"{url} is not a feature store (no store attributes: an interrupted "
                 "creation, or another kind of data)")  # fmt: skip
     return f"no feature store at {url} (check the path, or run iqa-extract first)"
-
-
-CORRUPT_ADVICE = (
-    "run 'iqa-cache verify {url} --reset-corrupt' and then 'iqa-extract ... --resume' to "
-    "recompute the damaged shards"
-)
-
-
-def missing_advice(uncommitted: bool, failed: bool) -> str:
-    """What a user can do about unwritten rows."""
-    parts = []
-    if uncommitted:
-        parts.append("finish the extraction with 'iqa-extract ... --resume'")
-    if failed:
-        parts.append("fix the failed images and run 'iqa-extract ... --retry-failed'")
-    parts.append("or train on the written rows only (--written-only)")
-    return ", ".join(parts)

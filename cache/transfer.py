@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from cache.backends import StoreError
-from cache.store import DEFAULT_CODEC, FeatureStore, create_store, open_store
+from cache.create import DEFAULT_CODEC, create_store
+from cache.store import FeatureStore, open_store
 
 
 def _copy_shard(src: FeatureStore, dst: FeatureStore, k: int) -> None:

@@ -14,40 +14,37 @@ is filed in the root. With both ``out`` and ``cache_root`` the store is built at
 Writers. Stores whose backend coordinates writers by shard claims (Zarr) may be filled by
 several processes at once (two people extracting the same set into one cache root): each
 shard is claimed before it is computed, so every shard is computed once, and a writer
-waits for shards others are computing. Single-writer backends (HDF5) refuse a second one.
+waits for shards others are computing (``extract.fill``). Single-writer backends (HDF5)
+refuse a second one.
 """
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from cache.backends import store_exists
-from cache.console import progress as make_progress
+from cache.create import create_store, store_fields
 from cache.fingerprint import fingerprint_of
 from cache.manifest import Manifest, read_manifest
 from cache.record import ExtractionRecord
 from cache.root import CacheRoot, RowDonors
-from cache.store import ArraySpec, FeatureStore, create_store, open_store, store_fields
+from cache.store import ArraySpec, FeatureStore, open_store
 from cache.transfer import copy_store
+from extract.fill import fill_missing
 from extract.forward import AUTOCAST_DTYPES, configure, kernel_fields
 from extract.loader import check_views
 from extract.registry import get_backbone
-from extract.shards import ShardStats, fill_shards
 
 # Bump when a change to the extraction code changes the numbers it writes.
 FEATURE_VERSION = 1
 WHICH = ("all", "images", "refs")
 STORAGE_DTYPES = ("float16", "float32")
-WAIT_POLL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -238,28 +235,6 @@ def open_output(
     )  # fmt: skip
 
 
-@contextmanager
-def _graceful_interrupt(say: Callable[[str], None]) -> Iterator[list[bool]]:
-    """First Ctrl-C asks to stop after the shards in flight; a second one aborts."""
-    flag = [False]
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag[0]:
-            raise KeyboardInterrupt
-        flag[0] = True
-        say("Interrupted: finishing the shards in flight (Ctrl-C again to abort)")
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def run_extract(
     cfg: ExtractConfig,
     manifest_path: str | Path,
@@ -299,8 +274,8 @@ def run_extract(
                            computed_rows=0, reused=not missing, seconds=0.0)  # fmt: skip
     if missing:
         donors = _donors(root, manifest.info.name, fp, exclude=target)
-        stats, stopped = _fill(cfg, backbone, store, manifest, donors, workers, scheduler,
-                               progress)  # fmt: skip
+        stats, stopped = fill_missing(cfg, backbone, store, manifest, donors, workers,
+                                      scheduler, progress)  # fmt: skip
         result.computed_rows = stats.rows - stats.reused_rows
         result.copied_rows = stats.reused_rows
         result.interrupted = stopped
@@ -347,133 +322,6 @@ def _file_in_root(root: CacheRoot, store: FeatureStore, manifest: Manifest,
             if not there.missing_shards():
                 return
     copy_store(store.url, dest).close()
-
-
-def _fill(
-    cfg: ExtractConfig, backbone: Any, store: FeatureStore, manifest: Manifest,
-    donors: RowDonors | None, workers: int | None, scheduler: str | None, show: bool,
-) -> tuple[ShardStats, bool]:  # fmt: skip
-    """Fill the missing shards; with writer claims, only those no one else is computing.
-
-    One pipeline runs over all the shards this process claims; shards are claimed as the
-    pipeline reaches them (``_claimed``), so the pipeline never drains between claims and
-    a second writer finds unclaimed shards to take. When the rest is being computed by
-    others, wait for them (and take over any whose writer died).
-    """
-    claims = store.claims()
-    total = sum(len(store.shard_rows(k)) for k in store.missing_shards())
-    bar = make_progress(total, f"extract {cfg.backbone}", "img", enabled=show)
-    stats = ShardStats()
-    reuse = _reuser(store, donors) if donors is not None and len(donors) else None
-    with bar, _graceful_interrupt(bar.write) as stop:
-        try:
-            while not stop[0]:
-                others = [False]
-                shards = _claimed(store, claims, stop, others)
-                stats.merge(_compute(cfg, backbone, store, manifest, shards, workers,
-                                     scheduler, bar, stop, reuse))  # fmt: skip
-                if not others[0]:
-                    break
-                time.sleep(WAIT_POLL_S)  # another process is computing the rest
-        finally:
-            if claims is not None:
-                claims.release_all()
-                claims.clean_stale()
-            if donors is not None:
-                donors.close()
-    return stats, stop[0]
-
-
-def _claimed(
-    store: FeatureStore, claims: Any, stop: list[bool], others: list[bool]
-) -> Iterator[int]:
-    """Missing shards, each claimed by us just before it is yielded (all of them when the
-    backend has no claims); sets ``others[0]`` when someone else holds one. Claims of
-    shards that are committed meanwhile are released as it goes."""
-    held: list[int] = []
-    for k in store.missing_shards():
-        if stop[0]:
-            return
-        if claims is not None:
-            committed = store.committed()
-            _release(claims, [h for h in held if committed[h]])
-            held = [h for h in held if not committed[h]]
-            if committed[k]:
-                continue  # someone finished it meanwhile
-            if not claims.try_claim(_claim_name(k)):
-                others[0] = True
-                continue
-            if store.committed()[k]:  # committed between our check and our claim
-                _release(claims, [k])
-                continue
-            held.append(k)
-        yield k
-
-
-def _claim_name(k: int) -> str:
-    return f"shard_{k:06d}"
-
-
-def _release(claims: Any, shards: list[int]) -> None:
-    if claims is not None:
-        for k in shards:
-            claims.release(_claim_name(k))
-
-
-def _reuser(store: FeatureStore, donors: RowDonors) -> Callable[[int], dict[int, Any]]:
-    """``fill_shards``'s ``reuse``: the rows of shard ``k`` that a donor store holds."""
-
-    def reuse(k: int) -> dict[int, Any]:
-        rows = store.shard_rows(k)
-        keys = [(store.image_ids[r // store.n_views], store.views[r % store.n_views])
-                for r in rows]  # fmt: skip
-        known = donors.lookup(keys)
-        return {i: (f, tuple(int(x) for x in v), tuple(int(x) for x in o))
-                for i, (f, v, o) in known.items()}  # fmt: skip
-
-    return reuse
-
-
-def _write_known(store: FeatureStore, k: int, known: dict[int, Any]) -> None:
-    """Write shard ``k`` from rows a donor holds (every row of the shard)."""
-    order = range(len(known))
-    feats = {n: np.stack([known[i][0][n] for i in order]) for n in store.arrays}
-    store.write_shard(k, feats, np.array([known[i][1] for i in order]),
-                      np.array([known[i][2] for i in order]))  # fmt: skip
-
-
-def _compute(
-    cfg: ExtractConfig, backbone: Any, store: FeatureStore, manifest: Manifest,
-    shards: Iterator[int], workers: int | None, scheduler: str | None, bar: Any,
-    stop: list[bool], reuse: Callable[[int], dict[int, Any]] | None,
-) -> ShardStats:  # fmt: skip
-    if workers or scheduler:
-        from extract.distributed import fill_distributed
-
-        # Known rows are not shipped to workers (a cluster's task list is built at once,
-        # and donor rows of every shard would sit in memory together): shards a donor
-        # holds whole are copied here, one at a time; the rest are computed whole.
-        copied, todo = ShardStats(), []
-        for k in shards:
-            known = reuse(k) if reuse is not None else {}
-            if len(known) < len(store.shard_rows(k)):
-                todo.append(k)
-                continue
-            _write_known(store, k, known)
-            copied.shards += 1
-            copied.rows += len(known)
-            copied.reused_rows += len(known)
-            bar.update(len(known))
-        copied.merge(fill_distributed(
-            cfg, manifest, store, todo, workers=workers, scheduler=scheduler,
-            on_rows=bar.update, should_stop=lambda: stop[0],
-        ))  # fmt: skip
-        return copied
-    return fill_shards(
-        store, backbone, manifest, shards, batch_size=cfg.batch_size, dtype=cfg.dtype,
-        decode_workers=cfg.decode_workers, on_rows=bar.update, should_stop=lambda: stop[0],
-        reuse=reuse,
-    )  # fmt: skip
 
 
 def arch_overrides(pairs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

@@ -40,6 +40,7 @@ from pipelines.importers import (
 from pipelines.importers.generic import MAPPABLE
 from pipelines.importers.known import help_table
 from pipelines.importers.pyiqa import write_pyiqa_splits
+from pipelines.info_cli import info_cmd
 from pipelines.preset_cli import check_cmd, preset_cmd
 from pipelines.splits import make_splits, normalize_ratios, write_splits
 
@@ -361,35 +362,7 @@ def demo_cmd(out: Path, distortions: str, **opts: Any) -> None:
     click.echo(f"wrote {out}: {len(manifest.rows)} images, {len(manifest.ref_ids)} references")
 
 
-def _describe(manifest: Manifest) -> list[str]:
-    info, scores = manifest.info, np.array(manifest.scores())
-    kinds: dict[str, int] = {}
-    for row in manifest.rows:
-        kinds[row.distortion or "-"] = kinds.get(row.distortion or "-", 0) + 1
-    low, high = info.score_range
-    return [
-        f"name: {info.name}",
-        f"labels: {info.score_kind}, range {low:g}..{high:g}, "
-        + ("lower is better" if info.lower_better else "higher is better"),
-        f"root: {manifest.root}",
-        f"images: {len(manifest.rows)}  references: {len(manifest.ref_ids)}  "
-        f"groups: {len({r.group for r in manifest.rows})}",
-        f"scores: min {scores.min():.4g}  median {np.median(scores):.4g}  "
-        f"mean {scores.mean():.4g}  std {scores.std():.4g}  max {scores.max():.4g}",
-        "distortions: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())),
-    ]
-
-
-@main.command("info")
-@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def info_cmd(manifest: Path) -> None:
-    """Print counts, groups and score statistics of MANIFEST."""
-    loaded = read_manifest(manifest)
-    if not loaded.rows:
-        raise ManifestError(f"{manifest}: the manifest has no rows")
-    click.echo("\n".join(_describe(loaded)))
-
-
+main.add_command(info_cmd)
 main.add_command(preset_cmd)
 main.add_command(check_cmd)
 

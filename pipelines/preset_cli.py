@@ -3,6 +3,9 @@ run of it still lacks (see :mod:`pipelines.presets`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import click
 
 from cache.console import Command, DataProblem
@@ -35,7 +38,8 @@ def preset_cmd(name: str | None, show: bool, out: str, data_root: str | None,
 @click.command("check", cls=Command)
 @click.option("--params", "params_file", default="params.yaml", show_default=True,
               type=click.Path(exists=True, dir_okay=False), help="The params file to check.")
-def check_cmd(params_file: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what is missing as JSON.")
+def check_cmd(params_file: str, as_json: bool) -> None:
     """List what a run of PARAMS lacks: dataset folders, label files, backbone weights.
 
     Weights whose official file name carries its hash prefix are hashed and compared.
@@ -44,8 +48,12 @@ def check_cmd(params_file: str) -> None:
     from pipelines.presets import check
 
     problems = check(params_file)
-    for problem in problems:
-        click.echo(f"missing: {problem.line()}")
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(p) for p in problems], indent=1))
+    else:
+        for problem in problems:
+            click.echo(f"missing: {problem.line()}")
     if problems:
         raise DataProblem(f"{len(problems)} thing(s) missing for {params_file}; see above")
-    click.echo(f"{params_file}: every dataset and checkpoint is in place")
+    if not as_json:
+        click.echo(f"{params_file}: every dataset and checkpoint is in place")

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from cache.create import store_fields
 from cache.fingerprint import describe_diff, diff_fields
 from cache.record import ExtractionRecord, RecordError
-from cache.store import store_fields
 from extract.forward import forward_batches, to_stored
 from extract.images import load_image
 from extract.run import ExtractConfig, build_backbone, fingerprint_fields

@@ -28,10 +28,11 @@ import torch
 
 from cache.backends import store_exists
 from cache.console import DataProblem, UsageProblem, progress
+from cache.create import create_store
 from cache.fingerprint import fingerprint_of
 from cache.manifest import file_sha256
 from cache.root import CacheRoot
-from cache.store import ArraySpec, FeatureStore, create_store, open_store
+from cache.store import ArraySpec, FeatureStore, open_store
 from heads.checkpoint import load_head
 
 KIND = "dpiqa_teacher_maps"
@@ -47,7 +48,7 @@ class TeacherMapsConfig:
         batch_size: source rows per QFD forward.
         device: torch device of the QFD forward (fp32).
         storage_dtype: dtype of the ``map`` array (``score`` is always float32).
-        codec: the new store's codec (see ``cache.store.create_store``).
+        codec: the new store's codec (see ``cache.create.create_store``).
     """
 
     batch_size: int = 8

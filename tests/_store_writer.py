@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from cache.store import ArraySpec, create_store
+from cache.create import create_store
+from cache.store import ArraySpec
 
 N_IMAGES = 24
 SHARD = 2

@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from cache.cli import main
+from cache.create import create_store
 from cache.fingerprint import fingerprint_of
 from cache.root import CacheRoot
-from cache.store import ArraySpec, create_store, open_store
+from cache.store import ArraySpec, open_store
 from cache.testing import write_bypassing_checksums
 
 FIELDS = {"backbone": "toy", "weights_sha256": "random-init"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import _layouts as L
@@ -75,6 +76,8 @@ def test_import_split_info(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "images: 3  references: 2  groups: 2" in result.output
     assert "DMOS, range 0..1, lower is better" in result.output
+    summary = json.loads(_run("info", out, "--json").output)
+    assert (summary["images"], summary["references"], summary["lower_better"]) == (3, 2, True)
 
 
 def test_import_official_csiq_release(tmp_path: Path) -> None:

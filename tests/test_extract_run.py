@@ -90,20 +90,20 @@ def test_resume_writes_only_missing_shards(tmp_path: Path) -> None:
     manifest = make_dataset(tmp_path, n=6)
     out = str(tmp_path / "r.zarr")
     full = run_extract(_cfg(), manifest, out=str(tmp_path / "full.zarr"), progress=False)
-    import extract.run as run_mod
+    import extract.fill as fill_mod
 
     calls = {"n": 0}
-    original = run_mod.fill_shards
+    original = fill_mod.fill_shards
 
     def stop_after_one(*args: object, **kwargs: object) -> object:
         kwargs["should_stop"] = lambda: calls.__setitem__("n", calls["n"] + 1) or True
         return original(*args, **kwargs)
 
-    run_mod.fill_shards = stop_after_one
+    fill_mod.fill_shards = stop_after_one
     try:
         first = run_extract(_cfg(), manifest, out=out, progress=False)
     finally:
-        run_mod.fill_shards = original
+        fill_mod.fill_shards = original
     assert first.computed_rows == 2 and len(open_store(out).missing_shards()) == 3
     with pytest.raises(FileExistsError, match="--resume"):
         run_extract(_cfg(), manifest, out=out, progress=False)
@@ -130,6 +130,22 @@ def test_cache_root_reuses_a_store(tmp_path: Path) -> None:
     again = run_extract(_cfg(), manifest, cache_root=root, progress=False)
     assert first.computed_rows == 5 and not first.reused
     assert again.reused and again.computed_rows == 0 and again.store == first.store
+
+
+def test_cache_root_subset_and_superset_reuse_the_rows_they_share(tmp_path: Path) -> None:
+    root = str(tmp_path / "team-cache")
+    run_extract(_cfg(), make_dataset(tmp_path, n=3), cache_root=root, progress=False)
+    manifest = make_dataset(tmp_path, n=5)  # the same 3 images and 2 references, plus 2
+    bigger = run_extract(_cfg(), manifest, cache_root=root, progress=False)
+    # shards of 2: [d0 d1] known, [d2 d3] half known, [d4 ref0] half known, [ref1] known
+    assert (bigger.computed_rows, bigger.copied_rows) == (2, 5)
+    alone = run_extract(_cfg(), manifest, out=str(tmp_path / "alone.zarr"), progress=False)
+    with open_store(bigger.store) as a, open_store(alone.store) as b:
+        assert a.verify().ok and a.image_ids == b.image_ids
+        assert a.read(slice(None))["nss"].tobytes() == b.read(slice(None))["nss"].tobytes()
+        assert np.array_equal(a.valid_size(slice(None)), b.valid_size(slice(None)))
+    subset = run_extract(_cfg(), make_dataset(tmp_path, n=2), cache_root=root, progress=False)
+    assert (subset.computed_rows, subset.copied_rows) == (0, 4)  # d0 d1 ref0 ref1: all known
 
 
 def test_cli_records_failures_and_exits_nonzero(tmp_path: Path) -> None:

@@ -50,18 +50,24 @@ def write_params(repo: Path, params: dict) -> None:
     (repo / "params.yaml").write_text(text + yaml.safe_dump(params, sort_keys=False))
 
 
+def new_repo(path: Path, params: dict) -> Path:
+    """A git + DVC repository at ``path`` with the project's pipeline and ``params``."""
+    path.mkdir()
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, path / name)
+    for folder in CODE:
+        shutil.copytree(ROOT / folder, path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    write_params(path, params)
+    run(path, "git", "init", "-q")
+    run(path, "dvc", "init", "-q")
+    return path
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Clone A: the pipeline run once and committed."""
-    a = tmp_path_factory.mktemp("team") / "a"
-    a.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, a / name)
-    for folder in CODE:
-        shutil.copytree(ROOT / folder, a / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    write_params(a, _tiny(yaml.safe_load((ROOT / "params.yaml").read_text())))
-    run(a, "git", "init", "-q")
-    run(a, "dvc", "init", "-q")
+    params = _tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    a = new_repo(tmp_path_factory.mktemp("team") / "a", params)
     out = run(a, "dvc", "repro")
     for stage in ("demo", "extract@nss-demo", "train@sfem_nr-nss-demo", "eval"):
         assert f"Running stage '{stage}'" in out, out

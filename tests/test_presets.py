@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,9 @@ def test_check_lists_what_is_missing(tmp_path: Path) -> None:
     res = CliRunner().invoke(data_main, ["check", "--params", str(out)])
     assert res.exit_code == 1 and res.output.count("missing: ") == 5
     assert "Traceback" not in res.output
+    res = CliRunner().invoke(data_main, ["check", "--params", str(out), "--json"])
+    listed = json.loads(res.stdout)
+    assert res.exit_code == 1 and len(listed) == 5 and listed[0]["what"] == "dataset live"
 
 
 def test_the_demo_needs_nothing(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from cache.create import create_store
 from cache.reader import FeatureDataset, PairedFeatureDataset, check_fits
-from cache.store import ArraySpec, IncompleteStoreError, create_store
+from cache.store import ArraySpec, IncompleteStoreError
 
 IDS = ["ref0.png", "ref1.png", "d00.png", "d01.png", "d10.png", "d11.png", "d12.png"]
 REF_OF = {"d00.png": "ref0.png", "d01.png": "ref0.png", "d10.png": "ref1.png",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline_dvc import CODE, ENV, ROOT, _tiny, run, write_params
+from test_pipeline_dvc import ENV, ROOT, _tiny, new_repo, run
 
 pytestmark = pytest.mark.skipif(shutil.which("dvc") is None, reason="dvc is not installed")
 
@@ -41,19 +41,11 @@ API = _block("Python API", "python")
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("readme") / "demo"
-    repo.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
-    for folder in CODE:
-        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = _tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
     # the images the README names: astronaut and coffee references, jpeg up to level 5
     params["demo"].update(distortions="jpeg,gaussian_blur", levels=5)
     params["train"].update(heads=["sfem_fr", "sfem_nr"])
-    write_params(repo, params)
-    run(repo, "git", "init", "-q")
-    run(repo, "dvc", "init", "-q")
+    repo = new_repo(tmp_path_factory.mktemp("readme") / "demo", params)
     run(repo, "dvc", "repro")
     return repo
 

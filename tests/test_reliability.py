@@ -158,17 +158,18 @@ def test_two_zarr_writers_compute_each_shard_once(tmp_path: Path) -> None:
 def test_concurrent_extractions_into_a_cache_root_compute_each_shard_once(
     tmp_path: Path, monkeypatch
 ) -> None:
+    import extract.fill as fill_mod
     import extract.run as run_mod
 
     manifest = make_dataset(tmp_path, n=10)
-    real = run_mod.fill_shards
+    real = fill_mod.fill_shards
 
     def slow(*args, **kwargs):  # makes the two writers overlap on 2 busy cores
         time.sleep(0.3)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(run_mod, "fill_shards", slow)
-    monkeypatch.setattr(run_mod, "WAIT_POLL_S", 0.1)
+    monkeypatch.setattr(fill_mod, "fill_shards", slow)
+    monkeypatch.setattr(fill_mod, "WAIT_POLL_S", 0.1)
     cfg = run_mod.ExtractConfig(backbone="nss", random_init=True, shard_size=2,
                                 arch=(("grid", 8), ("size", 32)))  # fmt: skip
     results: list = []

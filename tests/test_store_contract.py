@@ -11,16 +11,10 @@ import zarr
 
 from cache.backends import BACKENDS
 from cache.backends.memory import MemoryBackend
+from cache.create import create_store, store_fields
 from cache.fingerprint import FingerprintMismatch, check_fingerprint, fingerprint_of
 from cache.outputs import OutputPathError
-from cache.store import (
-    ArraySpec,
-    IncompleteStoreError,
-    StoreError,
-    create_store,
-    open_store,
-    store_fields,
-)
+from cache.store import ArraySpec, IncompleteStoreError, StoreError, open_store
 from cache.testing import fast_reader, write_bypassing_checksums
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -343,7 +337,7 @@ class TestZarrLocalOutputs:
     def test_a_store_finished_by_another_writer_is_reopened_not_rebuilt(
         self, tmp_path, monkeypatch
     ):
-        import cache.store as store_mod
+        import cache.create as store_mod
 
         url = str(tmp_path / "s.zarr")
         s = create_store(url, arrays=ARRAYS, image_ids=IDS, views=VIEWS,

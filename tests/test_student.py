@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cache.console import UsageProblem
+from cache.create import create_store
 from cache.manifest import (
     DatasetInfo,
     Manifest,
@@ -28,7 +29,7 @@ from cache.manifest import (
     write_manifest,
     write_split,
 )
-from cache.store import ArraySpec, create_store, open_store
+from cache.store import ArraySpec, open_store
 from extract.loader import VIEWS
 from extract.weights import WeightsError
 from heads.checkpoint import CheckpointError, save_checkpoint

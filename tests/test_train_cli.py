@@ -12,6 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from cache.create import create_store
 from cache.manifest import (
     DatasetInfo,
     Manifest,
@@ -24,7 +25,7 @@ from cache.manifest import (
     write_split,
 )
 from cache.reader import StoreArray
-from cache.store import ArraySpec, create_store, open_store
+from cache.store import ArraySpec, open_store
 from heads.checkpoint import read_checkpoint
 from heads.cli import main
 from heads.data import load_split

@@ -13,7 +13,8 @@ import zarr
 import cache.backends.zarr as zb
 import cache.backends.zarr_direct_write as fw
 from cache.backends.zarr_direct_write import ShardFileWriter
-from cache.store import ArraySpec, create_store, open_store
+from cache.create import create_store
+from cache.store import ArraySpec, open_store
 
 ROW = (4, 3, 5)
 

@@ -246,7 +246,7 @@ def open_backend(
     """Open ``url``: ``"r"`` read, ``"a"`` read/write an existing store, ``"w"`` create.
 
     ``"w"`` creates a new, empty store and never clears what is there: callers check that
-    the target is free first (``cache.store.create_store``).
+    the target is free first (``cache.create.create_store``).
     """
     if mode not in ("r", "a", "w"):
         raise StoreError(f"mode must be 'r', 'a' or 'w', got {mode!r} for {url}")

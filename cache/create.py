@@ -1,0 +1,218 @@
+"""Making a store: ``create_store`` builds a new one, or reopens one of the same content.
+
+Nothing is ever cleared. The target must be free (missing, or an empty folder), the
+leftovers of an interrupted creation of this project's, or a store of the same
+fingerprint and layout (which is reopened for resuming). Two processes creating one store
+at once agree through a creation claim (``cache.claims``): one builds the layout, the
+other waits for it and reopens it. The attributes are written last, so a store without
+them does not exist; HDF5 files are built under a temporary name and linked into place.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cache.backends import (
+    CODECS,
+    Backend,
+    StoreBusyError,
+    backend_class,
+    open_backend,
+    store_exists,
+)
+from cache.claims import ClaimFolder
+from cache.fingerprint import FingerprintMismatch
+from cache.fingerprint import fingerprint_of as _fingerprint_of
+from cache.layout import check_same_layout, create_layout
+from cache.outputs import OutputPathError
+from cache.schema import FORMAT_VERSION, ArraySpec
+from cache.store import FeatureStore, open_store
+
+CREATE_CLAIM = "create"
+CREATE_WAIT_S = 300.0
+
+DEFAULT_CODEC = "none"
+_MANTISSA_BITS = {"float16": 10, "float32": 23}
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("iqa-feature-cache")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def store_fields(fields: Mapping[str, Any], keepbits: int | None = None) -> dict[str, Any]:
+    """The fingerprint fields a store records: the caller's, plus ``lossy`` when bit-rounded.
+
+    Lossless stores record the caller's fields unchanged, so ``fingerprint_of(fields)`` is
+    the store's fingerprint; ``fingerprint_of(store_fields(fields, keepbits))`` in general.
+    """
+    out = dict(fields)
+    if keepbits is not None:
+        out["lossy"] = {"bitround_keepbits": keepbits}
+    return out
+
+
+def _check_keepbits(keepbits: int | None, arrays: Sequence[ArraySpec]) -> None:
+    if keepbits is None:
+        return
+    for a in arrays:
+        top = _MANTISSA_BITS[a.dtype] - 1
+        if not 1 <= keepbits <= top:
+            raise ValueError(f"keepbits={keepbits} invalid for {a.name!r} ({a.dtype}: 1..{top})")
+
+
+def create_store(
+    url: str,
+    *,
+    arrays: Sequence[ArraySpec],
+    image_ids: Sequence[str],
+    views: Sequence[str] = ("identity",),
+    fingerprint_fields: Mapping[str, Any],
+    provenance: Mapping[str, Any] | None = None,
+    shard_size: int = 64,
+    codec: str = "default",
+    backend: str | None = None,
+    keepbits: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> FeatureStore:
+    """Create a store, or reopen an existing one with the same layout for resuming.
+
+    Nothing is ever cleared: the target must be free (missing, or an empty folder), an
+    interrupted creation of this project's, or a store of the same fingerprint and layout.
+    Two processes creating one store at once agree through a creation claim: one builds
+    the layout, the other waits for it and reopens.
+
+    Args:
+        codec: ``"default"`` or one of ``cache.backends.CODECS`` (lossless).
+        keepbits: mantissa bits kept by lossy bit-rounding (None: lossless).
+        storage_options: fsspec options for remote URLs (endpoint, credentials).
+
+    Raises:
+        FingerprintMismatch: an existing store differs in fingerprint, image ids or shard size.
+        OutputPathError: the target holds something that is not a feature store.
+        StoreBusyError: another process is creating or writing the store.
+    """
+    codec = DEFAULT_CODEC if codec == "default" else codec
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; choose 'default' or one of {CODECS}")
+    _check_keepbits(keepbits, arrays)
+    fields = store_fields(fingerprint_fields, keepbits)
+    layout = (list(arrays), list(image_ids), tuple(views))
+    deadline = time.monotonic() + CREATE_WAIT_S
+    while True:
+        if store_exists(url, backend, storage_options):
+            return _reopen_same(url, fields, layout, shard_size, backend, storage_options)
+        built = _try_build(url, fields, layout, shard_size, codec, backend, keepbits,
+                           provenance, storage_options)  # fmt: skip
+        if built is not None:
+            return built
+        if store_exists(url, backend, storage_options):
+            continue  # built by another writer meanwhile
+        if time.monotonic() > deadline:
+            raise StoreBusyError(f"{url} is being created by another process; try again later")
+        time.sleep(0.5)
+
+
+def _reopen_same(
+    url: str, fields: dict[str, Any], layout: tuple, shard_size: int, backend: str | None,
+    storage_options: dict[str, Any] | None,
+) -> FeatureStore:  # fmt: skip
+    store = open_store(url, "a", backend=backend, storage_options=storage_options)
+    try:
+        check_same_layout(store, fields, layout, shard_size)
+    except FingerprintMismatch:
+        store.close()
+        raise
+    return store
+
+
+def _try_build(
+    url: str, fields: dict[str, Any], layout: tuple, shard_size: int, codec: str,
+    backend: str | None, keepbits: int | None, provenance: Mapping[str, Any] | None,
+    storage_options: dict[str, Any] | None,
+) -> FeatureStore | None:  # fmt: skip
+    """Build a new store at ``url``; None when another live process is building it."""
+    cls = backend_class(url, backend)
+    claims = _creation_claims(url, cls, storage_options)
+    if claims is not None and not claims.try_claim(CREATE_CLAIM):
+        return None
+    try:
+        if store_exists(url, backend, storage_options):
+            return None  # finished by another writer after our first look: reopen it
+        if cls.occupied(url, storage_options):
+            if claims is None or not _interrupted_creation(url, cls, storage_options):
+                raise OutputPathError(
+                    f"{url} already holds data that is not a feature store; nothing was "
+                    "written. Choose a new path or an empty folder (it is never cleared)"
+                )
+            _clear_interrupted(url, storage_options)
+        b = open_backend(url, "w", backend, storage_options)
+        arrays, image_ids, views = layout
+        meta = create_layout(b, arrays, image_ids, views, shard_size, codec)
+        meta.update(
+            iqa_store=FORMAT_VERSION,
+            fingerprint=_fingerprint_of(fields),
+            fingerprint_fields=fields,
+            keepbits=keepbits,
+            provenance=_provenance(provenance, arrays, views, keepbits),
+        )
+        b.write_attrs(meta)  # last: a store without attributes does not exist
+        b.flush()
+        b.publish()
+        return FeatureStore(b)
+    finally:
+        if claims is not None:
+            claims.release(CREATE_CLAIM)
+            claims.remove_if_empty()
+
+
+def _creation_claims(
+    url: str, cls: type[Backend], storage_options: dict[str, Any] | None
+) -> ClaimFolder | None:
+    root = cls.claims_url(url)
+    return ClaimFolder(root, storage_options) if root is not None else None
+
+
+_LAYOUT_KEYS = ("zarr.json", "features", "image_id", "view", "written", "sizes", "failure",
+                "commit")  # fmt: skip
+
+
+def _interrupted_creation(
+    url: str, cls: type[Backend], storage_options: dict[str, Any] | None
+) -> bool:
+    """True when ``url`` holds only what an interrupted ``create_store`` leaves behind."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    names = {e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(root, detail=False)}
+    names.discard(".iqa-claims")
+    return bool(names) and names <= set(_LAYOUT_KEYS) and cls.exists(url, storage_options)
+
+
+def _clear_interrupted(url: str, storage_options: dict[str, Any] | None) -> None:
+    """Remove the layout an interrupted creation (of this project's) left: never data."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    for name in _LAYOUT_KEYS:
+        path = f"{root.rstrip('/')}/{name}"
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
+def _provenance(
+    given: Mapping[str, Any] | None, arrays: Sequence[ArraySpec], views: Sequence[str], kb: Any
+) -> dict[str, Any]:
+    """What the store records beside its fingerprint. No clock time: two extractions of one
+    feature set give byte-identical stores (DVC then sees nothing changed)."""
+    out = dict(given or {})
+    out.setdefault("dtype", {a.name: a.dtype for a in arrays})
+    out.setdefault("views", list(views))
+    out.setdefault("lossy", {"bitround_keepbits": kb} if kb is not None else None)
+    out.setdefault("package_version", _package_version())
+    return out
