@@ -157,6 +157,7 @@ class ShardWriter:
             self._b.write("written", rows.start, written)
             self._b.write("sizes", rows.start, sizes)
             self._b.write("failure", rows.start, reasons)
+            self._b.flush()  # the rows reach the file before the commit mark that vouches
             self._b.write("commit", k, commit.result()[None])
         self._b.flush()
         self._commit = None

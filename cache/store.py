@@ -7,11 +7,12 @@ contract.
 
 Writing protocol (``write_shard``): every feature array gets one shard-aligned write, then
 the per-row ``written`` mask, sizes and failure reasons, and last the ``commit`` row that
-holds the per-array checksums (xxh3-128; blake2b in older stores) and the commit mark. Zarr
-writes each key atomically
-(temporary ``*.partial`` file + rename), so a writer killed at any instant leaves every
-committed shard intact and uncommitted shards are simply rewritten on resume. Zarr has no
-cross-process locks: parallel writers must own disjoint ranges of whole shards.
+holds the per-array checksums (xxh3-128; blake2b in older stores) and the commit mark, after
+a flush of the rows it vouches for. Zarr writes each key atomically (temporary ``*.partial``
+file + rename) and HDF5 writes in SWMR mode (``cache.backends.hdf5``), so a writer killed at
+any instant leaves every committed shard intact and uncommitted shards are simply
+rewritten on resume. Zarr has no cross-process locks: parallel writers claim whole shards
+(``cache.claims``).
 
 Default codec: ``none``. Measured with ``bench/bench_store.py`` (128 SAM-shaped rows of
 smooth float16 maps, warm page cache, 2 shared cores): lossless codecs save little on

@@ -63,6 +63,7 @@ def main(url: str, first: int, stop: int, slow: float, claim: bool = False) -> N
     if claims is not None:
         claims.release_all()
         claims.remove_if_empty()
+    store.tidy()  # as iqa-extract does: a complete store keeps no temporary files
     store.close()
 
 

@@ -311,8 +311,8 @@ class TestHDF5Store(StoreContract):
     def test_dimensions_are_labelled(self, url):
         import h5py
 
-        self.make(url)
-        with h5py.File(url, "r") as fh:
+        self.make(url).close()
+        with h5py.File(url, "r") as fh:  # a plain h5py reader, libhdf5's file locking on
             assert [d.label for d in fh["features/embed"].dims] == [
                 "row", "embed_channel", "embed_y", "embed_x"]  # fmt: skip
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cache.backends import StoreBusyError
 from cache.store import open_store
 
 HELPER = Path(__file__).with_name("_store_writer.py")
@@ -118,3 +119,39 @@ def test_hdf5_resume_after_a_clean_stop(tmp_path, want):
         assert s.missing_shards() == list(range(4, 12))
     writer.main(url, 0, 10**6, 0.0)
     assert_same(snapshot(url), want)
+
+
+def test_a_killed_hdf5_writer_leaves_a_valid_file_that_resumes_in_place(tmp_path, want):
+    """The writer works in SWMR mode: killed, it leaves a valid file with its flags set."""
+    import h5py
+
+    url = str(tmp_path / "swmr.h5")
+    proc = start(url, slow=0.05)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with pytest.raises(OSError, match="consistency flags"):  # what plain h5py says of it
+        h5py.File(url, "r")
+    with open_store(url) as s:  # read in SWMR mode: committed shards intact
+        report = s.verify()
+        assert not report.corrupt_shards and 0 < s.n_shards - len(report.missing_shards) < 12
+    inode = os.stat(url).st_ino
+    finish(start(url))  # the next writer rebuilds the file once, then fills it
+    assert os.stat(url).st_ino != inode
+    with h5py.File(url, "r") as fh:  # flags cleared: any HDF5 reader opens it again
+        assert "features" in fh
+    assert_same(snapshot(url), want)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["swmr.h5"]  # no temporaries
+
+
+def test_the_hdf5_lock_dies_with_its_writer_and_is_shared_within_a_process(tmp_path):
+    url = str(tmp_path / "lock.h5")
+    proc = start(url, slow=0.5)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    with pytest.raises(StoreBusyError, match="open for writing by another process"):
+        open_store(url)  # no reader while another process writes
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open_store(url, "a") as w, open_store(url) as r:  # one process may read what it writes
+        assert r.n_shards == w.n_shards == 12

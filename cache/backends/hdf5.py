@@ -5,16 +5,29 @@ has no Blosc or Zstandard without the ``hdf5plugin`` filters, which every reader
 need too, so the lossless codec names map to portable built-in filters: ``zstd`` and
 ``blosc-zstd`` -> gzip level 4 with byte shuffle, ``blosc-lz4`` -> lzf, ``none`` -> none.
 
-Limits (by design, not by accident): libhdf5 allows one writer per file and a writer killed
-mid-write can leave the file unreadable, so HDF5 is an export format; extraction, parallel
-writers and kill-safe resume use the Zarr backend. Never open the file in a parent process
-and use it in forked workers: readers open it lazily per process (``cache.reader``).
+Kill safety: a plain HDF5 writer killed mid-flush can leave the file unreadable (its chunk
+index pointing past the end of the file), so a writer works in SWMR mode (HDF5's
+single-writer/multiple-reader mode, file format v110): libhdf5 then orders its metadata
+flushes so that the file on disk is always a valid file, whenever the writer dies. A file
+whose SWMR writer was killed still carries the writer's consistency flags, which only
+``h5clear`` removes; reading opens it in SWMR read mode, and the next writer rebuilds it
+once (``_recover``: every object copied into a new file that replaces the old one while
+the store is locked). Stores made before SWMR (format v18) are written as before.
+
+One writer per file: an ``flock`` on the store file itself, exclusive for a writer and
+shared for readers (released by the kernel when a process dies, so a killed writer never
+leaves a stale lock); libhdf5's own file locking is turned off. HDF5 has no parallel
+writers: dask extraction and cooperating writers use the Zarr backend. Never open the file
+in a parent process and use it in forked workers: readers open it lazily per process
+(``cache.reader``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +47,8 @@ from cache.backends import (
 
 ATTR_KEY = "iqa_store_json"
 CHUNK_CACHE_BYTES = 1 << 20  # rows above 1 MiB bypass the cache: 4x faster random reads
+LIBVER = "latest"  # v110 file format: needed for SWMR writing (HDF5 >= 1.10 reads it)
+_FLAGS_SET = "consistency flags"  # libhdf5's words for a file whose SWMR writer died
 
 _FILTERS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -54,13 +69,86 @@ def _row_offsets(ds: h5py.Dataset) -> np.ndarray:
     return offsets
 
 
+def _busy(url: str) -> StoreBusyError:
+    return StoreBusyError(
+        f"{url} is open for writing by another process; wait for it to finish "
+        "(one writer per HDF5 file)"
+    )
+
+
+class _FileLock:
+    """An ``flock`` on one file, shared by every open of it in this process.
+
+    Exclusive for a writer, shared for readers, never waiting. Opens in one process share
+    one lock (as libhdf5 shares one open file between them), so a process may read a store
+    it is writing; ``release`` drops it when the last of them closes.
+    """
+
+    _held: dict[tuple[int, int], _FileLock] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, fd: int, key: tuple[int, int]) -> None:
+        self.fd, self.key, self.users, self.exclusive = fd, key, 0, False
+
+    @classmethod
+    def acquire(cls, path: Path, exclusive: bool, url: str) -> _FileLock:
+        """Lock the file ``path`` names now (retrying if it is replaced while we lock it)."""
+        while True:
+            fd = os.open(path, os.O_RDONLY)
+            st = os.fstat(fd)
+            key = (st.st_dev, st.st_ino)
+            with cls._guard:
+                lock = cls._held.get(key)
+                if lock is not None:
+                    os.close(fd)
+                else:
+                    lock = cls(fd, key)
+                try:
+                    lock._take(exclusive, url)
+                except BaseException:
+                    if not lock.users:
+                        os.close(fd)
+                    raise
+                cls._held[key] = lock
+            if lock._names(path):
+                return lock
+            lock.release()
+
+    def _take(self, exclusive: bool, url: str) -> None:
+        if not self.users or exclusive and not self.exclusive:
+            kind = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            try:
+                fcntl.flock(self.fd, kind | fcntl.LOCK_NB)
+            except BlockingIOError as err:
+                if self.users:  # a failed upgrade may drop the shared lock: take it back
+                    fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                raise _busy(url) from err
+            self.exclusive = self.exclusive or exclusive
+        self.users += 1
+
+    def _names(self, path: Path) -> bool:
+        """True while ``path`` still names the locked file (not replaced meanwhile)."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self.key
+
+    def release(self) -> None:
+        with self._guard:
+            self.users -= 1
+            if self.users == 0:
+                del self._held[self.key]
+                os.close(self.fd)  # closing the descriptor drops the lock
+
+
 class HDF5Backend(Backend):
     """Arrays as datasets of one HDF5 file; attributes as one JSON root attribute.
 
     A new file is built under a temporary name beside the target and linked into place
-    by ``publish`` (an existing file is never truncated); ``"a"`` opens ``r+``. libhdf5's
-    own file lock keeps a second writer (and readers while one writes) out: that is
-    reported as ``StoreBusyError``.
+    by ``publish`` (an existing file is never truncated); ``"a"`` opens ``r+`` in SWMR
+    mode. A second writer, or a reader while one writes, is refused with
+    ``StoreBusyError`` (see the module docstring).
     """
 
     name = "hdf5"
@@ -75,27 +163,67 @@ class HDF5Backend(Backend):
         self._creating: Path | None = None
         if mode != "w" and not self._path.is_file():
             raise StoreError(f"no HDF5 store at {url}")
-        target = self._path
         if mode == "w":
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._creating = target = self._path.with_name(
-                f".{self._path.name}.{os.getpid()}.creating"
-            )
-        self._file = self._open(target, {"r": "r", "a": "r+", "w": "x"}[mode])
+            self._creating = self._path.with_name(f".{self._path.name}.{os.getpid()}.creating")
+            self._file = self._open(self._creating, "x")
+            self._lock: _FileLock | None = _FileLock.acquire(self._creating, True, url)
+        else:
+            self._lock = _FileLock.acquire(self._path, mode == "a", url)
+            try:
+                self._file = self._open_existing(mode)
+            except BaseException:
+                self._lock.release()
+                raise
         self._fd: int | None = None  # raw reads of unfiltered chunks, read-only opens only
         self._plans: dict[str, tuple[Any, ...] | None] = {}
         self._datasets: dict[str, h5py.Dataset] = {}
 
-    def _open(self, path: Path, mode: str) -> h5py.File:
+    def _open(self, path: Path, mode: str, swmr: bool = False) -> h5py.File:
         try:
-            return h5py.File(path, mode, rdcc_nbytes=CHUNK_CACHE_BYTES)
+            return h5py.File(path, mode, rdcc_nbytes=CHUNK_CACHE_BYTES, libver=LIBVER,
+                             locking=False, swmr=swmr)  # fmt: skip
         except OSError as err:
-            if "lock" in str(err).lower():
-                raise StoreBusyError(
-                    f"{self.url} is open for writing by another process; wait for it to "
-                    "finish (one writer per HDF5 file)"
-                ) from err
+            if _FLAGS_SET in str(err):
+                raise
             raise StoreError(f"cannot open HDF5 store {self.url}: {err}") from err
+
+    def _open_existing(self, mode: str) -> h5py.File:
+        """Open the locked store: ``"r"`` (SWMR read after a killed writer) or ``"a"``."""
+        try:
+            handle = self._open(self._path, "r" if mode == "r" else "r+")
+        except OSError:  # the consistency flags of a killed SWMR writer
+            if mode == "r":
+                return self._open(self._path, "r", swmr=True)
+            self._recover()
+            handle = self._open(self._path, "r+")
+        if mode == "a":
+            _start_swmr(handle)
+        return handle
+
+    def _recover(self) -> None:
+        """Rebuild a store whose SWMR writer was killed, in place, under the writer lock.
+
+        Every object and attribute is copied (``H5Ocopy``) into a new file beside it, which
+        is locked and then renamed over the old one: the rows are the same, and the new
+        file carries no consistency flags. Only a feature store is rebuilt.
+        """
+        for leftover in self._path.parent.glob(f".{self._path.name}.*.recovering"):
+            leftover.unlink(missing_ok=True)  # a rebuild killed before its rename
+        rebuilt = self._path.with_name(f".{self._path.name}.{os.getpid()}.recovering")
+        with self._open(self._path, "r", swmr=True) as src:
+            if ATTR_KEY not in src.attrs:
+                raise StoreError(f"{self.url} is not a feature store; left as it is")
+            with self._open(rebuilt, "x") as dst:
+                for key, value in src.attrs.items():
+                    dst.attrs[key] = value
+                for name in src:
+                    src.copy(src[name], dst, name=name)
+        lock = _FileLock.acquire(rebuilt, True, self.url)  # the path is never unlocked
+        os.replace(rebuilt, self._path)
+        if self._lock is not None:
+            self._lock.release()
+        self._lock = lock
 
     @classmethod
     def exists(cls, url: str, storage_options: dict[str, Any] | None = None) -> bool:
@@ -120,6 +248,7 @@ class HDF5Backend(Backend):
             self._creating.unlink(missing_ok=True)
         self._creating = None
         self._file = self._open(self._path, "r+")
+        _start_swmr(self._file)
         self._datasets.clear()
         self._plans.clear()
 
@@ -251,3 +380,14 @@ class HDF5Backend(Backend):
         if self._creating is not None:  # never published: the half-built file is ours
             self._creating.unlink(missing_ok=True)
             self._creating = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def _start_swmr(handle: h5py.File) -> None:
+    """Write in SWMR mode (kill-safe) when the file's format allows it (v110 and later)."""
+    try:
+        handle.swmr_mode = True
+    except (ValueError, OSError):
+        pass  # a store made before SWMR writing: written as before
