@@ -62,9 +62,14 @@ def save_checkpoint(
 
 
 def save_atomic(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    with atomic_path(path) as tmp:
-        torch.save(dict(payload), tmp)
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place.
+
+    Saved through a file object, so the archive's inner folder is torch's fixed
+    ``archive`` rather than the temporary file's name (which holds the process id): the
+    same payload gives the same bytes, and a rerun DVC stage the same output hash.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(dict(payload), fh)
     return Path(path)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import heads.train as train_mod
-from heads.checkpoint import CheckpointError, load_head, read_checkpoint
+from heads.checkpoint import CheckpointError, load_head, read_checkpoint, save_atomic
 from heads.evaluate import evaluate, make_prompt
 from heads.optim import TrainConfig
 from heads.registry import build_head
@@ -140,6 +140,14 @@ def test_checkpoint_round_trip_and_fingerprint_refusal(tmp_path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.pt"):
         read_checkpoint(tmp_path / "junk.pt")
+
+
+def test_a_checkpoint_s_bytes_depend_on_its_content_only(tmp_path) -> None:
+    """Not on its file name or the process: a rerun DVC stage keeps its output hash."""
+    payload = {"head": "sfem_fr", "state_dict": {"w": torch.arange(6.0).view(2, 3)}}
+    a, b = save_atomic(tmp_path / "model.pt", payload), save_atomic(tmp_path / "last.pt", payload)
+    assert a.read_bytes() == b.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "model.pt"]
 
 
 def test_resume_continues_exactly(tmp_path) -> None:
