@@ -155,3 +155,24 @@ def test_the_hdf5_lock_dies_with_its_writer_and_is_shared_within_a_process(tmp_p
     proc.wait()
     with open_store(url, "a") as w, open_store(url) as r:  # one process may read what it writes
         assert r.n_shards == w.n_shards == 12
+
+
+def test_an_hdf5_store_opens_unlocked_with_a_warning_where_files_cannot_be_locked(
+    tmp_path, monkeypatch
+):
+    import errno
+    import fcntl
+
+    import cache.backends.hdf5 as hdf5
+
+    url = str(tmp_path / "nolocks.h5")
+    writer.main(url, 0, 2, 0.0)
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    monkeypatch.setattr(hdf5, "_unlocked_warned", set())
+    with pytest.warns(RuntimeWarning, match="no file locks .*run one at a time"):
+        with open_store(url, "a") as s:
+            assert s.missing_shards() == list(range(2, 12))

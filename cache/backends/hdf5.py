@@ -16,18 +16,21 @@ the store is locked). Stores made before SWMR (format v18) are written as before
 
 One writer per file: an ``flock`` on the store file itself, exclusive for a writer and
 shared for readers (released by the kernel when a process dies, so a killed writer never
-leaves a stale lock); libhdf5's own file locking is turned off. HDF5 has no parallel
-writers: dask extraction and cooperating writers use the Zarr backend. Never open the file
-in a parent process and use it in forked workers: readers open it lazily per process
-(``cache.reader``).
+leaves a stale lock); libhdf5's own file locking is turned off. On a file system without
+``flock`` a warning says so and the store opens unlocked (libhdf5's "best effort").
+HDF5 has no parallel writers: dask extraction and cooperating writers use the Zarr
+backend. Never open the file in a parent process and use it in forked workers: readers
+open it lazily per process (``cache.reader``).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,22 @@ def _row_offsets(ds: h5py.Dataset) -> np.ndarray:
 
     ds.id.chunk_iter(visit)
     return offsets
+
+
+_NO_LOCKS = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
+_unlocked_warned: set[str] = set()
+
+
+def _warn_unlocked(url: str, err: OSError) -> None:
+    """A file system without ``flock`` (Lustre without ``-o flock``, some FUSE mounts)."""
+    if url not in _unlocked_warned:
+        _unlocked_warned.add(url)
+        warnings.warn(
+            f"{url}: this file system has no file locks ({err.strerror}); HDF5 writers "
+            "are not kept apart here, so run one at a time",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def _busy(url: str) -> StoreBusyError:
@@ -123,6 +142,10 @@ class _FileLock:
                 if self.users:  # a failed upgrade may drop the shared lock: take it back
                     fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 raise _busy(url) from err
+            except OSError as err:
+                if err.errno not in _NO_LOCKS:
+                    raise
+                _warn_unlocked(url, err)
             self.exclusive = self.exclusive or exclusive
         self.users += 1
 
