@@ -163,7 +163,7 @@ def test_an_hdf5_store_opens_unlocked_with_a_warning_where_files_cannot_be_locke
     import errno
     import fcntl
 
-    import cache.backends.hdf5 as hdf5
+    import cache.backends.filelock as filelock
 
     url = str(tmp_path / "nolocks.h5")
     writer.main(url, 0, 2, 0.0)
@@ -172,7 +172,7 @@ def test_an_hdf5_store_opens_unlocked_with_a_warning_where_files_cannot_be_locke
         raise OSError(errno.ENOSYS, "Function not implemented")
 
     monkeypatch.setattr(fcntl, "flock", no_flock)
-    monkeypatch.setattr(hdf5, "_unlocked_warned", set())
+    monkeypatch.setattr(filelock, "_unlocked_warned", set())
     with pytest.warns(RuntimeWarning, match="no file locks .*run one at a time"):
         with open_store(url, "a") as s:
             assert s.missing_shards() == list(range(2, 12))

@@ -16,8 +16,9 @@ the store is locked). Stores made before SWMR (format v18) are written as before
 
 One writer per file: an ``flock`` on the store file itself, exclusive for a writer and
 shared for readers (released by the kernel when a process dies, so a killed writer never
-leaves a stale lock); libhdf5's own file locking is turned off. On a file system without
-``flock`` a warning says so and the store opens unlocked (libhdf5's "best effort").
+leaves a stale lock; ``cache.backends.filelock``); libhdf5's own file locking is turned
+off. On a file system without ``flock`` a warning says so and the store opens unlocked
+(libhdf5's "best effort").
 HDF5 has no parallel writers: dask extraction and cooperating writers use the Zarr
 backend. Never open the file in a parent process and use it in forked workers: readers
 open it lazily per process (``cache.reader``).
@@ -25,12 +26,8 @@ open it lazily per process (``cache.reader``).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +39,11 @@ from cache.backends import (
     Backend,
     Capabilities,
     RowSelection,
-    StoreBusyError,
     StoreError,
     local_path,
     sorted_read,
 )
+from cache.backends.filelock import FileLock
 
 ATTR_KEY = "iqa_store_json"
 CHUNK_CACHE_BYTES = 1 << 20  # rows above 1 MiB bypass the cache: 4x faster random reads
@@ -70,99 +67,6 @@ def _row_offsets(ds: h5py.Dataset) -> np.ndarray:
 
     ds.id.chunk_iter(visit)
     return offsets
-
-
-_NO_LOCKS = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
-_unlocked_warned: set[str] = set()
-
-
-def _warn_unlocked(url: str, err: OSError) -> None:
-    """A file system without ``flock`` (Lustre without ``-o flock``, some FUSE mounts)."""
-    if url not in _unlocked_warned:
-        _unlocked_warned.add(url)
-        warnings.warn(
-            f"{url}: this file system has no file locks ({err.strerror}); HDF5 writers "
-            "are not kept apart here, so run one at a time",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-
-
-def _busy(url: str) -> StoreBusyError:
-    return StoreBusyError(
-        f"{url} is open for writing by another process; wait for it to finish "
-        "(one writer per HDF5 file)"
-    )
-
-
-class _FileLock:
-    """An ``flock`` on one file, shared by every open of it in this process.
-
-    Exclusive for a writer, shared for readers, never waiting. Opens in one process share
-    one lock (as libhdf5 shares one open file between them), so a process may read a store
-    it is writing; ``release`` drops it when the last of them closes.
-    """
-
-    _held: dict[tuple[int, int], _FileLock] = {}
-    _guard = threading.Lock()
-
-    def __init__(self, fd: int, key: tuple[int, int]) -> None:
-        self.fd, self.key, self.users, self.exclusive = fd, key, 0, False
-
-    @classmethod
-    def acquire(cls, path: Path, exclusive: bool, url: str) -> _FileLock:
-        """Lock the file ``path`` names now (retrying if it is replaced while we lock it)."""
-        while True:
-            fd = os.open(path, os.O_RDONLY)
-            st = os.fstat(fd)
-            key = (st.st_dev, st.st_ino)
-            with cls._guard:
-                lock = cls._held.get(key)
-                if lock is not None:
-                    os.close(fd)
-                else:
-                    lock = cls(fd, key)
-                try:
-                    lock._take(exclusive, url)
-                except BaseException:
-                    if not lock.users:
-                        os.close(fd)
-                    raise
-                cls._held[key] = lock
-            if lock._names(path):
-                return lock
-            lock.release()
-
-    def _take(self, exclusive: bool, url: str) -> None:
-        if not self.users or exclusive and not self.exclusive:
-            kind = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-            try:
-                fcntl.flock(self.fd, kind | fcntl.LOCK_NB)
-            except BlockingIOError as err:
-                if self.users:  # a failed upgrade may drop the shared lock: take it back
-                    fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                raise _busy(url) from err
-            except OSError as err:
-                if err.errno not in _NO_LOCKS:
-                    raise
-                _warn_unlocked(url, err)
-            self.exclusive = self.exclusive or exclusive
-        self.users += 1
-
-    def _names(self, path: Path) -> bool:
-        """True while ``path`` still names the locked file (not replaced meanwhile)."""
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return False
-        return (st.st_dev, st.st_ino) == self.key
-
-    def release(self) -> None:
-        with self._guard:
-            self.users -= 1
-            if self.users == 0:
-                del self._held[self.key]
-                os.close(self.fd)  # closing the descriptor drops the lock
 
 
 class HDF5Backend(Backend):
@@ -190,9 +94,9 @@ class HDF5Backend(Backend):
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._creating = self._path.with_name(f".{self._path.name}.{os.getpid()}.creating")
             self._file = self._open(self._creating, "x")
-            self._lock: _FileLock | None = _FileLock.acquire(self._creating, True, url)
+            self._lock: FileLock | None = FileLock.acquire(self._creating, True, url)
         else:
-            self._lock = _FileLock.acquire(self._path, mode == "a", url)
+            self._lock = FileLock.acquire(self._path, mode == "a", url)
             try:
                 self._file = self._open_existing(mode)
             except BaseException:
@@ -242,7 +146,7 @@ class HDF5Backend(Backend):
                     dst.attrs[key] = value
                 for name in src:
                     src.copy(src[name], dst, name=name)
-        lock = _FileLock.acquire(rebuilt, True, self.url)  # the path is never unlocked
+        lock = FileLock.acquire(rebuilt, True, self.url)  # the path is never unlocked
         os.replace(rebuilt, self._path)
         if self._lock is not None:
             self._lock.release()
