@@ -44,7 +44,14 @@ from cache.manifest_base import (
     file_sha256,
     files_sha256,
 )
-from cache.split_file import PARTS, Split, UncheckedSplitWarning, read_split, write_split
+from cache.split_file import (
+    PARTS,
+    Split,
+    UncheckedSplitWarning,
+    read_split,
+    split_files,
+    write_split,
+)
 
 FORMAT_VERSION = "1"
 SCORE_KINDS = ("MOS", "DMOS", "pseudo-MOS")
@@ -364,5 +371,5 @@ __all__ = [
     "ManifestError", "ManifestRow", "Split", "UncheckedSplitWarning", "atomic_write_text",
     "file_sha256", "id_problem", "manifest_digest", "manifest_text", "read_manifest",
     "with_file_hashes",
-    "read_split", "validate_rows", "write_manifest", "write_split",
+    "read_split", "split_files", "validate_rows", "write_manifest", "write_split",
 ]  # fmt: skip

@@ -151,6 +151,24 @@ def _meta(data: dict, text: str, path: Path) -> tuple[int, tuple[float, ...], st
     return seed, tuple(float(r) for r in ratios), sha
 
 
+def split_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The split files a path names: the file itself, or a folder's sorted ``*.json`` files.
+
+    Names starting with a dot are not splits (``iqa-data split`` leaves its output marker,
+    ``.iqa-output.json``, beside the ``split_NN.json`` files).
+
+    Raises:
+        ManifestError: a folder that holds no split file.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    found = sorted(p for p in path.glob("*.json") if not p.name.startswith("."))
+    if not found:
+        raise ManifestError(f"no split files (*.json) in {path}")
+    return found
+
+
 def read_split(path: str | os.PathLike[str]) -> Split:
     """Read a split file.
 

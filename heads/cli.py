@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import click
@@ -26,13 +25,13 @@ FLAG_TRAINING = ("epochs", "batch_size", "lr", "weight_decay", "schedule")
 
 
 def _split_files(path: str) -> list[str]:
-    """Split files: the file itself, or a folder's sorted ``*.json`` files."""
-    if Path(path).is_dir():
-        found = sorted(str(p) for p in Path(path).glob("*.json"))
-        if not found:
-            raise click.BadParameter(f"no split files (*.json) in {path}", param_hint="--split")
-        return found
-    return [path]
+    """Split files: the file itself, or a folder's sorted split files (markers skipped)."""
+    from cache.manifest import ManifestError, split_files
+
+    try:
+        return [str(p) for p in split_files(path)]
+    except ManifestError as err:
+        raise click.BadParameter(str(err), param_hint="--split") from None
 
 
 def _params_section(path: str | None, section: str, head: str) -> dict[str, Any]:

@@ -344,3 +344,24 @@ def test_a_split_made_for_another_manifest_is_refused(files) -> None:
     ])  # fmt: skip
     assert res.exit_code == 1 and "split_0.json" in res.output and "other.csv" in res.output
     assert not (files / "o").exists()
+
+
+@pytest.mark.parametrize("ratios", ["0.8,0.2", "0.6,0.2,0.2"])
+def test_a_folder_written_by_iqa_data_split_trains(files, ratios: str) -> None:
+    """The README's real-dataset flow: ``iqa-data split --out DIR`` then ``--split DIR``.
+
+    The folder holds the output marker (``.iqa-output.json``) beside the split files; it is
+    not a split and is not read as one.
+    """
+    from pipelines.data_cli import main as data_main
+
+    folder = files / "made"
+    res = CliRunner().invoke(data_main, ["split", str(files / "manifest.csv"), "--ratios", ratios,
+                                         "--repeats", "2", "--out", str(folder)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (folder / ".iqa-output.json").is_file()
+    out = files / "from_split_folder"
+    res = _run(files, "--head", "sfem_nr", "--split", str(folder), "--out", str(out), *TINY)
+    assert res.exit_code == 0, res.output
+    runs = json.loads((out / "metrics.json").read_text())["runs"]
+    assert [r["split"] for r in runs] == [str(folder / f"split_{n:02d}.json") for n in range(2)]
