@@ -36,6 +36,7 @@ from pipelines.importers import (
     get_importer,
     import_csv,
     import_pyiqa,
+    range_note,
 )
 from pipelines.importers.generic import MAPPABLE
 from pipelines.importers.known import help_table
@@ -55,8 +56,8 @@ LIST_OPTIONS = {
     "splits_out": "--splits-out",
 }
 NOT_FOR = {
-    "csv": {"splits_out": "--splits-out"},
-    "pyiqa": {"columns": "--map", "authentic": "--authentic"},
+    "csv": {"splits_out": "--splits-out", "sheet": "--sheet"},
+    "pyiqa": {"columns": "--map", "authentic": "--authentic", "sheet": "--sheet"},
 }
 # importer keyword -> option, for the options an official importer may take
 LAYOUT_OPTIONS = {
@@ -64,7 +65,9 @@ LAYOUT_OPTIONS = {
     "image_dir": "--image-dir",
     "ref_dir": "--ref-dir",
     "score_range": "--range",
+    "sheet": "--sheet",
 }
+MANY_IMAGE_DIRS = ("pipal",)  # datasets whose --image-dir may be repeated
 
 
 def _numbers(cast: Callable[[str], Any], count: tuple[int, ...]) -> Callable[..., Any]:
@@ -144,8 +147,13 @@ IMPORT_EPILOG = (
     help="The label file: for a dataset, relative to --root (default: its official name); for"
     " csv/pyiqa, the CSV itself.",
 )
-@click.option("--image-dir", help="Folder of the (distorted) images, relative to --root.")
+@click.option(
+    "--image-dir",
+    multiple=True,
+    help="Folder of the (distorted) images, relative to --root (pipal: repeat for several).",
+)
 @click.option("--ref-dir", help="Folder of the reference images, relative to --root.")
+@click.option("--sheet", help="csiq, spaq, bid, uwiqa: the spreadsheet's sheet (any case).")
 @click.option("--no-count-check", is_flag=True, help="Skip the official counts (partial copies).")
 @click.option(
     "--map",
@@ -191,8 +199,16 @@ def import_cmd(name: str, root: Path | None, out: Path, no_count_check: bool, **
     else:
         manifest, note = _import_official(name, root, out, no_count_check, opts), ""
     click.echo(f"wrote {out}: {len(manifest.rows)} images, {len(manifest.ref_ids)} references")
-    if note:
-        click.echo(note)
+    for line in (note, range_note(manifest)):
+        if line:
+            click.echo(line)
+
+
+def _image_dirs(name: str, value: tuple[str, ...]) -> str | tuple[str, ...] | None:
+    """The --image-dir value(s): None, one folder, or several (where the dataset takes them)."""
+    if len(value) > 1 and name not in MANY_IMAGE_DIRS:
+        raise UsageProblem(f"--image-dir: dataset {name!r} takes one folder, not {len(value)}")
+    return None if not value else value[0] if len(value) == 1 else value
 
 
 def _import_official(
@@ -208,12 +224,13 @@ def _import_official(
     importer = get_importer(name)
     accepted = inspect.signature(importer).parameters
     kwargs: dict[str, Any] = {"expected": None} if no_count_check else {}
+    values = {**opts, "image_dir": _image_dirs(name, opts["image_dir"])}
     for key, option in LAYOUT_OPTIONS.items():
-        if opts[key] is None:
+        if values[key] is None:
             continue
         if key not in accepted:
             raise UsageProblem(f"{option}: not an option of dataset {name!r}")
-        kwargs[key] = opts[key]
+        kwargs[key] = values[key]
     manifest = with_file_hashes(importer(root, **kwargs))
     write_manifest(manifest, out)
     return manifest
@@ -230,8 +247,9 @@ def _import_list(
     given = [opt for key, opt in NOT_FOR[name].items() if opts[key] not in (None, False)]
     if given:
         raise UsageProblem(f"{', '.join(given)}: not an option of 'import {name}'")
+    image_dir = _image_dirs(name, opts["image_dir"]) or ""
     common = {
-        "name": opts["dataset"], "root": root, "image_dir": opts["image_dir"] or "",
+        "name": opts["dataset"], "root": root, "image_dir": image_dir,
         "ref_dir": opts["ref_dir"] or "", "score_kind": opts["kind"],
         "lower_better": opts["lower_better"], "score_range": opts["score_range"],
         "unusual_orientation": opts["unusual_orientation"],

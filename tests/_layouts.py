@@ -74,6 +74,8 @@ def make_live(root: Path, blank: Path) -> None:
     orgs = np.zeros((1, n))
     orgs[0, np.random.default_rng(1).permutation(n)[:203]] = 1
     dmos = scores(n, -2.6, 111.8)[None, :]
+    kept = np.flatnonzero(orgs[0] == 0)
+    dmos[0, kept[:2]] = (-2.64, 111.8)  # the realigned DMOS's extremes in the release
     savemat(root / "dmos_realigned.mat", {"dmos_new": dmos, "orgs": orgs})
     savemat(root / "dmos.mat", {"dmos": dmos + 1, "orgs": orgs})
     savemat(
@@ -150,18 +152,24 @@ def make_kadid10k(root: Path, blank: Path) -> None:
     tree(root, blank, sorted(refs) + [f"images/{d}" for d, _ in names])
 
 
-def make_pipal(root: Path, blank: Path, refs: int = 200, per_ref: int = 116) -> None:
-    """Train_Label/<ref>.txt 'A0001_00_00.bmp,1520.0648', Train_Ref/, Distortion_1..4/."""
+def make_pipal(
+    root: Path, blank: Path, refs: int = 200, per_ref: int = 116, dist: str = "Distortion_{k}"
+) -> None:
+    """Train_Label/<ref>.txt 'A0001_00_00.bmp,1520.0648', Train_Ref/, Distortion_1..4/.
+
+    ``dist`` names the distorted-image folders: ``Distortion{k}`` for the NTIRE 2022
+    names, ``Distortion_{k}/Distortion_{k}`` for an archive unpacked into itself.
+    """
     elo = iter(scores(refs * per_ref, 900.0, 1850.0))
     names = []
     for r in range(1, refs + 1):
         stem = f"A{r:04d}"
-        dist = [f"{stem}_{j // 10:02d}_{j % 10:02d}.bmp" for j in range(per_ref)]
-        lines = [f"{d},{next(elo):.4f}" for d in dist]
+        names_k = [f"{stem}_{j // 10:02d}_{j % 10:02d}.bmp" for j in range(per_ref)]
+        lines = [f"{d},{next(elo):.4f}" for d in names_k]
         (root / "Train_Label").mkdir(exist_ok=True)
         (root / "Train_Label" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
         names.append(f"Train_Ref/{stem}.bmp")
-        names += [f"Distortion_{1 + j % 4}/{d}" for j, d in enumerate(dist)]
+        names += [f"{dist.format(k=1 + j % 4)}/{d}" for j, d in enumerate(names_k)]
     tree(root, blank, names)
 
 

@@ -57,7 +57,7 @@ def test_dmos_with_higher_better_needs_the_override(tmp_path: Path) -> None:
 def test_a_known_dataset_supplies_its_labels(tmp_path: Path) -> None:
     path = _csv(tmp_path, "ref_name,dist_name,dmos\nr.bmp,d.bmp,30.5\n", "r.bmp", "d.bmp")
     m = import_csv(path, name="live", columns=FR)
-    assert (m.info.score_kind, m.info.lower_better, m.info.score_range) == ("DMOS", True, (0, 100))
+    assert (m.info.score_kind, m.info.lower_better, m.info.score_range) == ("DMOS", True, (-3, 112))
     with pytest.raises(LabelSpecError, match="contradicts the known live labels"):
         import_csv(path, name="live", columns=FR, score_kind="MOS")
     with pytest.raises(LabelSpecError, match="contradicts"):

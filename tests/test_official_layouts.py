@@ -40,7 +40,9 @@ def test_live(tmp_path: Path) -> None:
     m = IMPORTERS["live"](_root(tmp_path, "live"))
     _official(m, "live")
     assert m.rows[0].distortion == "jpeg2000" and m.rows[0].ref.startswith("refimgs/ref")
-    assert m.info.score_range == (0, 100) and min(m.scores()) < 0  # realigned DMOS, raw
+    low, high = m.info.score_range
+    assert (min(m.scores()), max(m.scores())) == (-2.64, 111.8)  # realigned DMOS, raw
+    assert low <= -2.64 and 111.8 <= high  # every target in [0, 1], none clipped
 
 
 def test_csiq_official_xlsx_and_type_folders(tmp_path: Path) -> None:

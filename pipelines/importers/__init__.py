@@ -87,7 +87,21 @@ def import_to(
     return manifest
 
 
+def range_note(manifest: Manifest) -> str:
+    """A note when scores lie outside the recorded range (their targets leave [0, 1])."""
+    low, high = manifest.info.score_range
+    scores = manifest.scores()
+    outside = [s for s in scores if not low <= s <= high]
+    if not outside:
+        return ""
+    return (
+        f"note: {len(outside)} of {len(scores)} scores lie outside the recorded range"
+        f" {low:g}..{high:g} (min {min(scores):g}, max {max(scores):g}), so their targets"
+        " fall outside [0, 1]; check the labels, or record another range with --range"
+    )
+
+
 __all__ = [
     "IMPORTERS", "KNOWN", "Expected", "check_manifest_output", "get_importer", "import_csv",
-    "import_pyiqa", "import_to",
+    "import_pyiqa", "import_to", "range_note",
 ]  # fmt: skip

@@ -3,24 +3,30 @@
 :func:`build_manifest` is the last step of every importer. In order it
 
 1. refuses an empty import (a header-only label file);
-2. checks the official image and reference counts;
-3. normalises every image and reference path (:func:`~._paths.normalise_id`: no absolute
-   paths, nothing outside the root) and finds each file in its on-disk letter case;
-4. refuses an image listed twice (also under two spellings of one file) and a reference
-   image that is also listed as a distorted row (it would sit in train and test at once);
-5. merges group ids that differ only in letter case (``I01`` and ``i01`` are one content).
+2. refuses a row listed twice (naming the file and both lines), before any count, since
+   a duplicated row is the likelier cause of a count one too high;
+3. checks the official image and reference counts; for a known dataset the error says
+   where the expected count comes from and which other published count a copy matches;
+4. normalises every image and reference path (:func:`~._paths.normalise_id`: no absolute
+   paths, nothing outside the root) and finds each file in its on-disk letter case and
+   Unicode form; a name matching case twins is reported as ambiguous, not missing;
+5. refuses an image listed under two spellings of one file and a reference image that
+   is also listed as a distorted row (it would sit in train and test at once);
+6. merges group ids that differ only in letter case or Unicode form (``I01`` and
+   ``i01`` are one content).
 """
 
 from __future__ import annotations
 
 import posixpath
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from cache.manifest import DatasetInfo, Manifest, ManifestError, ManifestRow, validate_rows
 from pipelines.importers._common import Expected, ExpectedLike, Located, as_expected
-from pipelines.importers._paths import DiskIndex, normalise_id
+from pipelines.importers._paths import DiskIndex, ambiguous, name_key, normalise_id
 from pipelines.importers.known import KNOWN
 
 
@@ -28,6 +34,9 @@ def _on_disk(index: DiskIndex, raw: str, kind: str, where: str) -> str:
     rel = normalise_id(raw, where, kind)
     actual = index.resolve(rel)
     if actual is None:
+        twins = index.twins(rel)
+        if twins:
+            raise ManifestError(f"{where}: {ambiguous(index.root, rel, twins, kind)}")
         raise ManifestError(f"{where}: {kind} file missing (any case): {index.root / rel}")
     return actual
 
@@ -46,14 +55,22 @@ def _resolved(index: DiskIndex, item: Located, refs: dict[str, str]) -> Located:
     return Located(resolved, where)
 
 
-def _check_counts(located: Sequence[Located], expected: Expected | None, where: str) -> None:
+def _check_counts(
+    located: Sequence[Located], expected: Expected | None, where: str, name: str
+) -> None:
     if expected is None:
         return
     n_images = len(located)
     n_refs = len({_spelling(item.row.ref) for item in located if item.row.ref})
     if n_images != expected.images:
+        known = KNOWN.get(name)
+        source = (
+            known.count_note(n_images)
+            if known is not None and known.expected == expected
+            else "the count asked for"
+        )
         raise ManifestError(
-            f"{where}: expected {expected.images} images, found {n_images} (the official count;"
+            f"{where}: expected {expected.images} images, found {n_images} ({source};"
             " --no-count-check imports a partial or extended copy)"
         )
     if n_refs != expected.refs:
@@ -62,7 +79,20 @@ def _check_counts(located: Sequence[Located], expected: Expected | None, where: 
 
 def _spelling(path: str) -> str:
     """One key for the spellings of a path (for counting before the files are found)."""
-    return posixpath.normpath(path.replace("\\", "/")).casefold()
+    return name_key(posixpath.normpath(path.replace("\\", "/")))
+
+
+def _check_listed_once(located: Sequence[Located]) -> None:
+    """Refuse a row whose image path is spelled exactly as an earlier row's."""
+    seen: dict[str, str] = {}
+    for item in located:
+        key = unicodedata.normalize("NFC", posixpath.normpath(item.row.image.replace("\\", "/")))
+        if key in seen:
+            raise ManifestError(
+                f"{item.where}: image {item.row.image!r} already listed at {seen[key]} (a"
+                " duplicate row: each image must be listed once)"
+            )
+        seen[key] = item.where
 
 
 def _check_unique(located: Sequence[Located]) -> None:
@@ -87,7 +117,7 @@ def _merge_groups(rows: Sequence[ManifestRow]) -> tuple[ManifestRow, ...]:
     first: dict[str, str] = {}
     merged = []
     for row in rows:
-        group = first.setdefault(row.group.casefold(), row.group)
+        group = first.setdefault(name_key(row.group), row.group)
         merged.append(row if group == row.group else replace(row, group=group))
     return tuple(merged)
 
@@ -110,7 +140,8 @@ def build_manifest(
         raise ManifestError(f"{where}: no image rows (only a header, or an empty file)")
     index = DiskIndex(Path(info.root))
     refs: dict[str, str] = {}  # reference as labelled -> on disk
-    _check_counts(located, expected, where)
+    _check_listed_once(located)
+    _check_counts(located, expected, where, info.name)
     resolved = [_resolved(index, item, refs) for item in located]
     _check_unique(resolved)
     rows = _merge_groups([item.row for item in resolved])

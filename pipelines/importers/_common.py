@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from cache.manifest import ManifestError, ManifestRow
 from cache.manifest_base import decode_text
+from pipelines.importers._paths import find_file, name_key
 
 
 class Expected(NamedTuple):
@@ -59,13 +60,17 @@ def dataset_root(root: str | os.PathLike[str]) -> Path:
 def find_label(root: Path, given: str | None, defaults: Sequence[str], dataset: str) -> Path:
     """The label file: ``given`` (relative to ``root`` or absolute) or the first default found.
 
+    Names are matched in any letter case and Unicode form (``DMOS.csv``, ``annotations/``).
+
     Raises:
-        ManifestError: naming every file looked for and the option that names another.
+        ManifestError: naming every file looked for and the option that names another, or
+            a name that matches case twins.
     """
     names = [given] if given else list(defaults)
     for name in names:
-        if (root / name).is_file():
-            return root / name
+        found = find_file(root, name, f"{dataset}: label file")
+        if found is not None:
+            return found
     looked = " or ".join(repr(n) for n in names)
     raise ManifestError(
         f"{dataset}: label file not found under {root}: looked for {looked}; point --root at"
@@ -173,10 +178,24 @@ def mat_strings(array: np.ndarray) -> list[str]:
     return [str(np.asarray(cell).reshape(-1)[0]).strip() for cell in array.reshape(-1)]
 
 
-def xlsx_rows(path: Path, sheet: str | None = None) -> Iterator[tuple[int, tuple[Any, ...]]]:
+SheetTest = Callable[[list[tuple[Any, ...]]], bool]
+
+
+def xlsx_rows(
+    path: Path, sheet: str | None = None, fits: SheetTest | None = None
+) -> Iterator[tuple[int, tuple[Any, ...]]]:
     """(row number, cell values) of the non-empty rows of one sheet of an .xlsx file.
 
-    ``sheet`` names the sheet (the active one when None or absent).
+    Args:
+        path: the workbook.
+        sheet: the sheet's name, matched in any letter case; None: the one sheet whose
+            first two non-empty rows ``fits`` accepts (any non-empty sheet without
+            ``fits``), or else the only sheet with rows. The workbook's active sheet is
+            never taken for being active.
+
+    Raises:
+        ManifestError: for an unreadable workbook, a sheet not found, or several sheets
+            that fit (naming the sheets and ``--sheet``).
     """
     from openpyxl import load_workbook
 
@@ -185,12 +204,66 @@ def xlsx_rows(path: Path, sheet: str | None = None) -> Iterator[tuple[int, tuple
     except Exception as err:  # openpyxl raises several unrelated types
         raise ManifestError(f"{path}: cannot read spreadsheet: {err}") from err
     try:
-        page = book[sheet] if sheet in book.sheetnames else book.active
+        page = book[_pick_sheet(book, path, sheet, fits)]
         for number, values in enumerate(page.iter_rows(values_only=True), start=1):
-            if any(v is not None and str(v).strip() for v in values):
+            if _filled(values):
                 yield number, tuple(values)
     finally:
         book.close()
+
+
+def _filled(values: Sequence[Any]) -> bool:
+    return any(v is not None and str(v).strip() for v in values)
+
+
+def _head(page: Any, n: int = 2) -> list[tuple[Any, ...]]:
+    """The first ``n`` non-empty rows of a sheet."""
+    rows: list[tuple[Any, ...]] = []
+    for values in page.iter_rows(values_only=True):
+        if _filled(values):
+            rows.append(tuple(values))
+            if len(rows) == n:
+                break
+    return rows
+
+
+def _pick_sheet(book: Any, path: Path, sheet: str | None, fits: SheetTest | None) -> str:
+    names = list(book.sheetnames)
+    if sheet is not None:
+        hits = [n for n in names if n == sheet] or [
+            n for n in names if name_key(n.strip()) == name_key(sheet.strip())
+        ]
+        if len(hits) == 1:
+            return hits[0]
+        raise ManifestError(f"{path}: no sheet {sheet!r} (sheets: {names}); name one with --sheet")
+    heads = {n: _head(book[n]) for n in names}
+    filled = [n for n in names if heads[n]]
+    good = [n for n in filled if fits is None or fits(heads[n])]
+    if len(good) == 1:
+        return good[0]
+    if not good and len(filled) == 1:
+        return filled[0]  # the only sheet with rows: its own checks name what is wrong
+    if not good:
+        raise ManifestError(
+            f"{path}: no sheet holds the expected label rows (sheets: {names}); name the"
+            " sheet to read with --sheet"
+        )
+    raise ManifestError(
+        f"{path}: sheets {good} all look like label sheets; name the one to read with --sheet"
+    )
+
+
+def is_number(value: Any) -> bool:
+    """A spreadsheet cell holding a number (or a numeric string)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def header_key(value: Any) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cache.manifest import Manifest, ManifestError, ManifestRow
 from pipelines.importers._build import official_manifest
@@ -37,6 +38,7 @@ from pipelines.importers._common import (
     find_label,
     header_index,
     header_key,
+    is_number,
     load_mat,
     mat_strings,
     parse_float,
@@ -96,15 +98,17 @@ def import_spaq(
     *,
     label_file: str | None = None,
     image_dir: str = "TestImage",
+    sheet: str | None = None,
     expected: ExpectedLike = KNOWN["spaq"].expected,
 ) -> Manifest:
     """SPAQ: xlsx ``Image name, MOS, Brightness, ...``; 11,125 images, MOS 0-100.
 
-    The five attribute scores are kept as lower-case extra columns.
+    The five attribute scores are kept as lower-case extra columns. The sheet read is
+    ``sheet`` (any case), or the one whose first row has ``Image name`` and ``MOS``.
     """
     base = dataset_root(root)
     label_path = find_label(base, label_file, SPAQ_FILES, "SPAQ")
-    rows = xlsx_rows(label_path)
+    rows = xlsx_rows(label_path, sheet, _spaq_sheet)
     _, header = next(rows, (1, ()))
     name_col = header_index(header, "Image name", f"{label_path}: row 1")
     mos_col = header_index(header, "MOS", f"{label_path}: row 1")
@@ -120,6 +124,16 @@ def import_spaq(
         score = parse_float(cell(values, mos_col), where)
         located.append(Located(authentic_row(join_id(image_dir, name), score, **extra), where))
     return official_manifest("spaq", base, located, expected, label_path)
+
+
+def _spaq_sheet(head: list[tuple[Any, ...]]) -> bool:
+    keys = [header_key(h) for h in head[0]]
+    return "image name" in keys and "mos" in keys
+
+
+def _numbered_sheet(head: list[tuple[Any, ...]]) -> bool:
+    """A header row, then a row that starts with a number (an image number)."""
+    return len(head) == 2 and is_number(cell(head[1], 0))
 
 
 def import_livec(
@@ -159,22 +173,31 @@ def import_bid(
     *,
     label_file: str | None = None,
     image_dir: str = "",
+    sheet: str | None = None,
     expected: ExpectedLike = KNOWN["bid"].expected,
 ) -> Manifest:
     """BID: xlsx rows ``(image number, MOS)`` after a header -> ``DatabaseImage%04d.JPG``.
 
     MOS is on 0-5 (higher = better). ``image_dir`` is ``ImageDatabase`` for copies that
-    keep the images in that subfolder.
+    keep the images in that subfolder. ``sheet`` as for :func:`numbered_rows`.
     """
     base = dataset_root(root)
     label_path = find_label(base, label_file, ["DatabaseGrades.xlsx"], "BID")
-    located = numbered_rows(label_path, lambda n: join_id(image_dir, f"DatabaseImage{n:04d}.JPG"))
+    located = numbered_rows(
+        label_path, lambda n: join_id(image_dir, f"DatabaseImage{n:04d}.JPG"), sheet
+    )
     return official_manifest("bid", base, located, expected, label_path)
 
 
-def numbered_rows(path: Path, image_of: Callable[[int], str]) -> list[Located]:
-    """Rows of a spreadsheet of ``(image number, MOS)`` after a header line."""
-    rows = xlsx_rows(path)
+def numbered_rows(
+    path: Path, image_of: Callable[[int], str], sheet: str | None = None
+) -> list[Located]:
+    """Rows of a spreadsheet of ``(image number, MOS)`` after a header line.
+
+    The sheet read is ``sheet`` (any case), or the one sheet whose second row starts
+    with a number (empty sheets and notes are passed over; never the active one unasked).
+    """
+    rows = xlsx_rows(path, sheet, _numbered_sheet)
     next(rows, None)  # header row
     located = []
     for number, values in rows:

@@ -1,6 +1,7 @@
 """CSIQ, from its official release or from the flat copy some training code uses.
 
-The release ships ``csiq.DMOS.xlsx`` (sheet ``all_by_image``: a few title rows, then a
+The release ships ``csiq.DMOS.xlsx`` (sheet ``all_by_image``, its name matched in any
+case, another with ``sheet=``: a few title rows, then a
 header row with ``image, dst_idx, dst_type, dst_lev, dmos_std, dmos``, possibly after
 empty columns), the references ``src_imgs/<image>.png`` and the distorted images in one
 folder per type, ``dst_imgs/<folder>/<image>.<TOKEN>.<level>.png``. The spreadsheet's
@@ -57,6 +58,7 @@ def import_csiq(
     label_file: str | None = None,
     image_dir: str | None = None,
     ref_dir: str = "src_imgs",
+    sheet: str | None = None,
     expected: ExpectedLike = KNOWN["csiq"].expected,
 ) -> Manifest:
     """CSIQ: 866 distorted images of 30 references, DMOS on 0..1 (lower is better).
@@ -67,14 +69,17 @@ def import_csiq(
         image_dir: the distorted-image folder: ``dst_imgs`` (its type subfolders) for the
             spreadsheet, ``dst_imgs_all`` for the text file.
         ref_dir: the reference folder.
+        sheet: the spreadsheet's sheet (default ``all_by_image``, in any letter case).
         expected: (images, refs) to check, or None.
     """
     base = dataset_root(root)
     label_path = find_label(base, label_file, ["csiq.DMOS.xlsx", "csiq_label.txt"], "CSIQ")
     if label_path.suffix.lower() == ".txt":
+        if sheet is not None:
+            raise ManifestError(f"{label_path}: a text label file has no sheets (drop --sheet)")
         located = _text_rows(label_path, image_dir or "dst_imgs_all", ref_dir)
     else:
-        located = _xlsx_rows(label_path, image_dir or "dst_imgs", ref_dir)
+        located = _xlsx_rows(label_path, image_dir or "dst_imgs", ref_dir, sheet or CSIQ_SHEET)
     return official_manifest("csiq", base, located, expected, label_path)
 
 
@@ -84,18 +89,20 @@ def _csiq_row(image: str, ref: str, stem: str, dmos: float, kind: str, level: in
     )
 
 
-def _header(rows: list[tuple[int, tuple[Any, ...]]], path: Path) -> tuple[int, dict[str, int]]:
+def _header(
+    rows: list[tuple[int, tuple[Any, ...]]], path: Path, sheet: str
+) -> tuple[int, dict[str, int]]:
     """Index (in ``rows``) of the header row and the column of each needed name."""
     for k, (_, values) in enumerate(rows):
         keys = [header_key(v) for v in values]
         if all(c in keys for c in CSIQ_COLUMNS):
             return k, {c: keys.index(c) for c in CSIQ_COLUMNS}
-    raise ManifestError(f"{path}: sheet {CSIQ_SHEET!r}: no header row with columns {CSIQ_COLUMNS}")
+    raise ManifestError(f"{path}: sheet {sheet!r}: no header row with columns {CSIQ_COLUMNS}")
 
 
-def _xlsx_rows(path: Path, image_dir: str, ref_dir: str) -> list[Located]:
-    rows = list(xlsx_rows(path, CSIQ_SHEET))
-    start, col = _header(rows, path)
+def _xlsx_rows(path: Path, image_dir: str, ref_dir: str, sheet: str) -> list[Located]:
+    rows = list(xlsx_rows(path, sheet))
+    start, col = _header(rows, path, sheet)
     located = []
     for number, values in rows[start + 1 :]:
         where = f"{path}: row {number}"

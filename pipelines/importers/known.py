@@ -4,10 +4,18 @@ One literal table, :data:`KNOWN`, used by the importers (label kind, orientation
 counts), by the generic CSV and pyiqa paths (``--name live`` takes LIVE's labels from
 here), and by ``iqa-data import --help``.
 
-Sources of the counts: the papers' dataset tables (SAM-IQA Table 2, PromptIQA Table 1,
-DP-IQA section IV-A). FLIVE's 39,810 and AGIQA-3k's 2,982 were also counted in the label
-files the dataset authors publish. Counts marked ``checked=False`` rest on the papers and
-on public loaders only: they could not be compared with a download here.
+Every entry names the source of its expected counts (``source``): the papers' dataset
+tables (SAM-IQA Table 2, PromptIQA Table 1, DP-IQA section IV-A) and, for FLIVE and
+AGIQA-3k, the rows of the label files the dataset authors publish. Where published counts
+disagree (GFIQA-20k), ``other_counts`` lists the others with their sources, and a count
+error says which one the copy matches. Counts marked ``checked=False`` rest on the papers
+and on public loaders only: they could not be compared with a download here.
+
+LIVE's ``score_range`` is not the nominal 0..100: the realigned DMOS of the release runs
+from -2.64 to 111.8 (24 of 779 scores outside 0..100, as measured on the release when
+this was decided; not re-measured here), so the range is -3..112, which covers the data
+without clipping. Clipping would tie those images at the ends of the scale and change
+the ranks that SROCC is computed on.
 """
 
 from __future__ import annotations
@@ -29,7 +37,9 @@ class Known:
         lower_better: True when a lower raw score is better quality.
         score_range: nominal (low, high) of the raw score.
         expected: official (images, references).
+        source: where ``expected`` comes from.
         checked: False where layout or count could not be compared with a download.
+        other_counts: other published image counts, each with its source.
     """
 
     title: str
@@ -38,7 +48,21 @@ class Known:
     lower_better: bool
     score_range: tuple[float, float]
     expected: Expected
+    source: str
     checked: bool = True
+    other_counts: tuple[tuple[int, str], ...] = ()
+
+    def count_note(self, found: int) -> str:
+        """Where the expected image count comes from, and which published count ``found``
+        matches (for the count error)."""
+        note = f"the count of {self.source}"
+        matched = [src for n, src in self.other_counts if n == found]
+        if matched:
+            note += f"; {found} is the count of {matched[0]}"
+        others = [f"{n} ({src})" for n, src in self.other_counts if n != found]
+        if others:
+            note += f"; other published counts: {', '.join(others)}"
+        return note
 
     def info(
         self, name: str, root: str, score_range: tuple[float, float] | None = None
@@ -55,8 +79,9 @@ KNOWN: dict[str, Known] = {
         " jp2k/ jpeg/ wn/ gblur/ fastfading/)",
         "DMOS",
         True,
-        (0.0, 100.0),
+        (-3.0, 112.0),
         Expected(779, 29),
+        "SAM-IQA Table 2 and PromptIQA Table 1 (982 label entries less 203 reference copies)",
     ),
     "csiq": Known(
         "CSIQ",
@@ -65,6 +90,7 @@ KNOWN: dict[str, Known] = {
         True,
         (0.0, 1.0),
         Expected(866, 30),
+        "SAM-IQA Table 2 and PromptIQA Table 1",
     ),
     "tid2013": Known(
         "TID2013",
@@ -73,6 +99,7 @@ KNOWN: dict[str, Known] = {
         False,
         (0.0, 9.0),
         Expected(3000, 25),
+        "SAM-IQA Table 2 and PromptIQA Table 1 (25 references x 24 types x 5 levels)",
     ),
     "kadid10k": Known(
         "KADID-10k",
@@ -81,14 +108,17 @@ KNOWN: dict[str, Known] = {
         False,
         (1.0, 5.0),
         Expected(10125, 81),
+        "SAM-IQA Table 2 and PromptIQA Table 1 (81 references x 25 types x 5 levels)",
     ),
     "pipal": Known(
         "PIPAL",
-        "PIPAL public training set of NTIRE 2021 (Train_Label/*.txt, Train_Ref/, Distortion_1..4/)",
+        "PIPAL public training set of NTIRE 2021 (Train_Label/*.txt, Train_Ref/, Distortion_1..4/"
+        " or NTIRE 2022's Distortion1..4/)",
         "MOS",
         False,
         (800.0, 2000.0),
         Expected(23200, 200),
+        "the PIPAL authors' repository and public loaders (200 references x 116 images)",
         checked=False,
     ),
     "koniq10k": Known(
@@ -99,6 +129,7 @@ KNOWN: dict[str, Known] = {
         False,
         (0.0, 100.0),
         Expected(10073),
+        "PromptIQA Table 1 and DP-IQA section IV-A",
     ),
     "spaq": Known(
         "SPAQ",
@@ -107,6 +138,7 @@ KNOWN: dict[str, Known] = {
         False,
         (0.0, 100.0),
         Expected(11125),
+        "PromptIQA Table 1 and DP-IQA section IV-A",
     ),
     "livec": Known(
         "LIVE Challenge",
@@ -116,6 +148,7 @@ KNOWN: dict[str, Known] = {
         False,
         (0.0, 100.0),
         Expected(1162),
+        "PromptIQA Table 1 and DP-IQA section IV-A (1,169 entries less 7 training images)",
     ),
     "bid": Known(
         "BID",
@@ -124,6 +157,7 @@ KNOWN: dict[str, Known] = {
         False,
         (0.0, 5.0),
         Expected(586),
+        "PromptIQA Table 1",
     ),
     "flive": Known(
         "FLIVE (LIVE-FB)",
@@ -132,6 +166,7 @@ KNOWN: dict[str, Known] = {
         False,
         (0.0, 100.0),
         Expected(39810),
+        "the rows of labels_image.csv in the PaQ-2-PiQ repository and DP-IQA section IV-A",
     ),
     "gfiqa20k": Known(
         "GFIQA-20k",
@@ -140,7 +175,12 @@ KNOWN: dict[str, Known] = {
         False,
         (0.0, 1.0),
         Expected(19988),
+        "PromptIQA Table 1 and README",
         checked=False,
+        other_counts=(
+            (20000, "the GFIQA-20k paper, Su et al., IEEE TMM 2023 (PromptIQA ref. 33)"),
+            (19998, "PromptIQA's dataset_info.json"),
+        ),
     ),
     "agiqa3k": Known(
         "AGIQA-3k",
@@ -149,6 +189,7 @@ KNOWN: dict[str, Known] = {
         False,
         (0.0, 5.0),
         Expected(2982),
+        "PromptIQA Table 1 and the rows of data.csv in the AGIQA-3k repository",
     ),
     "aigciqa2023": Known(
         "AIGCIQA2023",
@@ -157,6 +198,7 @@ KNOWN: dict[str, Known] = {
         False,
         (0.0, 100.0),
         Expected(2400),
+        "PromptIQA Table 1",
         checked=False,
     ),
     "uwiqa": Known(
@@ -166,6 +208,7 @@ KNOWN: dict[str, Known] = {
         False,
         (0.0, 1.0),
         Expected(890),
+        "PromptIQA Table 1",
         checked=False,
     ),
 }

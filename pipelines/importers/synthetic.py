@@ -13,16 +13,24 @@ Deviations from those loaders, on purpose:
   so ids are real paths on case-sensitive file systems.
 * Labels stay raw (DMOS stays DMOS); orientation and range go into the metadata and
   the heads normalise.
+* LIVE's range is -3..112, not the nominal 0..100, so that the realigned DMOS (-2.64 to
+  111.8) maps into [0, 1] without clipping (see :mod:`.known`); ``score_range=``
+  overrides it.
 * PIPAL: the public training part only (the NTIRE 2021 validation and test labels were
   not published with it). Its layout and its counts (200 references x 116 distorted
   images) come from the authors' repository and public loaders, not from a download;
   the Elo range 800..2000 is nominal, not published (``score_range=`` overrides it).
+  The distorted images are looked for in every top-level folder named like
+  ``Distortion_1`` (NTIRE 2021), ``Distortion1`` (NTIRE 2022) or ``Train_Dist``, and in a
+  same-named folder nested in one (``Distortion_1/Distortion_1/``, as some archives
+  unpack), unless ``image_dir`` names the folders.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from cache.manifest import Manifest, ManifestError, ManifestRow
@@ -40,7 +48,7 @@ from pipelines.importers._common import (
     require_columns,
     text_lines,
 )
-from pipelines.importers._paths import DiskIndex, join_id
+from pipelines.importers._paths import DiskIndex, join_id, name_key
 from pipelines.importers.known import KNOWN
 
 LIVE_FOLDERS = {"jp2k": 227, "jpeg": 233, "wn": 174, "gblur": 174, "fastfading": 174}
@@ -67,7 +75,7 @@ KADID_DISTORTIONS = (
     "denoise", "brighten", "darken", "mean_shift", "jitter", "non_eccentricity_patch",
     "pixelate", "quantization", "color_block", "high_sharpen", "contrast_change",
 )  # fmt: skip
-PIPAL_DIST_DIRS = ("Distortion_1", "Distortion_2", "Distortion_3", "Distortion_4", "Train_Dist")
+_PIPAL_DIST_DIR = re.compile(r"^(distortion_?\d+|train_dist)$", re.IGNORECASE)
 _TID_NAME = re.compile(r"^i(\d\d)_(\d\d)_(\d)\.bmp$", re.IGNORECASE)
 _KADID_NAME = re.compile(r"^I(\d\d)_(\d\d)_(\d\d)\.png$", re.IGNORECASE)
 _PIPAL_NAME = re.compile(r"^([A-Za-z]\d+)_(\d+)_(\d+)\.bmp$", re.IGNORECASE)
@@ -89,6 +97,7 @@ def import_live(
     image_dir: str = "",
     ref_dir: str = "refimgs",
     folders: dict[str, int] | None = None,
+    score_range: tuple[float, float] | None = None,
     expected: ExpectedLike = KNOWN["live"].expected,
 ) -> Manifest:
     """LIVE Release 2: 982 label entries, reference copies (``orgs``) dropped -> 779 / 29.
@@ -101,6 +110,7 @@ def import_live(
         image_dir: folder holding ``jp2k/``, ``jpeg/``, ... ('' for the root).
         ref_dir: folder of the reference images.
         folders: distortion folder -> number of entries, in label order (official default).
+        score_range: the range recorded (default -3..112, which covers the realigned DMOS).
         expected: (images, refs) to check, or None.
     """
     base = dataset_root(root)
@@ -127,7 +137,7 @@ def import_live(
             group=Path(ref).stem, distortion=LIVE_DISTORTIONS.get(folder, folder),
         )  # fmt: skip
         located.append(Located(row, where))
-    return official_manifest("live", base, located, expected, label_path)
+    return official_manifest("live", base, located, expected, label_path, score_range)
 
 
 def _lookup(names: tuple[str, ...], number: str, where: str) -> str:
@@ -202,15 +212,30 @@ def _kadid_row(rec: dict[str, str], image_dir: str, ref_dir: str, where: str) ->
     return Located(row, where)
 
 
-def _pipal_folders(index: DiskIndex, image_dir: str | None) -> dict[str, str]:
-    """Distorted file name (lower case) -> its path, over the PIPAL distortion folders."""
-    folders = (
-        [image_dir] if image_dir is not None else [d for d in PIPAL_DIST_DIRS if index.is_dir(d)]
-    )
-    found: dict[str, str] = {}
+def _pipal_dirs(index: DiskIndex, image_dir: str | Sequence[str] | None) -> list[str]:
+    """The folders of distorted images: those given, or the release's (see the notes)."""
+    if image_dir is not None:
+        given = [image_dir] if isinstance(image_dir, str) else list(image_dir)
+        for folder in given:
+            if not index.is_dir(folder):
+                raise ManifestError(f"PIPAL: image folder not found: {index.root / folder}")
+        return given
+    top = [d for d in index.dirs("") if _PIPAL_DIST_DIR.match(d)]
+    nested = [f"{d}/{n}" for d in top for n in index.dirs(d) if _PIPAL_DIST_DIR.match(n)]
+    if not top:
+        raise ManifestError(
+            f"PIPAL: no distorted-image folder (Distortion_1.., Distortion1.. or Train_Dist)"
+            f" under {index.root}; name the folders with --image-dir (repeatable)"
+        )
+    return top + nested
+
+
+def _pipal_images(index: DiskIndex, folders: Sequence[str]) -> dict[str, list[str]]:
+    """Distorted file name (any case and form) -> its paths over ``folders``."""
+    found: dict[str, list[str]] = {}
     for folder in folders:
         for name in index.files(folder):
-            found.setdefault(name.lower(), join_id(folder, name))
+            found.setdefault(name_key(name), []).append(join_id(folder, name))
     return found
 
 
@@ -218,7 +243,7 @@ def import_pipal(
     root: str | os.PathLike[str],
     *,
     label_file: str | None = None,
-    image_dir: str | None = None,
+    image_dir: str | Sequence[str] | None = None,
     ref_dir: str = "Train_Ref",
     score_range: tuple[float, float] | None = None,
     expected: ExpectedLike = KNOWN["pipal"].expected,
@@ -226,26 +251,49 @@ def import_pipal(
     """PIPAL training set: ``Train_Label/<ref>.txt`` lines ``<ref>_<tt>_<kk>.bmp,<elo>``.
 
     Args:
-        label_file: the folder of per-reference label files (``Train_Label``).
-        image_dir: the one folder of distorted images; default: ``Distortion_1`` ..
-            ``Distortion_4`` (as released) or ``Train_Dist``, whichever exist.
+        label_file: the folder of per-reference label files (``Train_Label``, any case).
+        image_dir: the folder, or folders, of distorted images; default: the release's
+            (see the module notes).
         ref_dir: folder of the reference images.
         score_range: nominal Elo range (default 800..2000).
     """
     base = dataset_root(root)
-    labels = base / (label_file or "Train_Label")
-    files = sorted(labels.glob("*.txt")) if labels.is_dir() else []
-    if not files:
+    index = DiskIndex(base)
+    labels = index.folder(label_file or "Train_Label")
+    files = [f for f in index.files(labels) if f.lower().endswith(".txt")] if labels else []
+    if labels is None or not files:
         raise ManifestError(
-            f"PIPAL: no label files {labels}/*.txt; point --root at the training set or name"
-            " the label folder with --label-file"
+            f"PIPAL: no label files {base / (label_file or 'Train_Label')}/*.txt; point --root"
+            " at the training set or name the label folder with --label-file"
         )
-    where_images = _pipal_folders(DiskIndex(base), image_dir)
-    located = [item for path in files for item in _pipal_rows(path, where_images, ref_dir)]
-    return official_manifest("pipal", base, located, expected, labels, score_range)
+    folders = _pipal_dirs(index, image_dir)
+    images = _pipal_images(index, folders)
+    located = [
+        item for f in files for item in _pipal_rows(base / labels / f, images, folders, ref_dir)
+    ]
+    return official_manifest("pipal", base, located, expected, base / labels, score_range)
 
 
-def _pipal_rows(path: Path, images: dict[str, str], ref_dir: str) -> list[Located]:
+def _pipal_image(
+    images: dict[str, list[str]], name: str, folders: Sequence[str], where: str
+) -> str:
+    paths = images.get(name_key(name), [])
+    if len(paths) == 1:
+        return paths[0]
+    if paths:
+        raise ManifestError(
+            f"{where}: image {name} is in more than one image folder ({', '.join(paths)});"
+            " name the folders to read with --image-dir"
+        )
+    raise ManifestError(
+        f"{where}: image file missing (any case): {name} in none of the image folders"
+        f" {', '.join(folders)}"
+    )
+
+
+def _pipal_rows(
+    path: Path, images: dict[str, list[str]], folders: Sequence[str], ref_dir: str
+) -> list[Located]:
     rows = []
     for lineno, fields in text_lines(path):
         where = f"{path}:{lineno}"
@@ -253,13 +301,9 @@ def _pipal_rows(path: Path, images: dict[str, str], ref_dir: str) -> list[Locate
         match = _PIPAL_NAME.match(name)
         if match is None or match.group(1).lower() != path.stem.lower():
             raise ManifestError(f"{where}: expected '{path.stem}_##_##.bmp,<elo>', got {fields}")
-        image = images.get(name.lower())
-        if image is None:
-            raise ManifestError(
-                f"{where}: image file missing (any case): {name} in no image folder"
-            )
         row = ManifestRow(
-            image=image, ref=join_id(ref_dir, f"{path.stem}.bmp"), score=parse_float(score, where),
+            image=_pipal_image(images, name, folders, where),
+            ref=join_id(ref_dir, f"{path.stem}.bmp"), score=parse_float(score, where),
             group=path.stem, distortion=f"type_{match.group(2)}",
         )  # fmt: skip
         rows.append(Located(row, where))

@@ -6,7 +6,8 @@ adj1, adj2, style, mos_quality, std_quality, mos_align, std_align``; 2,982 rows,
 For GFIQA-20k, AIGCIQA2023 and UWIQA no label file was available here: their layouts are
 the ones PromptIQA's released loaders read (``utils/dataset/folders.py``; no code taken)
 and their counts those of the PromptIQA paper's Table 1 (GFIQA-20k 19,988, where the
-loader's ``dataset_info.json`` says 19,998; AIGCIQA2023 2,400; UWIQA 890).
+loader's ``dataset_info.json`` says 19,998 and the GFIQA-20k paper 20,000, so a count
+error says which of them a copy matches; AIGCIQA2023 2,400; UWIQA 890).
 
 Deviations, on purpose:
 
@@ -39,7 +40,7 @@ from pipelines.importers._common import (
     parse_float,
     require_columns,
 )
-from pipelines.importers._paths import DiskIndex, find_image_dir, join_id
+from pipelines.importers._paths import DiskIndex, find_file, find_image_dir, join_id
 from pipelines.importers.authentic import authentic_row, numbered_rows
 from pipelines.importers.known import KNOWN
 
@@ -114,11 +115,8 @@ def import_aigciqa2023(
     base = dataset_root(root)
     label_path = find_label(base, label_file, ["DATA/MOS/mosz1.mat"], "AIGCIQA2023")
     scores = load_mat(label_path, "MOSz").reshape(-1)
-    extras = {
-        column: load_mat(label_path.parent / name, "MOSz").reshape(-1)
-        for name, column in AIGC_EXTRA.items()
-        if (label_path.parent / name).is_file()
-    }
+    beside = {column: find_file(label_path.parent, name) for name, column in AIGC_EXTRA.items()}
+    extras = {c: load_mat(f, "MOSz").reshape(-1) for c, f in beside.items() if f is not None}
     located = []
     for k, score in enumerate(scores):
         where = f"{label_path}: entry {k + 1}"
@@ -133,10 +131,11 @@ def import_uwiqa(
     *,
     label_file: str | None = None,
     image_dir: str = "img",
+    sheet: str | None = None,
     expected: ExpectedLike = KNOWN["uwiqa"].expected,
 ) -> Manifest:
     """UWIQA: ``IQA_Value.xlsx`` rows ``(number, MOS 0..1)`` after a header -> ``%04d.png``."""
     base = dataset_root(root)
     label_path = find_label(base, label_file, ["IQA_Value.xlsx"], "UWIQA")
-    located = numbered_rows(label_path, lambda n: join_id(image_dir, f"{n:04d}.png"))
+    located = numbered_rows(label_path, lambda n: join_id(image_dir, f"{n:04d}.png"), sheet)
     return official_manifest("uwiqa", base, located, expected, label_path)
