@@ -22,12 +22,11 @@ from cache.manifest import (
     SCORE_KINDS,
     Manifest,
     ManifestError,
-    file_sha256,
     read_manifest,
     with_file_hashes,
     write_manifest,
 )
-from cache.outputs import check_output_dir, prepare_output_dir
+from cache.outputs import prepare_output_dir
 from pipelines.demo import DISTORTIONS, REFERENCES, build_demo
 from pipelines.importers import (
     IMPORTERS,
@@ -37,10 +36,11 @@ from pipelines.importers import (
     import_csv,
     import_pyiqa,
     range_note,
+    write_with_splits,
 )
 from pipelines.importers.generic import MAPPABLE
 from pipelines.importers.known import help_table
-from pipelines.importers.pyiqa import write_pyiqa_splits
+from pipelines.importers.pyiqa import column_split
 from pipelines.info_cli import info_cmd
 from pipelines.preset_cli import check_cmd, preset_cmd
 from pipelines.splits import make_splits, normalize_ratios, write_splits
@@ -53,7 +53,6 @@ LIST_OPTIONS = {
     "lower_better": "--lower-better/--higher-better",
     "authentic": "--authentic",
     "unusual_orientation": "--unusual-orientation",
-    "splits_out": "--splits-out",
 }
 NOT_FOR = {
     "csv": {"splits_out": "--splits-out", "sheet": "--sheet"},
@@ -68,6 +67,7 @@ LAYOUT_OPTIONS = {
     "sheet": "--sheet",
 }
 MANY_IMAGE_DIRS = ("pipal",)  # datasets whose --image-dir may be repeated
+OFFICIAL_SPLIT = "official_split"  # the extra column an official importer keeps its split in
 
 
 def _numbers(cast: Callable[[str], Any], count: tuple[int, ...]) -> Callable[..., Any]:
@@ -122,7 +122,9 @@ IMPORT_EPILOG = (
     "csv: any CSV with a header, mapped with --map (needs --kind, --lower-better or"
     " --higher-better and --range, unless --name is one of the datasets above).\n\n"
     "pyiqa: a pyiqa meta-info CSV (img_name,<label>,... or ref_name,dist_name,<label>,...);"
-    " its split columns become split files in --splits-out."
+    " its split columns become split files in --splits-out.\n\n"
+    "A release with an official split (koniq10k's sets file, flive's labels640.csv and"
+    " labels=640_padded.csv) also gets official_split.json in --splits-out."
 )
 
 
@@ -189,7 +191,9 @@ IMPORT_EPILOG = (
 @click.option(
     "--splits-out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="pyiqa: folder for one split file per split column (default: 'splits' beside --out).",
+    help="Folder for the official split files: pyiqa, one per split column (default: 'splits'"
+    " beside --out); a dataset with an official split, official_split.json (default:"
+    " 'official' beside --out).",
 )
 def import_cmd(name: str, root: Path | None, out: Path, no_count_check: bool, **opts: Any) -> None:
     """Import DATASET (or a mapped CSV, or a pyiqa meta-info CSV) into a manifest."""
@@ -197,7 +201,7 @@ def import_cmd(name: str, root: Path | None, out: Path, no_count_check: bool, **
     if name in ("csv", "pyiqa"):
         manifest, note = _import_list(name, root, out, no_count_check, opts)
     else:
-        manifest, note = _import_official(name, root, out, no_count_check, opts), ""
+        manifest, note = _import_official(name, root, out, no_count_check, opts)
     click.echo(f"wrote {out}: {len(manifest.rows)} images, {len(manifest.ref_ids)} references")
     for line in (note, range_note(manifest)):
         if line:
@@ -213,7 +217,7 @@ def _image_dirs(name: str, value: tuple[str, ...]) -> str | tuple[str, ...] | No
 
 def _import_official(
     name: str, root: Path | None, out: Path, no_count_check: bool, opts: dict[str, Any]
-) -> Manifest:
+) -> tuple[Manifest, str]:
     given = [
         LIST_OPTIONS[k] for k, v in opts.items() if k in LIST_OPTIONS and v not in (None, False)
     ]
@@ -232,8 +236,10 @@ def _import_official(
             raise UsageProblem(f"{option}: not an option of dataset {name!r}")
         kwargs[key] = values[key]
     manifest = with_file_hashes(importer(root, **kwargs))
-    write_manifest(manifest, out)
-    return manifest
+    official = any(row.extra.get(OFFICIAL_SPLIT) for row in manifest.rows)
+    splits = {OFFICIAL_SPLIT: column_split(manifest, OFFICIAL_SPLIT, name)} if official else {}
+    folder = opts["splits_out"] if opts["splits_out"] is not None else out.parent / "official"
+    return manifest, write_with_splits(manifest, out, splits, folder)
 
 
 def _import_list(
@@ -275,15 +281,9 @@ def _write_pyiqa(
             f" lists {len(result.manifest.rows)}"
         )
     folder = splits_out if splits_out is not None else out.parent / "splits"
-    if result.splits:
-        check_output_dir(folder, "splits")
     manifest = with_file_hashes(result.manifest)
-    write_manifest(manifest, out)
-    if result.splits:
-        prepare_output_dir(folder, "splits")
-        paths = write_pyiqa_splits(result.splits, folder, file_sha256(out))
-        notes.append(f"wrote {len(paths)} official split file(s) to {folder}")
-    return manifest, "\n".join(notes)
+    notes.append(write_with_splits(manifest, out, result.splits, folder))
+    return manifest, "\n".join(n for n in notes if n)
 
 
 @main.command("split")

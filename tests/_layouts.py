@@ -242,14 +242,34 @@ def make_bid(root: Path, blank: Path, n: int = 586) -> None:
 FLIVE_FOLDERS = {"voc_emotic_ava": 38808, "blur_dataset": 999, "EE371R": 3}
 
 
-def make_flive(root: Path, blank: Path) -> None:
-    """labels_image.csv 'name,mos' with folder-relative names (39,810) and those folders."""
+FLIVE_TEST = 1827  # the images of labels640.csv in the PaQ-2-PiQ repository
+FLIVE_VAL = 7600  # synthetic: the real number of is_valid rows is not known here
+
+
+def make_flive(
+    root: Path, blank: Path, folders: dict[str, int] = FLIVE_FOLDERS, val: int = FLIVE_VAL
+) -> None:
+    """labels_image.csv 'name,mos' with folder-relative names (39,810) and those folders.
+
+    And the official split files: labels640.csv (the test images, under a header of patch
+    and image columns) and labels=640_padded.csv (every other image, ``is_valid`` True
+    for the first ``val``). Test images are every 20th name.
+    """
     names = [f"{f}/AVA__{k}.jpg" if f == "voc_emotic_ava" else f"{f}/motion{k:04d}.jpg"
-             for f, n in FLIVE_FOLDERS.items() for k in range(n)]  # fmt: skip
+             for f, n in folders.items() for k in range(n)]  # fmt: skip
     mos = scores(len(names), 0.0, 94.3)
     lines = ["name,mos"] + [f"{n},{float(m)!r}" for n, m in zip(names, mos, strict=True)]
     (root / "labels_image.csv").write_text("\n".join(lines) + "\n")
     tree(root, blank, names)
+    test = names[::20][:FLIVE_TEST]
+    chosen = set(test)
+    rest = [n for n in names if n not in chosen]
+    rows = ["mos_patch_1,name_patch,mos_image,name_image,width_image"]
+    rows += [f"50.0,patches/{n.split('/')[1]},60.0,{n},1024" for n in test]
+    (root / "labels640.csv").write_text("\n".join(rows) + "\n")
+    rows = ["name_image,mos_image,is_valid"]
+    rows += [f"{n},60.0,{k < val}" for k, n in enumerate(rest)]
+    (root / "labels=640_padded.csv").write_text("\n".join(rows) + "\n")
 
 
 def make_gfiqa20k(root: Path, blank: Path, n: int = 19988) -> None:

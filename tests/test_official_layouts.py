@@ -147,6 +147,10 @@ def test_flive(tmp_path: Path) -> None:
     folders = [i.split("/")[0] for i in m.image_ids]
     assert {f: folders.count(f) for f in L.FLIVE_FOLDERS} == L.FLIVE_FOLDERS
     assert m.info.score_range == (0, 100) and m.rows[0].group == m.rows[0].image
+    parts = [r.extra["official_split"] for r in m.rows]
+    counts = {p: parts.count(p) for p in ("train", "val", "test")}
+    assert counts == {"train": 39810 - L.FLIVE_VAL - L.FLIVE_TEST, "val": L.FLIVE_VAL,
+                      "test": L.FLIVE_TEST}  # fmt: skip
 
 
 def test_gfiqa20k(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """Official releases as users really hold them: other folder names, other letter case and
-Unicode form, other sheets, duplicated rows, other published counts.
+Unicode form, other sheets, duplicated rows, other published counts, official splits.
 
 Copies are synthesised by tests/_layouts.py (real label formats and names), then varied
 the way a download, an unpacker or a copy made on macOS varies them.
@@ -14,7 +14,7 @@ import _layouts as L
 import pytest
 from click.testing import CliRunner, Result
 
-from cache.manifest import ManifestError, read_manifest
+from cache.manifest import ManifestError, read_manifest, read_split
 from pipelines.data_cli import main
 from pipelines.importers import IMPORTERS, KNOWN
 
@@ -221,7 +221,7 @@ def test_count_error_names_the_source_each_published_count_matches(tmp_path: Pat
     assert all(known.source for known in KNOWN.values())
 
 
-# ---------------------------------------------------------------- ranges
+# ---------------------------------------------------------------- ranges and official splits
 
 
 def test_live_range_covers_the_realigned_dmos(tmp_path: Path) -> None:
@@ -233,3 +233,56 @@ def test_live_range_covers_the_realigned_dmos(tmp_path: Path) -> None:
     result = _run("import", "live", "--root", root, "--out", out, "--range", "0,100")
     assert result.exit_code == 0, result.output
     assert "scores lie outside the recorded range 0..100 (min -2.64, max 111.8)" in result.output
+
+
+def test_flive_official_split_is_written_as_a_split_file(tmp_path: Path) -> None:
+    folders = {"voc_emotic_ava": 50, "blur_dataset": 10}
+    root = _root(tmp_path, "flive", folders=folders, val=40)
+    out = tmp_path / "flive" / "manifest.csv"
+    result = _run("import", "flive", "--root", root, "--out", out, "--no-count-check")
+    assert result.exit_code == 0, result.output
+    split = read_split(tmp_path / "flive" / "official" / "official_split.json")
+    split.check_against(read_manifest(out))
+    assert (len(split.train), len(split.val), len(split.test)) == (17, 40, 3)
+    assert split.test == ("voc_emotic_ava/AVA__0.jpg", "voc_emotic_ava/AVA__20.jpg",
+                          "voc_emotic_ava/AVA__40.jpg")  # fmt: skip
+    assert "official_split.json (17 train, 40 val, 3 test)" in result.output
+
+
+def test_flive_split_files_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    root = _root(tmp_path, "flive", folders={"blur_dataset": 30})
+    val = root / "labels=640_padded.csv"
+    lines = val.read_text().splitlines()
+    val.write_text("\n".join([*lines, "blur_dataset/motion0000.jpg,60.0,True"]) + "\n")
+    with pytest.raises(ManifestError, match=r"padded.csv:30: 'blur_dataset/motion0000.jpg' is in"
+                       r" the val part and in the test part \(.*labels640.csv:2\)"):  # fmt: skip
+        IMPORTERS["flive"](root, expected=None)
+    val.write_text("\n".join([*lines, "blur_dataset/other.jpg,60.0,False"]) + "\n")
+    with pytest.raises(ManifestError, match=r"padded.csv:30: 'blur_dataset/other.jpg' is not an"):
+        IMPORTERS["flive"](root, expected=None)
+    val.unlink()
+    with pytest.raises(ManifestError, match=r"labels640.csv: FLIVE's official split needs "
+                       r"labels=640_padded.csv beside it too"):  # fmt: skip
+        IMPORTERS["flive"](root, expected=None)
+
+
+def test_koniq_label_files_agree_on_images_scores_and_groups_not_extras(tmp_path: Path) -> None:
+    """What docs/DATASETS.md says is the same, and what differs, between the two files."""
+    root = _root(tmp_path, "koniq10k")
+    sets = IMPORTERS["koniq10k"](root, label_file="koniq10k_distributions_sets.csv")
+    site = IMPORTERS["koniq10k"](root, label_file="koniq10k_scores_and_distributions.csv")
+    for m in (sets, site):
+        assert m.info.score_range == (0, 100)
+    same = [(r.image, r.score, r.group, r.ref) for r in sets.rows]
+    assert same == [(r.image, r.score, r.group, r.ref) for r in site.rows]
+    assert set(sets.rows[0].extra) == {"sd", "official_split"}
+    assert set(site.rows[0].extra) == {"sd", "mos_1to5"}
+    outs = {}
+    for name in ("koniq10k_distributions_sets.csv", "koniq10k_scores_and_distributions.csv"):
+        outs[name] = tmp_path / name / "manifest.csv"
+        args = ["import", "koniq10k", "--root", root, "--label-file", name, "--out", outs[name]]
+        assert _run(*args).exit_code == 0
+    official = read_split(outs["koniq10k_distributions_sets.csv"].parent / "official"
+                          / "official_split.json")  # fmt: skip
+    assert (len(official.train), len(official.val), len(official.test)) == (7058, 1000, 2015)
+    assert not (outs["koniq10k_scores_and_distributions.csv"].parent / "official").exists()

@@ -5,8 +5,9 @@ expected=..., **options)``; each reads the dataset's official release unmodified
 a manifest (never writes) or raises :class:`~cache.manifest.ManifestError` naming the
 label file and line or entry. :data:`~pipelines.importers.known.KNOWN` says which release
 each expects and its official counts. :func:`import_to` writes the manifest only after
-every check has passed. :func:`import_csv` (a mapped CSV) and :func:`import_pyiqa` (a
-pyiqa meta-info CSV with its splits) cover label lists of any other layout.
+every check has passed; :func:`write_with_splits` writes a manifest and its official
+split files. :func:`import_csv` (a mapped CSV) and :func:`import_pyiqa` (a pyiqa
+meta-info CSV with its splits) cover label lists of any other layout.
 """
 
 from __future__ import annotations
@@ -14,10 +15,18 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from cache.manifest import Manifest, ManifestError, with_file_hashes, write_manifest
-from cache.outputs import check_output_file, first_line_is
+from cache.manifest import (
+    Manifest,
+    ManifestError,
+    Split,
+    file_sha256,
+    with_file_hashes,
+    write_manifest,
+)
+from cache.outputs import check_output_dir, check_output_file, first_line_is, prepare_output_dir
 from pipelines.importers._common import Expected
 from pipelines.importers.authentic import (
     import_bid,
@@ -29,7 +38,7 @@ from pipelines.importers.authentic import (
 from pipelines.importers.csiq import import_csiq
 from pipelines.importers.generic import import_csv
 from pipelines.importers.known import KNOWN
-from pipelines.importers.pyiqa import import_pyiqa
+from pipelines.importers.pyiqa import import_pyiqa, write_pyiqa_splits
 from pipelines.importers.synthetic import import_kadid10k, import_live, import_pipal, import_tid2013
 from pipelines.importers.task_sets import (
     import_agiqa3k,
@@ -87,6 +96,29 @@ def import_to(
     return manifest
 
 
+def write_with_splits(
+    manifest: Manifest, out: Path, splits: dict[str, Split], folder: Path
+) -> str:
+    """Write ``manifest`` to ``out``, then each split as ``<name>.json`` in ``folder``.
+
+    ``folder`` is checked before anything is written (new, empty or a split folder); the
+    splits record the written manifest's sha256. Returns a note naming the split files
+    and their part sizes ('' without splits).
+    """
+    if splits:
+        check_output_dir(folder, "splits")
+    write_manifest(manifest, out)
+    if not splits:
+        return ""
+    prepare_output_dir(folder, "splits")
+    paths = write_pyiqa_splits(splits, folder, file_sha256(out))
+    sizes = ", ".join(
+        f"{p.name} ({len(s.train)} train, {len(s.val)} val, {len(s.test)} test)"
+        for p, s in zip(paths, splits.values(), strict=True)
+    )
+    return f"wrote {len(paths)} official split file(s) to {folder}: {sizes}"
+
+
 def range_note(manifest: Manifest) -> str:
     """A note when scores lie outside the recorded range (their targets leave [0, 1])."""
     low, high = manifest.info.score_range
@@ -103,5 +135,5 @@ def range_note(manifest: Manifest) -> str:
 
 __all__ = [
     "IMPORTERS", "KNOWN", "Expected", "check_manifest_output", "get_importer", "import_csv",
-    "import_pyiqa", "import_to", "range_note",
+    "import_pyiqa", "import_to", "range_note", "write_with_splits",
 ]  # fmt: skip

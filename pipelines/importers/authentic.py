@@ -16,13 +16,21 @@ Deviations, on purpose:
 * LIVE Challenge drops its 7 training images by name (``t*``), not by position, so a
   reordered copy cannot shift labels (pyiqa's row-offset trap).
 * FLIVE is read from ``labels_image.csv`` (39,810 whole images); the patch labels are
-  not imported (a patch and its image in different parts would leak content).
+  not imported (a patch and its image in different parts would leak content). Its
+  official split, when its files sit beside ``labels_image.csv``, is kept as
+  ``official_split``: test = the images of ``labels640.csv`` (column ``name_image``),
+  val = the rows of ``labels=640_padded.csv`` whose ``is_valid`` is true, train = every
+  other image, as pyiqa's ``scripts/process_flive.py`` assigns them (no code taken).
+  ``labels640.csv`` was compared with the PaQ-2-PiQ repository's copy (1,827 images,
+  all in ``labels_image.csv``); the layout of ``labels=640_padded.csv`` (``name_image``,
+  ``is_valid``) is the one pyiqa's script and the PaQ-2-PiQ code read, not checked here.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import posixpath
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +54,7 @@ from pipelines.importers._common import (
     require_columns,
     xlsx_rows,
 )
-from pipelines.importers._paths import join_id
+from pipelines.importers._paths import find_file, join_id, name_key
 from pipelines.importers.known import KNOWN
 
 KONIQ_FILES = ("koniq10k_distributions_sets.csv", "koniq10k_scores_and_distributions.csv")
@@ -57,6 +65,9 @@ SPAQ_FILES = (
 )
 SPAQ_ATTRIBUTES = ("Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness")
 FLIVE_FILES = ("labels_image.csv", "database/labels_image.csv")
+FLIVE_TEST = ("labels640.csv", "labels_640.csv", "labels>640.csv")
+FLIVE_VAL = ("labels=640_padded.csv", "labels<=640_padded.csv")
+TRUE_FALSE = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}
 
 
 def authentic_row(image: str, score: float, **extra: str) -> ManifestRow:
@@ -219,18 +230,79 @@ def import_flive(
     """FLIVE (LIVE-FB): ``labels_image.csv`` with ``name,mos``; 39,810 images, MOS 0-100.
 
     Names are paths such as ``voc_emotic_ava/AVA__2884.jpg``, relative to the folder of
-    the label file (``image_dir`` overrides that folder).
+    the label file (``image_dir`` overrides that folder). The official split, when its
+    two files sit beside the label file, becomes the extra column ``official_split``.
     """
     base = dataset_root(root)
     label_path = find_label(base, label_file, FLIVE_FILES, "FLIVE")
     folder = image_dir if image_dir is not None else _relative_folder(label_path, base)
     header, records = csv_records(label_path)
     require_columns(header, ("name", "mos"), label_path)
-    located = [
-        Located(authentic_row(join_id(folder, rec["name"]), parse_float(rec["mos"], where)), where)
-        for where, rec in records
-    ]
+    rows = list(records)
+    parts = _flive_parts(label_path, {_name(rec["name"]) for _, rec in rows})
+    located = []
+    for where, rec in rows:
+        extra = {"official_split": parts.get(_name(rec["name"]), "train")} if parts else {}
+        row = authentic_row(
+            join_id(folder, rec["name"]), parse_float(rec["mos"], where), **extra
+        )
+        located.append(Located(row, where))
     return official_manifest("flive", base, located, expected, label_path)
+
+
+def _name(text: str) -> str:
+    return name_key(posixpath.normpath(text.strip().replace("\\", "/")))
+
+
+def _flive_parts(label_path: Path, names: set[str]) -> dict[str, str] | None:
+    """Image name key -> part from FLIVE's split files beside the label file, or None.
+
+    Raises:
+        ManifestError: for only one of the two files, a name not in the label file, or
+            an image listed in two parts.
+    """
+    folder = label_path.parent
+    test = next((f for n in FLIVE_TEST if (f := find_file(folder, n)) is not None), None)
+    val = next((f for n in FLIVE_VAL if (f := find_file(folder, n)) is not None), None)
+    if test is None and val is None:
+        return None
+    if test is None or val is None:
+        missing = FLIVE_TEST[0] if test is None else FLIVE_VAL[0]
+        raise ManifestError(
+            f"{test or val}: FLIVE's official split needs {missing} beside it too (in"
+            f" {folder}); add it, or move this file away to import without the split"
+        )
+    parts: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for where, name, part in _flive_split_rows(test, val):
+        key = _name(name)
+        if key not in names:
+            raise ManifestError(f"{where}: {name!r} is not an image of {label_path}")
+        if key in parts:
+            raise ManifestError(
+                f"{where}: {name!r} is in the {part} part and in the {parts[key]} part"
+                f" ({seen[key]}); the official split must list each image once"
+            )
+        parts[key], seen[key] = part, where
+    return parts
+
+
+def _flive_split_rows(test: Path, val: Path) -> Iterator[tuple[str, str, str]]:
+    """(where, image name, part) of every row of the test file and of the val file.
+
+    The val file lists the train and val images (``is_valid`` false or true).
+    """
+    header, records = csv_records(test)
+    require_columns(header, ("name_image",), test)
+    for where, rec in records:
+        yield where, rec["name_image"], "test"
+    header, records = csv_records(val)
+    require_columns(header, ("name_image", "is_valid"), val)
+    for where, rec in records:
+        flag = TRUE_FALSE.get(rec["is_valid"].strip().lower())
+        if flag is None:
+            raise ManifestError(f"{where}: is_valid {rec['is_valid']!r} is not True or False")
+        yield where, rec["name_image"], "val" if flag else "train"
 
 
 def _relative_folder(path: Path, base: Path) -> str:

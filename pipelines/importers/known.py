@@ -161,7 +161,8 @@ KNOWN: dict[str, Known] = {
     ),
     "flive": Known(
         "FLIVE (LIVE-FB)",
-        "LIVE-FB / PaQ-2-PiQ database (labels_image.csv, voc_emotic_ava/, blur_dataset/, EE371R/)",
+        "LIVE-FB / PaQ-2-PiQ database (labels_image.csv, voc_emotic_ava/, blur_dataset/, EE371R/;"
+        " official split: labels640.csv, labels=640_padded.csv)",
         "MOS",
         False,
         (0.0, 100.0),

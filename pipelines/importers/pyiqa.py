@@ -64,7 +64,11 @@ def split_columns(header: list[str]) -> list[str]:
     return [h for h in header if "split" in h.lower()]
 
 
-def _split_of(manifest: Manifest, column: str, where: str) -> Split:
+def column_split(manifest: Manifest, column: str, where: str) -> Split:
+    """The split an extra column holds (``train``/``val``/``test`` per row; empty: left out).
+
+    Also used for the official split an official importer keeps as ``official_split``.
+    """
     parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for row in manifest.rows:
         value = row.extra.get(column, "").strip().lower()
@@ -124,7 +128,7 @@ def import_pyiqa(
         image_dir=image_dir, ref_dir=ref_dir, authentic=not is_fr,
         unusual_orientation=unusual_orientation,
     )  # fmt: skip
-    splits = {c: _split_of(manifest, c, str(path)) for c in split_columns(header)}
+    splits = {c: column_split(manifest, c, str(path)) for c in split_columns(header)}
     return PyiqaImport(manifest, splits)
 
 
