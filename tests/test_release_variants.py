@@ -107,6 +107,9 @@ def test_label_files_and_folders_match_in_any_case(tmp_path: Path) -> None:
     pipal = _root(tmp_path, "pipal", refs=1)
     (pipal / "Train_Label").rename(pipal / "train_label")
     assert len(IMPORTERS["pipal"](pipal, expected=None).rows) == 116
+    (pipal / "train_label").rename(tmp_path / "labels")
+    m = IMPORTERS["pipal"](pipal, label_file=str(tmp_path / "labels"), expected=None)
+    assert len(m.rows) == 116  # an absolute label folder, as before
 
 
 @pytest.mark.parametrize(("label", "disk"), [(NFC, NFD), (NFD, NFC)])

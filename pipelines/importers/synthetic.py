@@ -259,19 +259,26 @@ def import_pipal(
     """
     base = dataset_root(root)
     index = DiskIndex(base)
-    labels = index.folder(label_file or "Train_Label")
-    files = [f for f in index.files(labels) if f.lower().endswith(".txt")] if labels else []
-    if labels is None or not files:
-        raise ManifestError(
-            f"PIPAL: no label files {base / (label_file or 'Train_Label')}/*.txt; point --root"
-            " at the training set or name the label folder with --label-file"
-        )
+    labels = _pipal_label_files(base, index, label_file or "Train_Label")
     folders = _pipal_dirs(index, image_dir)
     images = _pipal_images(index, folders)
-    located = [
-        item for f in files for item in _pipal_rows(base / labels / f, images, folders, ref_dir)
-    ]
-    return official_manifest("pipal", base, located, expected, base / labels, score_range)
+    located = [item for f in labels for item in _pipal_rows(f, images, folders, ref_dir)]
+    return official_manifest("pipal", base, located, expected, labels[0].parent, score_range)
+
+
+def _pipal_label_files(base: Path, index: DiskIndex, given: str) -> list[Path]:
+    """The ``*.txt`` files (any case) of the label folder (relative to the root or absolute)."""
+    folder = Path(given) if Path(given).is_absolute() else None
+    if folder is None and (rel := index.folder(given)) is not None:
+        folder = base / rel
+    names = DiskIndex(folder).files("") if folder is not None else []
+    files = [folder / n for n in names if folder is not None and n.lower().endswith(".txt")]
+    if not files:
+        raise ManifestError(
+            f"PIPAL: no label files {base / given}/*.txt; point --root at the training set or"
+            " name the label folder with --label-file"
+        )
+    return files
 
 
 def _pipal_image(
