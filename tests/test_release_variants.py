@@ -167,7 +167,7 @@ def test_csiq_sheet_name_in_any_case_and_never_the_active_sheet(tmp_path: Path) 
     assert read_manifest(out).scores() == [0.1]
 
 
-def test_spaq_bid_uwiqa_read_the_label_sheet_not_the_active_one(tmp_path: Path) -> None:
+def test_spaq_and_bid_read_the_label_sheet_not_the_active_one(tmp_path: Path) -> None:
     from openpyxl import Workbook
 
     book = Workbook()
