@@ -112,14 +112,14 @@ def plan_runs(spec: ExperimentSpec) -> list[tuple[int, int]]:
 
 
 def _open(spec: ExperimentSpec, source: Source) -> _Dataset:
+    manifest = read_manifest(source.manifest)
+    splits = [read_split(p) for p in source.splits]
+    for path, split in zip(source.splits, splits, strict=True):
+        split.check_against(manifest, where=path)  # its hash, its ids, no content leak
     store = open_store(source.features, verify=True)
     ref_store = None
     if protocols.needs_ref(head_class(spec.head)):
         ref_store = open_store(source.ref_features, verify=True) if source.ref_features else store
-    manifest = read_manifest(source.manifest)
-    splits = [read_split(p) for p in source.splits]
-    for path, split in zip(source.splits, splits, strict=True):
-        split.check_against(manifest, where=path)
     return _Dataset(source, store, ref_store, manifest, splits)
 
 

@@ -53,6 +53,7 @@ LIST_OPTIONS = {
     "authentic": "--authentic",
     "unusual_orientation": "--unusual-orientation",
     "splits_out": "--splits-out",
+    "not_content": "--not-content",
 }
 NOT_FOR = {
     "csv": {"splits_out": "--splits-out"},
@@ -174,6 +175,14 @@ IMPORT_EPILOG = (
     help="csv: no references and every image is distinct content (one group per image).",
 )
 @click.option(
+    "--not-content",
+    "not_content",
+    multiple=True,
+    metavar="COLUMN",
+    help="csv/pyiqa: COLUMN looks like a reference or prompt column (ref_img, source, prompt,"
+    " ...; see docs/DATASETS.md) but names no content the images share; repeatable.",
+)
+@click.option(
     "--unusual-orientation",
     is_flag=True,
     help="csv/pyiqa: accept DMOS with higher-is-better or MOS with lower-is-better.",
@@ -198,9 +207,7 @@ def import_cmd(name: str, root: Path | None, out: Path, no_count_check: bool, **
 def _import_official(
     name: str, root: Path | None, out: Path, no_count_check: bool, opts: dict[str, Any]
 ) -> Manifest:
-    given = [
-        LIST_OPTIONS[k] for k, v in opts.items() if k in LIST_OPTIONS and v not in (None, False)
-    ]
+    given = [LIST_OPTIONS[k] for k, v in opts.items() if k in LIST_OPTIONS and v]
     if given:
         raise UsageProblem(f"{', '.join(given)}: only for 'import csv' or 'import pyiqa'")
     if root is None:
@@ -234,7 +241,7 @@ def _import_list(
         "name": opts["dataset"], "root": root, "image_dir": opts["image_dir"] or "",
         "ref_dir": opts["ref_dir"] or "", "score_kind": opts["kind"],
         "lower_better": opts["lower_better"], "score_range": opts["score_range"],
-        "unusual_orientation": opts["unusual_orientation"],
+        "unusual_orientation": opts["unusual_orientation"], "not_content": opts["not_content"],
     }  # fmt: skip
     if name == "csv":
         manifest = with_file_hashes(import_csv(
