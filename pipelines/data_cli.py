@@ -1,4 +1,4 @@
-"""``iqa-data``: import label files into manifests, make splits, build the demo set.
+"""``iqa-data``: import label files into manifests, make splits, audit content, build the demo set.
 
 A thin click layer: each command parses its options and calls one library function
 (:func:`pipelines.importers.get_importer`, :func:`pipelines.importers.import_csv`,
@@ -28,6 +28,7 @@ from cache.manifest import (
     write_manifest,
 )
 from cache.outputs import check_output_dir, prepare_output_dir
+from pipelines.audit_cli import audit_cmd
 from pipelines.demo import DISTORTIONS, REFERENCES, build_demo
 from pipelines.importers import (
     IMPORTERS,
@@ -370,6 +371,7 @@ def demo_cmd(out: Path, distortions: str, **opts: Any) -> None:
 
 
 main.add_command(info_cmd)
+main.add_command(audit_cmd)
 main.add_command(preset_cmd)
 main.add_command(check_cmd)
 
