@@ -57,6 +57,8 @@ def training_set(run: str | Path) -> TrainingSet:
         found.notes.append(f"{run}/metrics.json is missing or unreadable")
         return found
     sources = record.get("sources") or []
+    if not sources:
+        found.notes.append(f"{run}/metrics.json names no training manifests (an older run)")
     for s in sources:
         found.manifests[s["manifest_sha256"]] = _manifest(
             s["manifest"], s["manifest_sha256"], found.notes
@@ -105,8 +107,11 @@ def shared_with_training(
     tested = _hashes(target, ids)
     if not any(tested.values()):
         notes.append(f"{target.path} records no file hashes: exact copies not compared")
-    if audit is not None and target_sha not in audit.manifests:
-        notes.append(f"{audit.path} does not cover {target.path}")
+    if audit is not None:
+        uncovered = [target_sha, *training.manifests]
+        for sha in dict.fromkeys(s for s in uncovered if s not in audit.manifests):
+            what = target.path if sha == target_sha else f"training manifest {sha[:12]}..."
+            notes.append(f"{audit.path} does not cover {what}: its pairs not compared")
     exact: set[str] = set()
     linked: set[str] = set()
     runs = []

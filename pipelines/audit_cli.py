@@ -80,8 +80,9 @@ def _summary(result: dict[str, Any], out: Path) -> str:
     help="Largest Hamming distance of two 64-bit perceptual hashes that counts as near.",
 )
 @click.option(
-    "--exact-only", is_flag=True, help="Only byte-identical files (reads no image when the"
-    " manifests hold their files' sha256).",
+    "--exact-only",
+    is_flag=True,
+    help="Only byte-identical files (no image is read when the manifests hold their hashes).",
 )
 @click.option(
     "--workers",
@@ -110,6 +111,8 @@ def audit_cmd(
         raise UsageProblem("a manifest is given twice")
     check_output_file(out, is_audit, "content audit")
     read = [read_manifest(m) for m in manifests]
+    if len({m.sha256() for m in read}) != len(read):
+        raise UsageProblem("two of the manifests have the same content (one file copied)")
     cfg = AuditConfig(max_distance, not exact_only, workers)
     result = audit(read, _splits(split_paths, read), cfg)
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")

@@ -111,6 +111,11 @@ def test_exact_only_reads_the_manifests_hashes(two_sets: tuple, tmp_path: Path) 
     (tmp_path / "other.json").write_text('{"not": "an audit"}\n')
     res = CliRunner().invoke(data_main, [*args, "--out", str(tmp_path / "other.json")])
     assert res.exit_code == 2 and "is not a content audit" in res.output
+    (tmp_path / "copy.csv").write_bytes((a / "manifest.csv").read_bytes())
+    res = CliRunner().invoke(
+        data_main, ["audit", str(a / "manifest.csv"), str(tmp_path / "copy.csv"), "--out", str(out)]
+    )
+    assert res.exit_code == 2 and "the same content" in res.output
 
 
 def test_within_a_dataset_pairs_name_the_splits_that_cross(tmp_path: Path) -> None:
@@ -195,6 +200,13 @@ def test_cross_test_warns_about_shared_content(two_sets: tuple, tmp_path: Path) 
     )
     assert res.exit_code == 0 and "left out 2 tested images" in res.stderr
     assert json.loads((tmp_path / "x3" / "metrics.json").read_text())["n_images"] == 10
+    only_b = tmp_path / "only_b.json"
+    res = CliRunner().invoke(data_main, ["audit", str(b / "manifest.csv"), "--out", str(only_b)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(
+        cross_main, [*base, "--audit", str(only_b), "--out", str(tmp_path / "x4")]
+    )
+    assert "does not cover training manifest" in res.stderr
 
 
 def test_training_with_the_audit_leaves_the_shared_images_out(
