@@ -14,8 +14,10 @@ top, so the file is self-describing and a single DVC dependency::
 
 ``image`` (the path relative to ``root``) is the row's identity everywhere: stores key
 features by it and split files list it. ``ref`` is empty for authentic (NR) datasets.
-``group`` is the content id used to make content-disjoint splits. A relative ``root`` is
-resolved against the manifest's own folder.
+``group`` is the content id used to make content-disjoint splits; an AI-generated set's
+``prompt_group`` column names the prompt each image was rendered from, and a ``# groups:``
+line says how an importer made groups by another rule (:mod:`cache.content`). A relative
+``root`` is resolved against the manifest's own folder.
 
 A split file is JSON: ``{"train": [...], "val": [...], "test": [...], "seed": 0,
 "ratios": [...], "manifest_sha256": "..."}`` listing image ids, never row numbers. A split
@@ -68,6 +70,8 @@ class DatasetInfo:
         lower_better: True when a lower score means better quality (DMOS sets).
         score_range: nominal (low, high) of the raw score.
         root: folder the ``image`` and ``ref`` paths are relative to.
+        groups: how the importer made the groups, when it is not the plain rule (the
+            reference, or the image); written as a ``# groups:`` header line.
     """
 
     name: str
@@ -75,6 +79,7 @@ class DatasetInfo:
     lower_better: bool = False
     score_range: tuple[float, float] = (0.0, 1.0)
     root: str = "."
+    groups: str = ""
 
     def __post_init__(self) -> None:
         if self.score_kind not in SCORE_KINDS:
@@ -175,7 +180,7 @@ def _header_lines(info: DatasetInfo) -> list[str]:
         f"# lower_better: {str(info.lower_better).lower()}",
         f"# score_range: {low:g},{high:g}",
         f"# root: {info.root}",
-    ]
+    ] + ([f"# groups: {' '.join(info.groups.split())}"] if info.groups else [])
 
 
 def manifest_text(manifest: Manifest) -> str:
@@ -295,7 +300,8 @@ def _parse_header(lines: list[str], path: Path) -> DatasetInfo:
     if lower.lower() not in ("true", "false"):
         raise ManifestError(f"{where}: lower_better must be true or false")
     root = meta.get("root", (".", ""))[0]
-    return DatasetInfo(meta["name"][0], kind, lower.lower() == "true", low_high, root)
+    groups = meta.get("groups", ("", ""))[0]
+    return DatasetInfo(meta["name"][0], kind, lower.lower() == "true", low_high, root, groups)
 
 
 def _records(fh: io.StringIO, first_line: int, path: Path) -> Iterator[tuple[int, list[str]]]:

@@ -2,8 +2,9 @@
 
 ``{"train": [...], "val": [...], "test": [...], "seed": 0, "ratios": [...],
 "manifest_sha256": "..."}``. A split is only valid with the manifest it was made for:
-:meth:`Split.check_against` compares the recorded sha256 with the manifest's. Import these
-names from :mod:`cache.manifest`.
+:meth:`Split.check_against` compares the recorded sha256 with the manifest's, and refuses
+a split that puts one reference, prompt group or group in two parts (:mod:`cache.content`),
+whoever made it. Import these names from :mod:`cache.manifest`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cache.content import shared_content, split_parts
 from cache.manifest_base import ManifestError, atomic_write_text, decode_text
 
 if TYPE_CHECKING:
@@ -53,7 +55,8 @@ class Split:
         return tuple(getattr(self, name))
 
     def check_against(self, manifest: Manifest, where: str = "split") -> None:
-        """Fail unless the split was made for ``manifest`` and lists each of its images once.
+        """Fail unless the split was made for ``manifest``, lists each of its images once
+        and keeps each reference, prompt group and group in one part.
 
         A split without a recorded hash (an old file) is accepted with a warning.
 
@@ -71,6 +74,12 @@ class Split:
                 if image in seen:
                     raise ManifestError(f"{name}: image {image!r} is in two parts")
                 seen.add(image)
+        leak = shared_content(manifest.rows, split_parts(self))
+        if leak:
+            raise ManifestError(
+                f"{name}: {leak} of the split (a content leak); make the split again with"
+                " 'iqa-data split' (re-import the manifest first if its groups split it)"
+            )
 
     def _check_hash(self, manifest: Manifest, name: str) -> None:
         target = (

@@ -156,6 +156,9 @@ def _from_cache_root(opts: dict[str, Any]) -> str:
 @click.option("--backbone", help="With --cache-root: the backbone of the store to use.")
 @click.option("--fingerprint", help="With --cache-root: a fingerprint prefix, when several "
               "stores of the backbone hold these images.")
+@click.option("--exclude-overlap", type=click.Path(exists=True, dir_okay=False),
+              metavar="AUDIT.json", help="A content audit (iqa-data audit): leave the images "
+              "it pairs with other content out of every train and val part.")
 @click.option("--show-config", is_flag=True,
               help="Print the effective training and head settings, then stop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -194,6 +197,7 @@ def main(**opts: Any) -> None:
         head=opts["head"], sources=_sources(opts), out=opts["out"], training=training,
         seeds=opts["seeds"], seed=opts["seed"], device=opts["device"], resume=opts["resume"],
         written_only=opts["written_only"], overrides=overrides, label_norm=opts["label_norm"],
+        exclude_overlap=opts["exclude_overlap"],
     )  # fmt: skip
     result = run_experiment(spec)
     _report(result, opts["out"], opts["as_json"])
@@ -220,6 +224,10 @@ def _report(result: dict[str, Any], out: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=1, sort_keys=True))
         return
+    excluded = sum(r.get("excluded_overlap", 0) for r in result["runs"])
+    if result.get("exclude_overlap"):
+        click.echo(f"left out {excluded} train/val images over {len(result['runs'])} runs that "
+                   f"share content ({result['exclude_overlap']['audit']})", err=True)
     dropped = sum(r["dropped_unwritten"] for r in result["runs"])
     if dropped:
         click.echo(f"left out {dropped} images with unwritten rows over "
@@ -242,20 +250,32 @@ def _report(result: dict[str, Any], out: str, as_json: bool) -> None:
 @click.option("--part", type=click.Choice(["test", "val", "train"]), default="test",
               show_default=True)
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--audit", type=click.Path(exists=True, dir_okay=False), metavar="AUDIT.json",
+              help="A content audit (iqa-data audit): warn about near duplicates too.")
+@click.option("--exclude-overlap", type=click.Path(exists=True, dir_okay=False),
+              metavar="AUDIT.json", help="As --audit, and leave the tested images that share "
+              "content with the head's training images out.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def test_main(run: str, features: str, manifest: str, split: str | None, part: str,
-              device: str, out: str, as_json: bool) -> None:  # fmt: skip
+              device: str, audit: str | None, exclude_overlap: str | None, out: str,
+              as_json: bool) -> None:  # fmt: skip
     """Test the heads of training RUN (every repeat) on another dataset's store.
 
     Cross-dataset generalisation (DP-IQA Table V: train on KonIQ-10k, test on LIVE
     Challenge): SRCC, PLCC, KRCC, RMSE per repeat and their median, against the other
-    dataset's own labels (its orientation handled). Writes OUT/metrics.json and
-    OUT/predictions.csv.
+    dataset's own labels (its orientation handled). Warns when tested images share content
+    with the head's training images (equal file hashes; near duplicates with --audit).
+    Writes OUT/metrics.json and OUT/predictions.csv.
     """
     from heads.crosstest import cross_test
 
-    result = cross_test(run, features, manifest, out, split=split, part=part, device=device)
+    if audit and exclude_overlap and audit != exclude_overlap:
+        raise UsageProblem("--audit and --exclude-overlap name two audits: give one")
+    exclude = exclude_overlap is not None
+    result = cross_test(run, features, manifest, out, split=split, part=part, device=device,
+                        audit=exclude_overlap or audit, exclude_overlap=exclude)
+    _overlap_lines(result["overlap"], result["n_images"], out)
     if as_json:
         click.echo(json.dumps(result, indent=1, sort_keys=True))
         return
@@ -264,3 +284,22 @@ def test_main(run: str, features: str, manifest: str, split: str | None, part: s
                f"{result['tested_on']} ({result['n_images']} images, {len(result['runs'])} "
                f"runs): median SRCC {test['srcc']['median']:.4f}, PLCC "
                f"{test['plcc']['median']:.4f}; wrote {out}")
+
+
+def _overlap_lines(overlap: dict[str, Any], n_images: int, out: str) -> None:
+    """A warning (or a note of what was left out) on shared content; what was not checked."""
+    shared = len(overlap["ids"])
+    how = f"{len(overlap['exact'])} by file hash, {len(overlap['audit'])} by the audit"
+    if shared and overlap["excluded"]:
+        line = f"left out {shared} tested images that share content with the head's training"
+        click.echo(f"{line} images ({how})", err=True)
+    elif shared:
+        runs = sum(1 for r in overlap["runs"] if r["shared"])
+        line = (
+            f"warning: {shared} of the {n_images} tested images share content with the head's"
+            f" training images ({how}; {runs} of {len(overlap['runs'])} runs); listed under"
+            f" 'overlap' in {out}/metrics.json; --exclude-overlap AUDIT.json leaves them out"
+        )
+        click.echo(line, err=True)
+    for note in overlap["notes"]:
+        click.echo(f"note: {note}", err=True)

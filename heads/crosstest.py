@@ -10,6 +10,10 @@ The target store must have the head's fingerprint (same backbone and preprocessi
 A prompted head predicts under a prompt of the target dataset's train images when a split
 is given (PromptIQA adapts to a dataset through its prompt), else under the prompt it was
 evaluated with in training.
+
+Content shared with the head's training images (:mod:`heads.train_overlap`: equal file
+hashes, and the pairs of a content audit) is reported under ``overlap``; with
+``exclude_overlap`` those tested images are left out.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from typing import Any
 
 from cache.manifest import read_manifest, read_split
 from cache.outputs import atomic_write_text, check_output_dir, prepare_output_dir
+from cache.overlap import read_audit
 from cache.store import open_store
 from heads import protocols
 from heads.checkpoint import load_head
 from heads.data import denormalise, label_norm_of, load_part
 from heads.evaluate import evaluate, make_prompt
 from heads.metrics import summarize
+from heads.train_overlap import shared_with_training, training_set
 
 KIND = "cross-test"
 
@@ -43,6 +49,7 @@ def _checkpoints(run: Path) -> list[Path]:
 def cross_test(
     run: str | Path, features: str, manifest_path: str, out: str | Path, *,
     split: str | None = None, part: str = "test", device: str = "cpu",
+    audit: str | None = None, exclude_overlap: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Test every repeat of ``run`` on the store ``features`` of another dataset.
 
@@ -53,6 +60,9 @@ def cross_test(
         split: a split file of it: test on ``part`` (and prompt from its train part);
             None tests on every image.
         part: ``test``, ``val`` or ``train``.
+        audit: a content audit covering this manifest and the training manifests.
+        exclude_overlap: leave out the tested images that share content with the
+            training images (by file hash, and by ``audit`` when given).
 
     Returns:
         What ``OUT/metrics.json`` holds.
@@ -64,6 +74,11 @@ def cross_test(
         chosen.check_against(manifest, where=split or "split")
     ids = list(chosen.part(part)) if chosen else manifest.image_ids
     ckpts = _checkpoints(Path(run))
+    audited = read_audit(audit) if audit else None
+    overlap = shared_with_training(training_set(run), manifest, ids, audited)
+    overlap["excluded"] = exclude_overlap
+    if exclude_overlap:
+        ids = [i for i in ids if i not in set(overlap["ids"])]
     store = open_store(features, verify=True)
     norm = label_norm_of(manifest)
     records, rows = [], []
@@ -83,7 +98,7 @@ def cross_test(
         "head": ckpt["head"], "trained_on": trained.get("dataset"),
         "tested_on": manifest.info.name, "features": features, "manifest": manifest_path,
         "split": split, "part": part if split else "all", "n_images": len(ids),
-        "label_norm": norm, "runs": records,
+        "label_norm": norm, "runs": records, "overlap": overlap,
         "summary": {"test": summarize([r["test"] for r in records if r["test"]])},
     }  # fmt: skip
     _write(Path(out), result, rows)

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cache.manifest import PARTS, Manifest, Split, file_sha256, read_manifest, read_split
 from cache.outputs import atomic_write_text, check_output_dir, prepare_output_dir
+from cache.overlap import read_audit
 from cache.reader import select_rows
 from cache.record import record_of
 from cache.store import FeatureStore, open_store
@@ -68,6 +69,8 @@ class ExperimentSpec:
         sources: one per dataset (several: mixed training of one model).
         seeds: runs per split file, with seeds ``seed, seed + 1, ...``.
         label_norm: ``score_range`` or ``train_minmax`` (``heads.data.label_norm_of``).
+        exclude_overlap: a content audit (``iqa-data audit``): the images it pairs with
+            content outside their group are left out of every train and val part.
     """
 
     head: str
@@ -82,17 +85,19 @@ class ExperimentSpec:
     preload: bool | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     label_norm: str = "score_range"
+    exclude_overlap: str | None = None
 
 
 @dataclass
 class _Dataset:
-    """A source, opened and checked."""
+    """A source, opened and checked (``left_out``: per split, images excluded by an audit)."""
 
     source: Source
     store: FeatureStore
     ref_store: FeatureStore | None
     manifest: Manifest
     splits: list[Split]
+    left_out: list[int] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -112,14 +117,14 @@ def plan_runs(spec: ExperimentSpec) -> list[tuple[int, int]]:
 
 
 def _open(spec: ExperimentSpec, source: Source) -> _Dataset:
+    manifest = read_manifest(source.manifest)
+    splits = [read_split(p) for p in source.splits]
+    for path, split in zip(source.splits, splits, strict=True):
+        split.check_against(manifest, where=path)  # its hash, its ids, no content leak
     store = open_store(source.features, verify=True)
     ref_store = None
     if protocols.needs_ref(head_class(spec.head)):
         ref_store = open_store(source.ref_features, verify=True) if source.ref_features else store
-    manifest = read_manifest(source.manifest)
-    splits = [read_split(p) for p in source.splits]
-    for path, split in zip(source.splits, splits, strict=True):
-        split.check_against(manifest, where=path)
     return _Dataset(source, store, ref_store, manifest, splits)
 
 
@@ -132,6 +137,10 @@ def prepare(spec: ExperimentSpec) -> list[_Dataset]:
     plan_runs(spec)
     check_output_dir(spec.out, "train-run")
     datasets = [_open(spec, s) for s in spec.sources]
+    if spec.exclude_overlap:
+        audit = read_audit(spec.exclude_overlap)
+        for d in datasets:
+            _exclude(d, audit.excluded(file_sha256(d.source.manifest), d.source.manifest))
     specs = {n: a.shape for n, a in datasets[0].store.arrays.items()}
     for d in datasets[1:]:
         other = {n: a.shape for n, a in d.store.arrays.items()}
@@ -146,6 +155,17 @@ def prepare(spec: ExperimentSpec) -> list[_Dataset]:
     for d in datasets:
         _check_rows(spec, d)
     return datasets
+
+
+def _exclude(d: _Dataset, ids: frozenset[str]) -> None:
+    """Leave ``ids`` out of the train and val parts of every split (test keeps them)."""
+    kept = []
+    for split in d.splits:
+        train = tuple(i for i in split.train if i not in ids)
+        val = tuple(i for i in split.val if i not in ids)
+        d.left_out.append(len(split.train) + len(split.val) - len(train) - len(val))
+        kept.append(replace(split, train=train, val=val))
+    d.splits = kept
 
 
 def _check_rows(spec: ExperimentSpec, d: _Dataset) -> None:
@@ -209,8 +229,8 @@ def _one_run(
     for i, (d, data) in enumerate(zip(datasets, parts, strict=True)):
         metrics, rows = _predictions(res, data, d, i, run, spec.device)
         per_dataset[d.name] = {**metrics, "dropped_unwritten": data.dropped,
-                               "split": d.source.splits[k],
-                               "label_norm": data.label_norm}  # fmt: skip
+                               "split": d.source.splits[k], "label_norm": data.label_norm,
+                               "excluded_overlap": d.left_out[k] if d.left_out else 0}  # fmt: skip
         preds += rows
     _record_prompts(res, datasets, run_dir)
     record = {
@@ -218,6 +238,7 @@ def _one_run(
         "best_epoch": res.best_epoch, "epochs_run": len(res.history),
         "selection": res.selection, "prompt_ids": res.prompt_ids[0] if res.prompt_ids else [],
         "dropped_unwritten": parts[0].n_dropped,
+        "excluded_overlap": per_dataset[first.name]["excluded_overlap"],
         **{p: per_dataset[first.name][p] for p in ("train", "val", "test")},
     }  # fmt: skip
     if len(datasets) > 1:
@@ -281,9 +302,16 @@ def _header(spec: ExperimentSpec, datasets: list[_Dataset]) -> dict[str, Any]:
         "label_norm": label_norm_of(first.manifest),  # the dataset's scale (for reports)
         "target_norm": spec.label_norm,  # how training mapped scores (per run: its records)
         "training": spec.training.to_dict(),
+        "exclude_overlap": _audit_record(spec),
         "head_config": {k: list(v) if isinstance(v, tuple) else v
                         for k, v in spec.overrides.items()},  # fmt: skip
     }
+
+
+def _audit_record(spec: ExperimentSpec) -> dict[str, Any] | None:
+    if not spec.exclude_overlap:
+        return None
+    return {"audit": spec.exclude_overlap, "audit_sha256": file_sha256(spec.exclude_overlap)}
 
 
 def _source_record(d: _Dataset, spec: ExperimentSpec) -> dict[str, Any]:

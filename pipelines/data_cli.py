@@ -1,4 +1,4 @@
-"""``iqa-data``: import label files into manifests, make splits, build the demo set.
+"""``iqa-data``: import label files into manifests, make splits, audit content, build the demo set.
 
 A thin click layer: each command parses its options and calls one library function
 (:func:`pipelines.importers.get_importer`, :func:`pipelines.importers.import_csv`,
@@ -27,6 +27,7 @@ from cache.manifest import (
     write_manifest,
 )
 from cache.outputs import prepare_output_dir
+from pipelines.audit_cli import audit_cmd
 from pipelines.demo import DISTORTIONS, REFERENCES, build_demo
 from pipelines.importers import (
     IMPORTERS,
@@ -53,6 +54,7 @@ LIST_OPTIONS = {
     "lower_better": "--lower-better/--higher-better",
     "authentic": "--authentic",
     "unusual_orientation": "--unusual-orientation",
+    "not_content": "--not-content",
 }
 NOT_FOR = {
     "csv": {"splits_out": "--splits-out", "sheet": "--sheet"},
@@ -184,6 +186,14 @@ IMPORT_EPILOG = (
     help="csv: no references and every image is distinct content (one group per image).",
 )
 @click.option(
+    "--not-content",
+    "not_content",
+    multiple=True,
+    metavar="COLUMN",
+    help="csv/pyiqa: COLUMN looks like a reference or prompt column (ref_img, source, prompt,"
+    " ...; see docs/DATASETS.md) but names no content the images share; repeatable.",
+)
+@click.option(
     "--unusual-orientation",
     is_flag=True,
     help="csv/pyiqa: accept DMOS with higher-is-better or MOS with lower-is-better.",
@@ -219,7 +229,7 @@ def _import_official(
     name: str, root: Path | None, out: Path, no_count_check: bool, opts: dict[str, Any]
 ) -> tuple[Manifest, str]:
     given = [
-        LIST_OPTIONS[k] for k, v in opts.items() if k in LIST_OPTIONS and v not in (None, False)
+        LIST_OPTIONS[k] for k, v in opts.items() if k in LIST_OPTIONS and v not in (None, False, ())
     ]
     if given:
         raise UsageProblem(f"{', '.join(given)}: only for 'import csv' or 'import pyiqa'")
@@ -258,7 +268,7 @@ def _import_list(
         "name": opts["dataset"], "root": root, "image_dir": image_dir,
         "ref_dir": opts["ref_dir"] or "", "score_kind": opts["kind"],
         "lower_better": opts["lower_better"], "score_range": opts["score_range"],
-        "unusual_orientation": opts["unusual_orientation"],
+        "unusual_orientation": opts["unusual_orientation"], "not_content": opts["not_content"],
     }  # fmt: skip
     if name == "csv":
         manifest = with_file_hashes(import_csv(
@@ -381,6 +391,7 @@ def demo_cmd(out: Path, distortions: str, **opts: Any) -> None:
 
 
 main.add_command(info_cmd)
+main.add_command(audit_cmd)
 main.add_command(preset_cmd)
 main.add_command(check_cmd)
 

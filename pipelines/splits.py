@@ -12,6 +12,10 @@ is then within one (largest) group of its target. A positive-ratio part left emp
 possible when its target is smaller than the groups) takes the smallest group of the
 fullest part. (Cutting the shuffled sequence at cumulative boundaries, the usual
 approach, cannot meet the one-group bound for some orders, e.g. sizes 1,1,1,7,7.)
+
+Every split made is then checked from the manifest's own columns (:mod:`cache.content`):
+a reference or prompt group in two parts (a manifest whose groups split it) is refused
+with the first one and the parts it is in, whatever the groups were.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cache.content import shared_content, split_parts
 from cache.manifest import Manifest, ManifestError, Split, manifest_digest, write_split
 
 
@@ -114,7 +119,8 @@ def make_splits(
         ``repeats`` splits recording ``seed``, the ratios and the manifest's sha256.
 
     Raises:
-        ManifestError: on bad ratios, ``repeats < 1`` or too few groups for the parts.
+        ManifestError: on bad ratios, ``repeats < 1``, too few groups for the parts, or a
+            split that would put a reference or prompt group in two parts.
     """
     parts = normalize_ratios(ratios)
     if repeats < 1:
@@ -132,8 +138,21 @@ def make_splits(
     for r in range(repeats):
         rng = np.random.default_rng([seed, r])
         train, val, test = _one_split(manifest, groups, sizes, parts, rng)
-        splits.append(Split(train, val, test, seed=seed, ratios=stored, manifest_sha256=digest))
+        split = Split(train, val, test, seed=seed, ratios=stored, manifest_sha256=digest)
+        _check_content(manifest, split, r)
+        splits.append(split)
     return splits
+
+
+def _check_content(manifest: Manifest, split: Split, repeat: int) -> None:
+    leak = shared_content(manifest.rows, split_parts(split))
+    if leak:
+        where = manifest.path or manifest.info.name
+        raise ManifestError(
+            f"{where}: split {repeat}: {leak}: the manifest's groups do not keep each"
+            " reference and prompt in one group; import it again (a reference's or a"
+            " prompt's images must share a group)"
+        )
 
 
 def write_splits(splits: Sequence[Split], out_dir: str | os.PathLike[str]) -> list[Path]:

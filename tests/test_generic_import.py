@@ -76,11 +76,16 @@ def test_full_reference_list_without_ref_is_refused(tmp_path: Path) -> None:
     text = "dist_img,ref_img,dmos\nI01_01_01.png,I01.png,4.5\nI01_01_02.png,I01.png,3.9\n"
     path = _csv(tmp_path, text, "I01.png", "I01_01_01.png", "I01_01_02.png")
     cols = {"image": "dist_img", "score": "dmos"}
-    with pytest.raises(LabelSpecError, match=r"no ref= \(or group=\).*perhaps 'ref_img'"):
+    with pytest.raises(LabelSpecError, match=r"no ref= \(or prompt=, group=\).*perhaps 'ref_img'"):
         import_csv(path, name="team", columns=cols, **LABELS)
     m = import_csv(path, name="team", columns={**cols, "ref": "ref_img"}, **LABELS)
-    assert {r.group for r in m.rows} == {"I01"}
-    assert len(import_csv(path, name="team", columns=cols, authentic=True, **LABELS).rows) == 2
+    assert {r.group for r in m.rows} == {"I01.png"}
+    with pytest.raises(LabelSpecError, match="column 'ref_img' looks like a reference column"):
+        import_csv(path, name="team", columns=cols, authentic=True, **LABELS)
+    confirmed = import_csv(
+        path, name="team", columns=cols, authentic=True, not_content=["ref_img"], **LABELS
+    )
+    assert len(confirmed.rows) == 2
 
 
 def test_group_ids_are_compared_case_insensitively(tmp_path: Path) -> None:
@@ -95,7 +100,7 @@ def test_reference_spellings_are_one_reference(tmp_path: Path) -> None:
     m = import_csv(
         _csv(tmp_path, text, "I01.bmp", "d1.bmp", "d2.bmp"), name="t", columns=FR, **LABELS
     )
-    assert m.ref_ids == ["I01.bmp"] and {r.group for r in m.rows} == {"I01"}
+    assert m.ref_ids == ["I01.bmp"] and {r.group for r in m.rows} == {"I01.bmp"}
 
 
 def test_file_names_match_in_any_case_like_tid2013(tmp_path: Path) -> None:
@@ -211,7 +216,7 @@ def test_pyiqa_fr_meta_groups_by_reference(tmp_path: Path) -> None:
     ]
     path = _csv(tmp_path, text, *files)
     got = import_pyiqa(path, name="csiq", root=tmp_path, image_dir="dst", ref_dir="src_imgs")
-    assert [r.group for r in got.manifest.rows] == ["1600", "aerial"]
+    assert [r.group for r in got.manifest.rows] == ["src_imgs/1600.png", "src_imgs/aerial.png"]
     assert got.manifest.info.lower_better and got.splits["ratio802_seed123_split_01"].val == (
         "dst/aerial.BLUR.2.png",
     )

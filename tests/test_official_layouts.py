@@ -165,15 +165,15 @@ def test_agiqa3k_groups_by_prompt(tmp_path: Path) -> None:
     assert m.rows[0].image == "AGIQA-3K/AttnGAN_normal_000.jpg"
     assert m.rows[0].extra["prompt"] == "a tray of sushi, number 0"
     assert len({r.group for r in m.rows}) == 300 and m.rows[5].group == "prompt_005"
-    per_image = IMPORTERS["agiqa3k"](tmp_path / "agiqa3k", by_prompt=False)
-    assert len({r.group for r in per_image.rows}) == 2982
+    assert all(r.extra["prompt_group"] == r.group for r in m.rows)
 
 
 def test_aigciqa2023(tmp_path: Path) -> None:
     m = IMPORTERS["aigciqa2023"](_root(tmp_path, "aigciqa2023"))
     _official(m, "aigciqa2023")
     assert m.rows[2399].image == "Image/allimg/2399.png"
-    assert set(m.rows[0].extra) == {"authenticity", "correspondence"}
+    assert set(m.rows[0].extra) == {"authenticity", "correspondence", "prompt_group"}
+    assert len({r.group for r in m.rows}) == 100 and m.rows[2399].group == "prompt_099"
 
 
 def test_uwiqa(tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ from heads.cli import main
 from heads.data import load_split
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-REFS = [f"refs/r{i}.png" for i in range(3)]
-DIST = [f"dist/r{i}_{k}.png" for i in range(3) for k in range(8)]
+REFS = [f"refs/r{i}.png" for i in range(4)]
+DIST = [f"dist/r{i}_{k}.png" for i in range(4) for k in range(8)]
 TINY = ["--set", "width=8", "--set", "scales=[1, 2]", "--set", "pool_size=4"]
 
 
@@ -82,10 +82,10 @@ def files(tmp_path):
     )
     info = DatasetInfo(name="toy", score_range=(1.0, 5.0))
     write_manifest(Manifest(info=info, rows=rows), tmp_path / "manifest.csv")
-    order = [DIST[i::3] for i in range(3)]
-    for n, (a, b, c) in enumerate([order, order[::-1]]):
+    by_ref = [DIST[8 * i : 8 * (i + 1)] for i in range(4)]  # parts by reference: no leak
+    for n, (a, b, c, d) in enumerate([by_ref, by_ref[::-1]]):
         write_split(
-            Split(train=tuple(a + b[:4]), val=tuple(b[4:]), test=tuple(c),
+            Split(train=tuple(a + b), val=tuple(c), test=tuple(d),
                   manifest_sha256=file_sha256(tmp_path / "manifest.csv")),
             tmp_path / f"split_{n}.json",
         )

@@ -13,7 +13,9 @@
 5. refuses an image listed under two spellings of one file and a reference image that
    is also listed as a distorted row (it would sit in train and test at once);
 6. merges group ids that differ only in letter case or Unicode form (``I01`` and
-   ``i01`` are one content).
+   ``i01`` are one content);
+7. refuses a reference or prompt group whose images are in two groups (a split by those
+   groups would put it in two parts; :func:`cache.content.key_in_two_groups`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from cache.content import Key, key_in_two_groups
 from cache.manifest import DatasetInfo, Manifest, ManifestError, ManifestRow, validate_rows
 from pipelines.importers._common import Expected, ExpectedLike, Located, as_expected
 from pipelines.importers._paths import DiskIndex, ambiguous, name_key, normalise_id
@@ -51,6 +54,7 @@ def _resolved(index: DiskIndex, item: Located, refs: dict[str, str]) -> Located:
             refs[row.ref] = _on_disk(index, row.ref, "reference", where)
         ref = refs[row.ref]
     group = image if row.group == row.image else row.group  # an image that is its own group
+    group = ref if row.ref and row.group == row.ref else group  # grouped by its reference
     resolved = ManifestRow(image, row.score, group, ref, row.distortion, row.extra)
     return Located(resolved, where)
 
@@ -146,7 +150,30 @@ def build_manifest(
     _check_unique(resolved)
     rows = _merge_groups([item.row for item in resolved])
     validate_rows(rows, where=where)
+    check_groups(rows, [item.where for item in resolved])
     return Manifest(info=info, rows=rows)
+
+
+def check_groups(
+    rows: Sequence[ManifestRow], wheres: Sequence[str], key: Key | None = None
+) -> None:
+    """Refuse a reference or prompt group (or ``key``'s value) whose rows are in two groups.
+
+    Args:
+        rows: the manifest rows, in label-file order.
+        wheres: the label-file place of each row.
+        key: ``(name, row -> value)`` to check instead of the reference and prompt group.
+    """
+    found = key_in_two_groups(rows, [key]) if key else key_in_two_groups(rows)
+    if found is None:
+        return
+    what, value, first, second = found
+    raise ManifestError(
+        f"{wheres[second]}: {what} {value!r} is in group {rows[second].group!r} here but in"
+        f" group {rows[first].group!r} at {wheres[first]}: its images must share one group, or"
+        " a split would put it in two parts (map group= to a column that keeps them"
+        " together, or leave group= unmapped to group by reference or prompt)"
+    )
 
 
 def official_manifest(

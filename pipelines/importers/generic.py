@@ -7,9 +7,15 @@ guesses nothing that could silently corrupt results:
 * the label kind (MOS / DMOS), its orientation (lower or higher is better) and its
   nominal range must be given, or come from a known dataset (``name="live"``); a DMOS
   where higher is better (or a MOS where lower is better) needs ``unusual_orientation``;
-* a list without a reference (``ref``) or content-group (``group``) column makes every
-  image its own group, which leaks content across splits for a full-reference set, so
-  it needs ``authentic=True``, the user's word that all images are distinct content;
+* a list without a reference (``ref``), prompt (``prompt``) or content-group (``group``)
+  column makes every image its own group, which leaks content across splits for a
+  full-reference set, so it needs ``authentic=True``, the user's word that all images
+  are distinct content; even then a column that looks like a reference or prompt column
+  (:mod:`pipelines.importers._columns`) left unmapped is refused unless ``not_content``
+  names it;
+* groups default to the reference's path relative to the root (ten ``sceneN/ref.png``
+  are ten groups), else the prompt, else the image; a ``group`` mapping that puts one
+  reference's (or prompt's) images in two groups is refused;
 * every row must have exactly the header's fields, paths are normalised, found in their
   on-disk case and kept inside the root (see :mod:`pipelines.importers._build`).
 """
@@ -17,12 +23,14 @@ guesses nothing that could silently corrupt results:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from cache.console import UsageProblem
+from cache.content import PROMPT_GROUP
 from cache.manifest import DatasetInfo, Manifest, ManifestError, ManifestRow
 from pipelines.importers._build import build_manifest
+from pipelines.importers._columns import content_kind, unmapped_content
 from pipelines.importers._common import (
     ExpectedLike,
     Located,
@@ -34,7 +42,7 @@ from pipelines.importers._common import (
 from pipelines.importers._paths import join_id
 from pipelines.importers.known import KNOWN
 
-MAPPABLE = ("image", "score", "ref", "group", "distortion")
+MAPPABLE = ("image", "score", "ref", "prompt", "group", "distortion")
 NATURAL = {"MOS": False, "DMOS": True}  # kind -> its usual lower_better
 
 
@@ -95,7 +103,11 @@ def label_spec(
 
 
 def _check_mapping(
-    columns: Mapping[str, str], header: list[str], where: str, authentic: bool
+    columns: Mapping[str, str],
+    header: list[str],
+    where: str,
+    authentic: bool,
+    not_content: Collection[str] = (),
 ) -> None:
     unknown = sorted(set(columns) - set(MAPPABLE))
     if unknown:
@@ -106,16 +118,49 @@ def _check_mapping(
     absent = sorted(c for c in columns.values() if c not in header)
     if absent:
         raise ManifestError(f"{where}: no column(s) {absent} (have {header})")
-    if authentic and "ref" in columns:
-        raise LabelSpecError("--authentic says the set has no references, but ref= is mapped")
-    if not authentic and "ref" not in columns and "group" not in columns:
-        hint = [c for c in header if "ref" in c.lower() and c not in columns.values()]
+    for key in ("ref", "prompt"):
+        if authentic and key in columns:
+            raise LabelSpecError(
+                f"--authentic says every image is distinct content, but {key}= is mapped"
+            )
+    if not authentic and not {"ref", "prompt", "group"} & set(columns):
+        hint = [c for c in header if content_kind(c) == "reference" and c not in columns.values()]
         raise LabelSpecError(
-            f"{where}: no ref= (or group=) column mapped, so every image would be its own"
-            " content group: a full-reference set would leak the same content into train and"
-            f" test. Map ref=<column>{f' (perhaps {hint[0]!r})' if hint else ''} or"
+            f"{where}: no ref= (or prompt=, group=) column mapped, so every image would be its"
+            " own content group: a full-reference set would leak the same content into train"
+            f" and test. Map ref=<column>{f' (perhaps {hint[0]!r})' if hint else ''} or"
             " group=<column>, or pass --authentic if every image is distinct content"
         )
+    _check_unmapped(columns, header, where, authentic, not_content)
+
+
+def _check_unmapped(
+    columns: Mapping[str, str],
+    header: list[str],
+    where: str,
+    authentic: bool,
+    not_content: Collection[str],
+) -> None:
+    """Refuse an unmapped column that looks like a reference or prompt column."""
+    unknown = sorted(set(not_content) - set(header))
+    if unknown:
+        raise LabelSpecError(f"--not-content: no column(s) {unknown} in {where} (have {header})")
+    found = unmapped_content(header, columns, not_content)
+    if found is None:
+        return
+    column, kind = found
+    key = "ref" if kind == "reference" else "prompt"
+    grouping = (
+        "--authentic makes every image its own group"
+        if authentic
+        else f"group={columns['group']} groups the images without it"
+    )
+    raise LabelSpecError(
+        f"{where}: column {column!r} looks like a {kind} column but is not mapped, and"
+        f" {grouping}: the images of one {kind} would leak into train and test. Map"
+        f" {key}={column}, or pass --not-content {column} if it names no content that"
+        " images share"
+    )
 
 
 def _row(
@@ -128,12 +173,16 @@ def _row(
     if "ref" in columns and not ref_name:
         raise ManifestError(f"{where}: empty reference name in column {columns['ref']!r}")
     image, ref = join_id(image_dir, name), join_id(ref_dir, ref_name) if ref_name else ""
-    group = rec.get(columns.get("group", ""), "") or (Path(ref_name).stem if ref else image)
+    prompt = rec[columns["prompt"]] if "prompt" in columns else ""
+    if "prompt" in columns and not prompt:
+        raise ManifestError(f"{where}: empty prompt in column {columns['prompt']!r}")
+    group = rec.get(columns.get("group", ""), "") or ref or prompt or image
     mapped = set(columns.values())
+    extra = {k: v for k, v in rec.items() if k not in mapped}
     return ManifestRow(
         image=image, ref=ref, score=parse_float(rec[columns["score"]], where), group=group,
         distortion=rec.get(columns.get("distortion", ""), ""),
-        extra={k: v for k, v in rec.items() if k not in mapped},
+        extra={**extra, PROMPT_GROUP: prompt} if prompt else extra,
     )  # fmt: skip
 
 
@@ -151,6 +200,7 @@ def import_csv(
     ref_dir: str = "",
     authentic: bool = False,
     unusual_orientation: bool = False,
+    not_content: Collection[str] = (),
 ) -> Manifest:
     """Import any CSV with a header, mapping its columns onto manifest fields.
 
@@ -158,8 +208,9 @@ def import_csv(
         path: the CSV file.
         name: dataset key recorded in the manifest; a known key supplies the labels.
         columns: manifest field -> CSV column; ``image`` and ``score`` are required,
-            ``ref``, ``group`` and ``distortion`` optional. ``group`` defaults to the
-            reference's stem (FR) or the image itself (``authentic``).
+            ``ref``, ``prompt``, ``group`` and ``distortion`` optional. ``group`` defaults
+            to the reference's path under the root (FR), else the prompt (kept as the
+            ``prompt_group`` column), else the image itself (``authentic``).
         root: folder the paths are relative to (default: the CSV's folder).
         score_kind: ``MOS``, ``DMOS`` or ``pseudo-MOS`` (required unless ``name`` is known).
         lower_better: True when a lower score is better (required unless known).
@@ -169,6 +220,8 @@ def import_csv(
         ref_dir: folder under ``root`` the reference names are relative to.
         authentic: the set has no references and every image is distinct content.
         unusual_orientation: accept DMOS with higher-is-better (or MOS with lower).
+        not_content: columns that look like reference or prompt columns but name no
+            content the images share (the user's word; see :mod:`._columns`).
 
     Raises:
         LabelSpecError: for missing or contradictory label options (a usage error).
@@ -182,7 +235,7 @@ def import_csv(
         raise ManifestError(f"label file not found: {path}")
     base = dataset_root(root if root is not None else path.parent)
     header, records = csv_records(path)
-    _check_mapping(columns, header, f"{path}:1", authentic)
+    _check_mapping(columns, header, f"{path}:1", authentic, not_content)
     located = [
         Located(_row(rec, columns, where, image_dir, ref_dir), where) for where, rec in records
     ]

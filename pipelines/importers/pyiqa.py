@@ -13,6 +13,9 @@ out of that split. Each becomes one split file (:mod:`cache.manifest` format) ke
 image id, never by row number, so pyiqa's LIVE Challenge row-offset trap cannot occur.
 The split columns also stay in the manifest as extra columns.
 
+A split column that puts one reference (or group) in two parts is refused
+(:mod:`cache.content`), as every split is where it is read.
+
 Deviation: pyiqa labels the held-out 20 % of its ``ratio802`` splits ``val`` and picks
 its best checkpoint on it; the labels are kept as written (so that part is ``val``
 here too), and the report on which part a number comes from is left to the user.
@@ -22,9 +25,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cache.content import shared_content, split_parts
 from cache.manifest import Manifest, ManifestError, Split, write_split
 from pipelines.importers._common import ExpectedLike, csv_records
 from pipelines.importers.generic import import_csv
@@ -83,10 +88,17 @@ def column_split(manifest: Manifest, column: str, where: str) -> Split:
     n = sum(len(p) for p in parts.values()) or 1
     seed = _SEED.search(column)
     ratios = tuple(round(len(parts[p]) / n, 4) for p in ("train", "val", "test"))
-    return Split(
+    split = Split(
         tuple(parts["train"]), tuple(parts["val"]), tuple(parts["test"]),
         seed=int(seed.group(1)) if seed else 0, ratios=ratios,
     )  # fmt: skip
+    leak = shared_content(manifest.rows, split_parts(split))
+    if leak:
+        raise ManifestError(
+            f"{where}: split column {column!r}: {leak} (a content leak); nothing was imported:"
+            " drop the column or correct its values"
+        )
+    return split
 
 
 def import_pyiqa(
@@ -101,6 +113,7 @@ def import_pyiqa(
     score_range: tuple[float, float] | None = None,
     expected: ExpectedLike = None,
     unusual_orientation: bool = False,
+    not_content: Collection[str] = (),
 ) -> PyiqaImport:
     """Import a pyiqa meta-info CSV and its split columns.
 
@@ -109,7 +122,7 @@ def import_pyiqa(
         name: dataset key; a known key (``koniq10k``, ``live``, ...) supplies the labels.
         root: the dataset folder; ``image_dir`` and ``ref_dir`` are pyiqa's
             ``dataroot_target`` and ``dataroot_ref`` relative to it.
-        score_kind, lower_better, score_range, unusual_orientation: as for
+        score_kind, lower_better, score_range, unusual_orientation, not_content: as for
             :func:`~pipelines.importers.generic.import_csv`.
         expected: counts to check, or None.
 
@@ -126,7 +139,7 @@ def import_pyiqa(
         path, name=name, columns=columns, root=root, score_kind=score_kind,
         lower_better=lower_better, score_range=score_range, expected=expected,
         image_dir=image_dir, ref_dir=ref_dir, authentic=not is_fr,
-        unusual_orientation=unusual_orientation,
+        unusual_orientation=unusual_orientation, not_content=not_content,
     )  # fmt: skip
     splits = {c: column_split(manifest, c, str(path)) for c in split_columns(header)}
     return PyiqaImport(manifest, splits)

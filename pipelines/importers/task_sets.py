@@ -13,13 +13,24 @@ Deviations, on purpose:
 
 * AGIQA-3k renders each of its 300 prompts with up to 10 generators; the trailing number
   of a name (``AttnGAN_normal_005.jpg``) is the prompt. Rows of one prompt share a
-  ``group`` (``prompt_005``) so a prompt's images never sit in train and test at once
-  (``by_prompt=False`` gives the papers' image-level groups). Its image folder is found
-  (``AGIQA-3K/``, ``img/``, ``image/``, ``images/`` or the root) unless given.
-* AIGCIQA2023: image ``k`` of ``Image/allimg/<k>.png`` (0-based) has label ``k`` of
-  ``MOSz`` (quality); ``mosz2.mat`` (authenticity) and ``mosz3.mat`` (correspondence),
-  when beside it, are kept as extra columns. Images are their own groups: the prompt of
-  each image is not in the label files.
+  ``group`` and a ``prompt_group`` (``prompt_005``) so a prompt's images never sit in
+  train and test at once (the papers split by image, which leaks prompts). Rows with one
+  ``prompt`` text in two groups are refused (in the published ``data.csv`` the 300
+  numbers and the 300 texts match one to one). Its image folder is found (``AGIQA-3K/``,
+  ``img/``, ``image/``, ``images/`` or the root) unless given.
+* AIGCIQA2023 (6 generators x 100 prompts x 4 renders): image ``k`` of
+  ``Image/allimg/<k>.png`` (0-based) has label ``k`` of ``MOSz`` (quality);
+  ``mosz2.mat`` (authenticity) and ``mosz3.mat`` (correspondence), when beside it, are
+  kept as extra columns. Images are grouped by prompt (``prompt_017``, 24 images each),
+  not one group per image (the renders of one prompt are near-duplicates in content).
+  The prompt of image ``k`` comes from the authors' ``pic-index.xlsx`` (row ``k``:
+  generator, ``<prompt>-<render>.png``) when it is in the root, ``DATA/`` or
+  ``DATA/MOS/``, else from the index rule that file follows (and public loaders use),
+  prompt = (k mod 400) div 4; the manifest's ``# groups:`` line says which. The prompt
+  texts of ``AIGCIQA2023_Prompts.xlsx`` (or ``prompts.xlsx``; 100 rows of style, class,
+  prompt) are kept as ``prompt``, ``prompt_style`` and ``prompt_class`` when present, and
+  prompts of one text share a group. The two files are the ones the authors publish in
+  their repository (wangjiarui153/AIGCIQA2023), read here as files, no code taken.
 """
 
 from __future__ import annotations
@@ -28,8 +39,9 @@ import os
 import re
 from dataclasses import replace
 
+from cache.content import PROMPT_GROUP
 from cache.manifest import Manifest
-from pipelines.importers._build import official_manifest
+from pipelines.importers._build import check_groups, official_manifest
 from pipelines.importers._common import (
     ExpectedLike,
     Located,
@@ -41,6 +53,7 @@ from pipelines.importers._common import (
     require_columns,
 )
 from pipelines.importers._paths import DiskIndex, find_file, find_image_dir, join_id
+from pipelines.importers._prompts import aigc_prompt_groups
 from pipelines.importers.authentic import authentic_row, numbered_rows
 from pipelines.importers.known import KNOWN
 
@@ -82,7 +95,6 @@ def import_agiqa3k(
     *,
     label_file: str | None = None,
     image_dir: str | None = None,
-    by_prompt: bool = True,
     expected: ExpectedLike = KNOWN["agiqa3k"].expected,
 ) -> Manifest:
     """AGIQA-3k: ``data.csv``; perceptual quality ``mos_quality`` (0..5); 2,982 images."""
@@ -98,10 +110,13 @@ def import_agiqa3k(
         extra = {k: rec[k] for k in AGIQA_EXTRA if k in rec}
         score = parse_float(rec["mos_quality"], where)
         row = authentic_row(join_id(image_dir or "", rec["name"]), score, **extra)
-        if by_prompt:
-            row = replace(row, group=_prompt_group(rec["name"], rec.get("prompt", "")))
+        group = _prompt_group(rec["name"], rec.get("prompt", ""))
+        row = replace(row, group=group, extra={**extra, PROMPT_GROUP: group})
         located.append(Located(row, where))
-    return official_manifest("agiqa3k", base, located, expected, label_path)
+    manifest = official_manifest("agiqa3k", base, located, expected, label_path)
+    prompt_text = ("prompt", lambda row: row.extra.get("prompt", "").strip())
+    check_groups(manifest.rows, [item.where for item in located], prompt_text)
+    return manifest
 
 
 def import_aigciqa2023(
@@ -117,13 +132,16 @@ def import_aigciqa2023(
     scores = load_mat(label_path, "MOSz").reshape(-1)
     beside = {column: find_file(label_path.parent, name) for name, column in AIGC_EXTRA.items()}
     extras = {c: load_mat(f, "MOSz").reshape(-1) for c, f in beside.items() if f is not None}
+    prompts = aigc_prompt_groups(base, len(scores))
     located = []
     for k, score in enumerate(scores):
         where = f"{label_path}: entry {k + 1}"
         extra = {c: repr(float(v[k])) for c, v in extras.items() if k < len(v)}
+        extra |= prompts.extra[k]
         row = authentic_row(join_id(image_dir, f"{k}.png"), parse_float(score, where), **extra)
-        located.append(Located(row, where))
-    return official_manifest("aigciqa2023", base, located, expected, label_path)
+        located.append(Located(replace(row, group=prompts.groups[k]), where))
+    manifest = official_manifest("aigciqa2023", base, located, expected, label_path)
+    return replace(manifest, info=replace(manifest.info, groups=prompts.rule))
 
 
 def import_uwiqa(
