@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from cache.console import Command, UsageProblem, parse_assignments
+from cache.console import Command, UsageProblem, cpu_kernels_option, parse_assignments
 from heads.registry import HEADS
 
 ROOT_ENV = "IQA_CACHE_ROOT"
@@ -142,6 +142,10 @@ def _from_cache_root(opts: dict[str, Any]) -> str:
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="torch threads on a CPU (0: torch's default, all cores). Small heads on "
                    "small maps train fastest on 1, and far slower when cores are shared.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs (splits x seeds) trained at once, each in its own process with "
+                   "--threads threads; the outputs are the same bytes as with 1.")
+@cpu_kernels_option()
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output folder: new, empty, or an earlier iqa-train-head output.")
 @click.option("--resume", is_flag=True, help="Continue each run from its last.pt.")
@@ -197,7 +201,8 @@ def main(**opts: Any) -> None:
         head=opts["head"], sources=_sources(opts), out=opts["out"], training=training,
         seeds=opts["seeds"], seed=opts["seed"], device=opts["device"], resume=opts["resume"],
         written_only=opts["written_only"], overrides=overrides, label_norm=opts["label_norm"],
-        exclude_overlap=opts["exclude_overlap"],
+        exclude_overlap=opts["exclude_overlap"], cpu_kernels=opts["cpu_kernels"],
+        jobs=opts["jobs"],
     )  # fmt: skip
     result = run_experiment(spec)
     _report(result, opts["out"], opts["as_json"])
@@ -255,11 +260,12 @@ def _report(result: dict[str, Any], out: str, as_json: bool) -> None:
 @click.option("--exclude-overlap", type=click.Path(exists=True, dir_okay=False),
               metavar="AUDIT.json", help="As --audit, and leave the tested images that share "
               "content with the head's training images out.")
+@cpu_kernels_option()
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def test_main(run: str, features: str, manifest: str, split: str | None, part: str,
-              device: str, audit: str | None, exclude_overlap: str | None, out: str,
-              as_json: bool) -> None:  # fmt: skip
+              device: str, audit: str | None, exclude_overlap: str | None, cpu_kernels: str,
+              out: str, as_json: bool) -> None:  # fmt: skip
     """Test the heads of training RUN (every repeat) on another dataset's store.
 
     Cross-dataset generalisation (DP-IQA Table V: train on KonIQ-10k, test on LIVE
@@ -268,13 +274,16 @@ def test_main(run: str, features: str, manifest: str, split: str | None, part: s
     with the head's training images (equal file hashes; near duplicates with --audit).
     Writes OUT/metrics.json and OUT/predictions.csv.
     """
+    from cache.kernels import cpu_kernels as kernels
     from heads.crosstest import cross_test
 
     if audit and exclude_overlap and audit != exclude_overlap:
         raise UsageProblem("--audit and --exclude-overlap name two audits: give one")
     exclude = exclude_overlap is not None
-    result = cross_test(run, features, manifest, out, split=split, part=part, device=device,
-                        audit=exclude_overlap or audit, exclude_overlap=exclude)
+    with kernels(cpu_kernels, device):
+        result = cross_test(run, features, manifest, out, split=split, part=part,
+                            device=device, audit=exclude_overlap or audit,
+                            exclude_overlap=exclude)  # fmt: skip
     _overlap_lines(result["overlap"], result["n_images"], out)
     if as_json:
         click.echo(json.dumps(result, indent=1, sort_keys=True))

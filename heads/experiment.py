@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cache.kernels import cpu_kernels
 from cache.manifest import PARTS, Manifest, Split, file_sha256, read_manifest, read_split
 from cache.outputs import atomic_write_text, check_output_dir, prepare_output_dir
 from cache.overlap import read_audit
@@ -71,6 +72,10 @@ class ExperimentSpec:
         label_norm: ``score_range`` or ``train_minmax`` (``heads.data.label_norm_of``).
         exclude_overlap: a content audit (``iqa-data audit``): the images it pairs with
             content outside their group are left out of every train and val part.
+        cpu_kernels: ``portable`` (the same bits on every x86-64 CPU) or ``native``
+            (``cache.kernels``); recorded in ``metrics.json``.
+        jobs: runs trained at once, each in its own process with this process's number of
+            torch threads; the outputs are the same bytes as one at a time.
     """
 
     head: str
@@ -86,6 +91,8 @@ class ExperimentSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     label_norm: str = "score_range"
     exclude_overlap: str | None = None
+    cpu_kernels: str = "portable"
+    jobs: int = 1
 
 
 @dataclass
@@ -136,11 +143,7 @@ def prepare(spec: ExperimentSpec) -> list[_Dataset]:
     """
     plan_runs(spec)
     check_output_dir(spec.out, "train-run")
-    datasets = [_open(spec, s) for s in spec.sources]
-    if spec.exclude_overlap:
-        audit = read_audit(spec.exclude_overlap)
-        for d in datasets:
-            _exclude(d, audit.excluded(file_sha256(d.source.manifest), d.source.manifest))
+    datasets = _open_all(spec)
     specs = {n: a.shape for n, a in datasets[0].store.arrays.items()}
     for d in datasets[1:]:
         other = {n: a.shape for n, a in d.store.arrays.items()}
@@ -154,6 +157,16 @@ def prepare(spec: ExperimentSpec) -> list[_Dataset]:
                                  "no reference images")  # fmt: skip
     for d in datasets:
         _check_rows(spec, d)
+    return datasets
+
+
+def _open_all(spec: ExperimentSpec) -> list[_Dataset]:
+    """Every source opened, with the audit's images left out of train and val."""
+    datasets = [_open(spec, s) for s in spec.sources]
+    if spec.exclude_overlap:
+        audit = read_audit(spec.exclude_overlap)
+        for d in datasets:
+            _exclude(d, audit.excluded(file_sha256(d.source.manifest), d.source.manifest))
     return datasets
 
 
@@ -334,19 +347,55 @@ def _summary(records: list[dict[str, Any]], datasets: list[_Dataset]) -> dict[st
     return out
 
 
+def _worker_start(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _worker_run(
+    spec: ExperimentSpec, k: int, seed: int, run: int, run_dir: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    with cpu_kernels(spec.cpu_kernels, spec.device):
+        return _one_run(spec, _open_all(spec), k, seed, run, run_dir)
+
+
+def _in_processes(
+    spec: ExperimentSpec, runs: list[tuple[int, int]], out: Path
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Every run in a pool of ``spec.jobs`` fresh processes (spawned: no forked torch)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    pool = ProcessPoolExecutor(
+        max_workers=min(spec.jobs, len(runs)), mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_start, initargs=(torch.get_num_threads(),),
+    )  # fmt: skip
+    with pool:
+        futures = [pool.submit(_worker_run, spec, k, seed, run, out / f"run_{run:02d}")
+                   for run, (k, seed) in enumerate(runs)]  # fmt: skip
+        return [f.result() for f in futures]
+
+
 def run_experiment(spec: ExperimentSpec) -> dict[str, Any]:
     """Check, train and evaluate every planned run; returns what ``OUT/metrics.json`` holds."""
     datasets = prepare(spec)
     runs = plan_runs(spec)
     out = prepare_output_dir(spec.out, "train-run")
     result = _header(spec, datasets)
-    records, all_preds = [], []
-    for run, (k, seed) in enumerate(runs):
-        run_dir = out / f"run_{run:02d}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        record, preds = _one_run(spec, datasets, k, seed, run, run_dir)
-        records.append(record)
-        all_preds += preds
+    for run in range(len(runs)):
+        (out / f"run_{run:02d}").mkdir(parents=True, exist_ok=True)
+    with cpu_kernels(spec.cpu_kernels, spec.device) as used:
+        if spec.jobs > 1 and len(runs) > 1:
+            done = _in_processes(spec, runs, out)
+        else:
+            done = [_one_run(spec, datasets, k, seed, run, out / f"run_{run:02d}")
+                    for run, (k, seed) in enumerate(runs)]
+    records = [record for record, _ in done]
+    all_preds = [row for _, preds in done for row in preds]
+    result["cpu_kernels"] = used
     result["runs"] = records
     result["summary"] = _summary(records, datasets)
     _write_predictions(out / "predictions.csv", all_preds)

@@ -10,7 +10,12 @@ import time
 import urllib.request
 
 import pytest
-import torch
+
+from cache import kernels
+
+kernels.prepare()  # the portable CPU kernels, as every command runs them (before torch starts)
+
+import torch  # noqa: E402
 
 # Nothing in the test suite may reach a model hub; offline mode makes a stray hub call
 # fail at once instead of retrying for half a minute.

@@ -365,3 +365,19 @@ def test_a_folder_written_by_iqa_data_split_trains(files, ratios: str) -> None:
     assert res.exit_code == 0, res.output
     runs = json.loads((out / "metrics.json").read_text())["runs"]
     assert [r["split"] for r in runs] == [str(folder / f"split_{n:02d}.json") for n in range(2)]
+
+
+def test_runs_in_two_processes_give_the_same_bytes(files) -> None:
+    """``--jobs 2`` trains the splits in two spawned processes: same checkpoints and metrics."""
+    outs = {}
+    for jobs in (1, 2):
+        out = files / f"jobs{jobs}"
+        res = _run(files, "--head", "sfem_nr", "--split", str(files / "split_0.json"), "--split",
+                   str(files / "split_1.json"), "--jobs", str(jobs), "--threads", "1",
+                   "--out", str(out), *TINY)  # fmt: skip
+        assert res.exit_code == 0, res.output
+        outs[jobs] = out
+    for name in ("run_00/model.pt", "run_01/model.pt", "predictions.csv", "run_01/curves.csv"):
+        assert (outs[1] / name).read_bytes() == (outs[2] / name).read_bytes(), name
+    one, two = (json.loads((outs[j] / "metrics.json").read_text()) for j in (1, 2))
+    assert one["runs"] == two["runs"] and one["summary"] == two["summary"]

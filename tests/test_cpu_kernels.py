@@ -1,0 +1,109 @@
+"""Portable CPU kernels: a head trained on an AVX-512 CPU and on an AVX2-only CPU comes out
+the same, bit for bit (``cache.kernels``).
+
+Another CPU kind is emulated on this one by capping the kernel libraries at AVX2 the way an
+AVX2-only machine would run them (oneDNN's and MKL's instruction-set caps, ATen's dispatch
+level). The same training run in a fresh process for each "machine" must write identical
+checkpoints and metrics with ``--cpu-kernels portable`` (the default), and, as a check that
+the emulation shows the difference at all, different ones with ``--cpu-kernels native``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cache.create import create_store
+from cache.manifest import (
+    DatasetInfo,
+    Manifest,
+    ManifestRow,
+    Split,
+    file_sha256,
+    write_manifest,
+    write_split,
+)
+from cache.store import ArraySpec
+
+AVX2_MACHINE = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                "ATEN_CPU_CAPABILITY": "avx2"}
+REFS = [f"refs/r{i}.png" for i in range(4)]
+DIST = [f"dist/r{i}_{k}.png" for i in range(4) for k in range(8)]
+
+
+def _has_avx512() -> bool:
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(
+    not _has_avx512(), reason="another CPU kind is emulated by capping AVX-512 at AVX2"
+)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("kernels")
+    rng = np.random.default_rng(0)
+    quality = {d: float(rng.uniform(0, 1)) for d in DIST}
+    rows = tuple(ManifestRow(image=d, score=1 + 4 * quality[d], group=d[5:7], ref=REFS[int(d[6])])
+                 for d in DIST)
+    write_manifest(Manifest(DatasetInfo(name="toy", score_range=(1.0, 5.0)), rows),
+                   root / "manifest.csv")
+    train = tuple(d for d in DIST if d[6] in "01")
+    val = tuple(d for d in DIST if d[6] == "2")
+    test = tuple(d for d in DIST if d[6] == "3")
+    write_split(Split(train, val, test, manifest_sha256=file_sha256(root / "manifest.csv")),
+                root / "split.json")
+    ids = REFS + DIST
+    store = create_store(str(root / "f.zarr"), arrays=[ArraySpec("embed", (24, 8, 8))],
+                         image_ids=ids, fingerprint_fields={"backbone": "toy"}, shard_size=8)
+    for k in range(store.n_shards):
+        part = list(store.shard_rows(k))
+        embed = rng.normal(size=(len(part), 24, 8, 8))
+        embed[:, :4] += np.array([quality.get(ids[r], 1.0) for r in part])[:, None, None, None]
+        sizes = np.tile([8, 8], (len(part), 1))
+        store.write_shard(k, {"embed": embed}, sizes, sizes)
+    store.close()
+    return root
+
+
+def _train(data: Path, out: Path, machine: dict[str, str], mode: str) -> tuple[bytes, dict]:
+    env = {k: v for k, v in os.environ.items() if k not in AVX2_MACHINE and k != "MKL_CBWR"}
+    env |= machine
+    args = ["--head", "sfem_fr", "--features", str(data / "f.zarr"), "--manifest",
+            str(data / "manifest.csv"), "--split", str(data / "split.json"), "--epochs", "3",
+            "--batch-size", "8", "--lr", "1e-3", "--threads", "1", "--set", "width=16",
+            "--set", "scales=[1, 2]", "--set", "pool_size=4", "--cpu-kernels", mode,
+            "--out", str(out)]  # fmt: skip
+    code = "import sys; from heads.cli import main; sys.argv[0] = 'iqa-train-head'; main()"
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    return (out / "run_00" / "model.pt").read_bytes(), metrics
+
+
+def test_portable_kernels_train_the_same_bits_on_another_cpu_kind(data: Path) -> None:
+    here, here_metrics = _train(data, data / "here", {}, "portable")
+    there, there_metrics = _train(data, data / "there", AVX2_MACHINE, "portable")
+    assert here_metrics["cpu_kernels"]["onednn"] is False
+    assert here_metrics["cpu_kernels"]["aten_capability"] == "AVX2"
+    assert here_metrics["cpu_kernels"]["mkl_cbwr"] == "COMPATIBLE"
+    assert here_metrics["runs"] == there_metrics["runs"]
+    assert here == there
+
+
+def test_native_kernels_differ_there_so_the_emulation_is_real(data: Path) -> None:
+    here, here_metrics = _train(data, data / "native_here", {}, "native")
+    there, _ = _train(data, data / "native_there", AVX2_MACHINE, "native")
+    assert here_metrics["cpu_kernels"]["onednn"] is True
+    assert here != there
