@@ -101,8 +101,8 @@ def cpu_kernels(mode: str, device: str = "cpu") -> Iterator[dict[str, Any]]:
     import torch
 
     on_cpu = device.startswith("cpu")
-    before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = not (on_cpu and mode == "portable")
+    before = bool(torch.backends.mkldnn.enabled)
+    torch.backends.mkldnn.enabled = not (on_cpu and mode == "portable")  # type: ignore[assignment]
     try:
         record = describe(mode, device)
         if on_cpu and mode == "portable":
@@ -119,4 +119,4 @@ def cpu_kernels(mode: str, device: str = "cpu") -> Iterator[dict[str, Any]]:
                 )
         yield record
     finally:
-        torch.backends.mkldnn.enabled = before
+        torch.backends.mkldnn.enabled = before  # type: ignore[assignment]
