@@ -28,18 +28,8 @@ import numpy as np
 import torch
 
 from cache.manifest import Manifest
-from extract.forward import (
-    AUTOCAST_DTYPES,
-    DeviceRunner,
-    autocast,
-    check_batch_fits,
-    device_of,
-    forward_batches,
-    to_stored,
-)
+from extract.forward import DeviceRunner, check_batch_fits, device_of, to_stored
 from extract.loader import PreparedView, prefetch_map, prepare_image
-
-__all__ = ["AUTOCAST_DTYPES", "ShardStats", "autocast", "compute_shard", "fill_shards"]
 
 KnownRow = tuple[dict[str, np.ndarray], tuple[int, int], tuple[int, int]]
 Reuse = Callable[[int], dict[int, KnownRow] | None]
@@ -153,21 +143,6 @@ def _batches(
             if len(rows) == batch_size:
                 yield (k, rows), tensors
                 rows, tensors = [], []
-
-
-def compute_shard(
-    store: Any, backbone: Any, images: list[list[PreparedView]], batch_size: int, dtype: str
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[int, str]]:
-    """Features, valid and original sizes, and failures for one shard's prepared rows."""
-    rows = [view for image in images for view in image]  # image-major, as store rows
-    shard = _Shard(-1, len(rows), {})
-    ok = [i for i, view in enumerate(rows) if shard.add_view(i, view)]
-    if ok:
-        tensors = [t for t in (rows[i].tensor for i in ok) if t is not None]
-        out = forward_batches(backbone, tensors, batch_size=batch_size, dtype=dtype,
-                              out_dtype=_out_dtype(store))  # fmt: skip
-        shard.computed.append((ok, out))
-    return shard.assemble(store)
 
 
 @dataclass

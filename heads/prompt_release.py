@@ -22,7 +22,6 @@ from heads.checkpoint import CheckpointError, load_plain
 from heads.prompt import PromptConfig, PromptHead
 
 HEAD_PARTS = ("i_p_fusion", "mlp", "prompt_fusion", "blocks", "norm", "score_block")
-MONET_PARTS = ("vit", "MALs", "fusion_mal", "block", "cnn")
 
 
 def read_release(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

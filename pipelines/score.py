@@ -306,24 +306,3 @@ def load_scorer(head_ckpt: str | Path, checkpoint: str | None = None, device: st
         return Scorer.from_release(head_ckpt, device, batch_size)
     return Scorer(head_ckpt, checkpoint, device, batch_size)
 
-
-def score_images(
-    head_ckpt: str | Path, images: Sequence[str | Path], *, checkpoint: str | None = None,
-    refs: Sequence[str | Path] = (), prompt_csv: str | None = None,
-    prompt_range: tuple[float, float] | None = None, prompt_store: str | None = None,
-    device: str = "cpu", batch_size: int = 4,
-) -> list[Scored]:  # fmt: skip
-    """Predict the quality of ``images`` (files or folders) in one call.
-
-    Raises:
-        ScoreError: a missing reference or prompt, or a backbone that differs from training.
-    """
-    scorer = load_scorer(head_ckpt, checkpoint, device, batch_size)
-    files = expand_images(images)
-    if not isinstance(scorer, Scorer):  # a student: image files only
-        return list(scorer.score(files, batch_size=batch_size))
-    ref_files = match_refs(files, refs) if refs else []
-    prompt, used = (None, None)
-    if prompt_csv:
-        prompt, used = scorer.prompt(prompt_csv, prompt_range, prompt_store)
-    return scorer.score(files, ref_files, prompt, used)

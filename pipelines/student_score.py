@@ -12,7 +12,6 @@ API, for ``iqa-score`` and scripts::
     scorer = load_student(path, device="cpu")    # build once ...
     scorer.score(paths, batch_size=16)           # ... score many: list[Scored]
     scorer.quality(images)                       # (B, 3, S, S) tensor -> (B,) quality
-    score_with_student(path, paths, batch_size)  # one call
 
 ``Scored`` is ``pipelines.score.Scored`` (``image``, ``quality`` 0-1 higher is better,
 ``score`` on the training dataset's scale), the same type head scoring returns.
@@ -148,12 +147,3 @@ def load_student(path: str | os.PathLike[str], device: str = "cpu") -> StudentSc
     model, ckpt = load_student_model(path)
     return StudentScorer(model, ckpt, device)
 
-
-def score_with_student(
-    ckpt: str | os.PathLike[str],
-    images: Sequence[str | os.PathLike[str]],
-    batch_size: int = 16,
-    device: str = "cpu",
-) -> list[Scored]:
-    """Score image files with a student checkpoint (see the module docstring)."""
-    return load_student(ckpt, device).score(images, batch_size)
