@@ -30,9 +30,9 @@ import torch
 from cache.create import store_fields
 from cache.fingerprint import describe_diff, diff_fields
 from cache.record import ExtractionRecord, RecordError
+from extract.config import ExtractConfig, build_backbone, fingerprint_fields
 from extract.forward import forward_batches, to_stored
 from extract.images import load_image
-from extract.run import ExtractConfig, build_backbone, fingerprint_fields
 from heads import protocols
 from heads.checkpoint import load_head
 from heads.data import denormalise, normalise

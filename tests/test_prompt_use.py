@@ -19,8 +19,9 @@ from test_monet import _reference_key
 
 import heads.train as train_mod
 from cache.manifest import DatasetInfo, Manifest, ManifestRow, file_sha256, write_manifest
+from extract.config import ExtractConfig, arch_overrides
 from extract.monet import build_monet
-from extract.run import ExtractConfig, arch_overrides, run_extract
+from extract.run import run_extract
 from heads import protocols
 from heads.cli import main as train_main
 from heads.evaluate import make_prompt

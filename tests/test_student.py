@@ -20,6 +20,7 @@ from PIL import Image
 
 from cache.console import UsageProblem
 from cache.create import create_store
+from cache.layout import StoreLayout
 from cache.manifest import (
     DatasetInfo,
     Manifest,
@@ -117,9 +118,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def _sd_store(url: Path, root: Path, ids: list[str]):
     fields = {"backbone": "sd15_unet", "weights_sha256": "random-init", "preprocessing": PRE,
               "views": list(VIEWS_USED)}  # fmt: skip
-    store = create_store(str(url), arrays=[ArraySpec(k, v) for k, v in SPECS.items()],
-                         image_ids=ids, views=VIEWS_USED, fingerprint_fields=fields,
-                         provenance={"dataset": "toy"}, shard_size=4)  # fmt: skip
+    arrays = [ArraySpec(k, v) for k, v in SPECS.items()]
+    store = create_store(str(url), StoreLayout(arrays, ids, VIEWS_USED, shard_size=4),
+                         fingerprint_fields=fields, provenance={"dataset": "toy"})
     for k in range(store.n_shards):
         pixels = [VIEWS[VIEWS_USED[r % 2]](np.asarray(Image.open(root / ids[r // 2])))
                   for r in store.shard_rows(k)]  # fmt: skip
