@@ -29,7 +29,7 @@ import torch
 
 from cache.create import store_fields
 from cache.fingerprint import describe_diff, diff_fields
-from cache.record import ExtractionRecord, RecordError
+from cache.record import ExtractionRecord, RecordError, record_of
 from extract.config import ExtractConfig, build_backbone, fingerprint_fields
 from extract.forward import forward_batches, to_stored
 from extract.images import load_image
@@ -57,7 +57,7 @@ class Scored:
 def _record(ckpt: dict[str, Any]) -> ExtractionRecord:
     extra = ckpt.get("extra") or {}
     try:
-        record = ExtractionRecord.from_dict(extra.get("extraction") or extra.get("extract_config"))
+        record = record_of(extra, extra.get("store_fields") or {})
     except RecordError as err:
         raise ScoreError("the head checkpoint does not record its backbone; retrain it with "
                          "this version of iqa-train-head") from err
