@@ -46,6 +46,8 @@ from pipelines import teacher_maps
 from pipelines.distill import DistillConfig, _build, train_student
 from pipelines.distill_cli import main as distill_main
 from pipelines.distill_data import DistillDataset, split_parts
+from pipelines.score_cli import main as score_main
+from pipelines.score_kinds import checkpoint_kind
 from pipelines.student_score import is_student_checkpoint, load_student, preprocess
 from pipelines.teacher_maps import TeacherMapsConfig, write_teacher_maps
 
@@ -337,6 +339,19 @@ def test_scoring_from_a_student_checkpoint(world: dict, trained: Path) -> None:
     assert not is_student_checkpoint(world["root"] / "teacher.pt")
     with pytest.raises(StudentCheckpointError, match="a head checkpoint"):
         load_student(world["root"] / "teacher.pt")
+
+
+def test_iqa_score_takes_a_student_checkpoint(world: dict, trained: Path) -> None:
+    paths = [str(world["root"] / i) for i in world["ids"][:3]]
+    assert checkpoint_kind(trained) == "dpiqa_student"
+    assert checkpoint_kind(world["root"] / "teacher.pt") == "head"
+    args = [*paths, "--head", str(trained), "--batch-size", "2", "--json"]
+    res = CliRunner().invoke(score_main, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["about"] == {"head": "dpiqa_student", "mode": "no-reference"}
+    want = load_student(trained).score(paths, batch_size=2)
+    assert [(r["image"], r["score"]) for r in out["scores"]] == [(w.image, w.score) for w in want]
 
 
 def test_denormalise_inverts_normalise() -> None:
