@@ -136,8 +136,8 @@ class _Target:
 
 
 def _reopen_same(target: _Target, fields: dict[str, Any], layout: StoreLayout) -> FeatureStore:
-    store = open_store(target.url, "a", backend=target.backend,
-                       storage_options=target.storage_options)  # fmt: skip
+    options = target.storage_options
+    store = open_store(target.url, "a", backend=target.backend, storage_options=options)
     try:
         check_same_layout(store, fields, layout)
     except FingerprintMismatch:

@@ -85,15 +85,23 @@ class ExtractConfig:
     def record(self) -> ExtractionRecord:
         """The store's extraction record (what a head checkpoint needs to score images)."""
         return ExtractionRecord(
-            backbone=self.backbone, arch=self.arch, compute_dtype=self.dtype,
-            storage_dtype=self.storage_dtype, keepbits=self.keepbits, views=self.views,
-            which=self.which, options=tuple(self.engine_options().items()),
-        )  # fmt: skip
+            backbone=self.backbone,
+            arch=self.arch,
+            compute_dtype=self.dtype,
+            storage_dtype=self.storage_dtype,
+            keepbits=self.keepbits,
+            views=self.views,
+            which=self.which,
+            options=tuple(self.engine_options().items()),
+        )
 
     def engine_options(self) -> dict[str, Any]:
         """The engine settings that change bits (kept in the record's ``options``)."""
-        return {"attention": self.attention, "cast_weights": self.cast_weights,
-                "compile": self.compile}  # fmt: skip
+        return {
+            "attention": self.attention,
+            "cast_weights": self.cast_weights,
+            "compile": self.compile,
+        }
 
     @classmethod
     def from_record(
@@ -105,13 +113,18 @@ class ExtractConfig:
         """
         options = dict(record.options)
         return cls(
-            backbone=record.backbone, checkpoint=checkpoint, arch=record.arch,
-            device=device, dtype=record.compute_dtype, storage_dtype=record.storage_dtype,
-            which=record.which, keepbits=record.keepbits,
+            backbone=record.backbone,
+            checkpoint=checkpoint,
+            arch=record.arch,
+            device=device,
+            dtype=record.compute_dtype,
+            storage_dtype=record.storage_dtype,
+            which=record.which,
+            keepbits=record.keepbits,
             attention=str(options.get("attention", "reference")),
             cast_weights=bool(options.get("cast_weights", False)),
             compile=bool(options.get("compile", False)),
-        )  # fmt: skip
+        )
 
 
 def build_backbone(cfg: ExtractConfig) -> Backbone:
@@ -131,8 +144,9 @@ def build_backbone(cfg: ExtractConfig) -> Backbone:
         set_attention(cfg.attention)
     model = model.to(torch.device(cfg.device))
     compile_batch = cfg.batch_size if cfg.compile else None
-    return configure(model, dtype=cfg.dtype, cast_weights=cfg.cast_weights,
-                     compile_batch=compile_batch)  # fmt: skip
+    return configure(
+        model, dtype=cfg.dtype, cast_weights=cfg.cast_weights, compile_batch=compile_batch
+    )
 
 
 def fingerprint_fields(backbone: Backbone, cfg: ExtractConfig) -> dict[str, Any]:
@@ -151,8 +165,9 @@ def fingerprint_fields(backbone: Backbone, cfg: ExtractConfig) -> dict[str, Any]
         "storage_dtype": cfg.storage_dtype,
         "views": list(cfg.views),
     }
-    kernels = kernel_fields(backbone, dtype=cfg.dtype, cast_weights=cfg.cast_weights,
-                            compiled=cfg.compile)  # fmt: skip
+    kernels = kernel_fields(
+        backbone, dtype=cfg.dtype, cast_weights=cfg.cast_weights, compiled=cfg.compile
+    )
     if kernels:  # absent for the reference kernels: older stores keep their fingerprints
         fields["kernels"] = kernels
     return fields

@@ -74,7 +74,11 @@ class FillJob:
         if self.donors is None or not len(self.donors):
             return {}
         store = self.store
-        keys = [(store.image_ids[r // store.n_views], store.views[r % store.n_views])
-                for r in store.shard_rows(k)]  # fmt: skip
-        return {i: (f, (int(v[0]), int(v[1])), (int(o[0]), int(o[1])))
-                for i, (f, v, o) in self.donors.lookup(keys).items()}  # fmt: skip
+        keys = [
+            (store.image_ids[r // store.n_views], store.views[r % store.n_views])
+            for r in store.shard_rows(k)
+        ]
+        return {
+            i: (f, (int(v[0]), int(v[1])), (int(o[0]), int(o[1])))
+            for i, (f, v, o) in self.donors.lookup(keys).items()
+        }

@@ -63,8 +63,8 @@ def _donor(job: FillJob, url: str, ids: list[str]) -> FeatureStore:
     """A store of ``job``'s fingerprint holding ``ids`` (one shard), not filled yet."""
     arrays = list(job.store.arrays.values())
     fields = fingerprint_fields(job.backbone, job.cfg)
-    return create_store(url, StoreLayout(arrays, ids, job.store.views, len(ids)),
-                        fingerprint_fields=fields)  # fmt: skip
+    layout = StoreLayout(arrays, ids, job.store.views, len(ids))
+    return create_store(url, layout, fingerprint_fields=fields)
 
 
 def _all(store: FeatureStore) -> dict[str, np.ndarray]:
