@@ -8,7 +8,7 @@ predicted quality back into the dataset's scale, and the teacher's fingerprint.
 
 API, for ``iqa-score`` and scripts::
 
-    is_student_checkpoint(path) -> bool          # a student, not a head checkpoint
+    checkpoint_kind(path) == "dpiqa_student"     # a student (pipelines.score_kinds)
     scorer = load_student(path, device="cpu")    # build once ...
     scorer.score(paths, batch_size=16)           # ... score many: list[Scored]
     scorer.quality(images)                       # (B, 3, S, S) tensor -> (B,) quality
@@ -37,10 +37,9 @@ from heads.student import (
     STUDENT_KIND,
     DPIQAStudent,
     StudentCheckpointError,
-    is_student,
     load_student_model,
 )
-from pipelines.score_kinds import About, Scored, ScoreRequest, Scoring, read_plain
+from pipelines.score_kinds import About, Scored, ScoreRequest, Scoring
 
 RESIZES = {"squash_pil_bilinear": "bilinear", "squash_pil_bicubic": "bicubic"}
 
@@ -83,11 +82,6 @@ def preprocess(image: np.ndarray, pre: Mapping[str, Any]) -> Tensor:
         std = torch.tensor(pre["std"], dtype=torch.float32)[:, None, None]  # (3, 1, 1)
         x = (x - mean) / std
     return x
-
-
-def is_student_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is a DP-IQA student checkpoint (False for head checkpoints)."""
-    return is_student(read_plain(path))  # memory-mapped: the weights are not read
 
 
 class StudentScorer:

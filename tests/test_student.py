@@ -48,7 +48,7 @@ from pipelines.distill_cli import main as distill_main
 from pipelines.distill_data import DistillDataset, split_parts
 from pipelines.score_cli import main as score_main
 from pipelines.score_kinds import checkpoint_kind
-from pipelines.student_score import is_student_checkpoint, load_student, preprocess
+from pipelines.student_score import load_student, preprocess
 from pipelines.teacher_maps import TeacherMapsConfig, write_teacher_maps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -335,16 +335,14 @@ def test_scoring_from_a_student_checkpoint(world: dict, trained: Path) -> None:
     assert np.allclose([g.quality for g in got], want.numpy(), atol=1e-6)
     assert got[0].score == pytest.approx(denormalise(got[0].quality, ckpt["label_norm"]))
     assert got[0].score == pytest.approx(10 * got[0].quality)
-    assert is_student_checkpoint(trained)
-    assert not is_student_checkpoint(world["root"] / "teacher.pt")
+    assert checkpoint_kind(trained) == "dpiqa_student"
+    assert checkpoint_kind(world["root"] / "teacher.pt") == "head"
     with pytest.raises(StudentCheckpointError, match="a head checkpoint"):
         load_student(world["root"] / "teacher.pt")
 
 
 def test_iqa_score_takes_a_student_checkpoint(world: dict, trained: Path) -> None:
     paths = [str(world["root"] / i) for i in world["ids"][:3]]
-    assert checkpoint_kind(trained) == "dpiqa_student"
-    assert checkpoint_kind(world["root"] / "teacher.pt") == "head"
     args = [*paths, "--head", str(trained), "--batch-size", "2", "--json"]
     res = CliRunner().invoke(score_main, args)
     assert res.exit_code == 0, res.output
@@ -382,7 +380,8 @@ def test_cli_chain_and_one_line_errors(world: dict, tmp_path: Path) -> None:
 
     res = train(tmp_path / "run")
     assert res.exit_code == 0, res.output
-    assert is_student_checkpoint(tmp_path / "run" / "model.pt") and '"student"' in res.output
+    assert checkpoint_kind(tmp_path / "run" / "model.pt") == "dpiqa_student"
+    assert '"student"' in res.output
     bad = runner.invoke(distill_main, ["teacher-maps", "--features", world["source"],
                                        "--teacher", str(tmp_path / "run" / "model.pt"),
                                        "--out", str(tmp_path / "m2.zarr")])  # fmt: skip
