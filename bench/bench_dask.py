@@ -25,9 +25,12 @@ import torch
 from dask.distributed import Client, LocalCluster
 
 from bench.bench_extract import PRESETS, make_dataset
+from cache.console import progress
 from cache.manifest import read_manifest
+from extract.config import ExtractConfig, build_backbone
 from extract.distributed import fill_distributed
-from extract.run import ExtractConfig, build_backbone, open_output
+from extract.job import Cluster, FillJob
+from extract.run import open_output
 
 
 def config_of(args: argparse.Namespace) -> ExtractConfig:
@@ -46,10 +49,12 @@ def timed_fill(
 ) -> tuple[float, float]:
     """Wall seconds and workers' CPU seconds to fill a fresh store (creation not timed)."""
     manifest = read_manifest(manifest_path)
-    store = open_output(cfg, build_backbone(cfg), manifest, str(out), resume=False)
+    backbone = build_backbone(cfg)
+    store = open_output(cfg, backbone, manifest, str(out))
+    job = FillJob(store, backbone, cfg, manifest, progress(None, "bench", enabled=False))
     cpu = _worker_cpu(address)
     start = time.perf_counter()
-    fill_distributed(cfg, manifest, store, store.missing_shards(), scheduler=address)
+    fill_distributed(job, store.missing_shards(), Cluster(scheduler=address))
     wall = time.perf_counter() - start
     return wall, _worker_cpu(address) - cpu
 

@@ -33,10 +33,13 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
+from cache.console import progress
 from cache.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
+from extract.config import ExtractConfig, build_backbone
 from extract.forward import autocast, device_of, finish_inputs
 from extract.images import load_image
-from extract.run import ExtractConfig, build_backbone, open_output
+from extract.job import FillJob
+from extract.run import open_output
 from extract.shards import fill_shards
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
@@ -96,11 +99,11 @@ def end_to_end(
 ) -> tuple[float, float]:
     """Wall and CPU seconds of ``fill_shards`` into a fresh store (creation not timed)."""
     manifest = read_manifest(manifest_path)
-    store = open_output(cfg, backbone, manifest, str(out), resume=False)
+    store = open_output(cfg, backbone, manifest, str(out))
+    job = FillJob(store, backbone, cfg, manifest, progress(None, "bench", enabled=False))
     _sync(torch.device(cfg.device))
     start, cpu = time.perf_counter(), time.process_time()
-    fill_shards(store, backbone, manifest, store.missing_shards(), batch_size=cfg.batch_size,
-                dtype=cfg.dtype, decode_workers=cfg.decode_workers)  # fmt: skip
+    fill_shards(job, store.missing_shards())
     _sync(torch.device(cfg.device))
     return time.perf_counter() - start, time.process_time() - cpu
 

@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from bench import bench_extract, bench_heads
+from extract.config import ExtractConfig, build_backbone
 from extract.forward import autocast
-from extract.run import ExtractConfig, build_backbone
 
 START = time.perf_counter()
 SETUP: dict[str, Any] = {"device": "cuda", "arch": {}}  # --smoke: cpu, tiny configurations

@@ -30,6 +30,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from cache.create import create_store
+from cache.layout import StoreLayout
 from cache.manifest import DatasetInfo, Manifest, ManifestRow, Split, read_manifest, write_manifest
 from cache.store import ArraySpec, open_store
 from heads.data import load_split
@@ -51,9 +52,10 @@ def make_store(root: Path, rows: int, refs: int, shape: tuple[int, int, int]) ->
     write_manifest(Manifest(DatasetInfo("bench", score_range=(0, 100)), tuple(manifest_rows)),
                    path)  # fmt: skip
     store = create_store(
-        str(root / "f.zarr"), arrays=[ArraySpec("embed", shape)], image_ids=dist + ref_ids,
-        fingerprint_fields={"backbone": "bench"}, shard_size=64,
-    )  # fmt: skip
+        str(root / "f.zarr"),
+        StoreLayout([ArraySpec("embed", shape)], dist + ref_ids, shard_size=64),
+        fingerprint_fields={"backbone": "bench"},
+    )
     base = gaussian_filter(rng.standard_normal((8, *shape)), sigma=(0, 2, 2, 2))
     for k in range(store.n_shards):
         n = len(store.shard_rows(k))

@@ -41,6 +41,7 @@ from scipy.ndimage import gaussian_filter
 import cache.backends.zarr as zarr_backend
 from cache.backends import CODECS
 from cache.create import create_store
+from cache.layout import StoreLayout
 from cache.shard_writer import _nonfinite_rows, digest
 from cache.store import ArraySpec, FeatureStore, open_store
 
@@ -148,9 +149,8 @@ def _read_times(read: Callable[[np.ndarray], object], order: np.ndarray) -> tupl
 
 def _new_store(url: str, codec: str, args: argparse.Namespace, kb: int | None) -> FeatureStore:
     ids = [f"img{i:06d}.png" for i in range(args.n_images)]
-    return create_store(url, arrays=[ArraySpec("embed", SHAPE)], image_ids=ids,
-                        fingerprint_fields={"bench": True}, shard_size=args.shard_size,
-                        codec=codec, keepbits=kb)  # fmt: skip
+    layout = StoreLayout([ArraySpec("embed", SHAPE)], ids, shard_size=args.shard_size)
+    return create_store(url, layout, fingerprint_fields={"bench": True}, codec=codec, keepbits=kb)
 
 
 def _writes(url: str, codec: str, pool: np.ndarray, raw: RawFiles, args: argparse.Namespace,

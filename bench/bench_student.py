@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import torch
 
+from extract.forward import autocast
 from extract.sd15 import build_sd15_unet
-from extract.shards import autocast
 from heads.registry import build_head
 from heads.student import StudentConfig, build_student
 

@@ -168,7 +168,7 @@ def import_cmd(file: str, dest: str) -> None:
     if not dest.rstrip("/").endswith(STORE_SUFFIXES):
         with open_store(file) as src:
             dataset = str(src.attrs.get("dataset") or Path(file).stem)
-            backbone = str(src.attrs.get("backbone") or "features")
+            backbone = src.backbone or "features"
             dest = CacheRoot(dest).path_for(dataset, backbone, src.fingerprint, src.image_ids,
                                             src.views)  # fmt: skip
     with copy_store(file, dest) as out:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cache.backends import (
@@ -26,7 +27,7 @@ from cache.backends import (
 from cache.claims import ClaimFolder
 from cache.fingerprint import FingerprintMismatch
 from cache.fingerprint import fingerprint_of as _fingerprint_of
-from cache.layout import check_same_layout, create_layout
+from cache.layout import StoreLayout, check_same_layout, create_layout
 from cache.outputs import OutputPathError
 from cache.schema import FORMAT_VERSION, ArraySpec
 from cache.store import FeatureStore, open_store
@@ -68,13 +69,10 @@ def _check_keepbits(keepbits: int | None, arrays: Sequence[ArraySpec]) -> None:
 
 def create_store(
     url: str,
+    layout: StoreLayout,
     *,
-    arrays: Sequence[ArraySpec],
-    image_ids: Sequence[str],
-    views: Sequence[str] = ("identity",),
     fingerprint_fields: Mapping[str, Any],
     provenance: Mapping[str, Any] | None = None,
-    shard_size: int = 64,
     codec: str = "default",
     backend: str | None = None,
     keepbits: int | None = None,
@@ -88,6 +86,7 @@ def create_store(
     the layout, the other waits for it and reopens.
 
     Args:
+        layout: the arrays, image ids, views and shard size.
         codec: ``"default"`` or one of ``cache.backends.CODECS`` (lossless).
         keepbits: mantissa bits kept by lossy bit-rounding (None: lossless).
         storage_options: fsspec options for remote URLs (endpoint, credentials).
@@ -100,31 +99,47 @@ def create_store(
     codec = DEFAULT_CODEC if codec == "default" else codec
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; choose 'default' or one of {CODECS}")
-    _check_keepbits(keepbits, arrays)
+    _check_keepbits(keepbits, layout.arrays)
     fields = store_fields(fingerprint_fields, keepbits)
-    layout = (list(arrays), list(image_ids), tuple(views))
+    target = _Target(url, backend, storage_options)
+    attrs = {  # written after the layout's own attributes, in this order
+        "iqa_store": FORMAT_VERSION,
+        "fingerprint": _fingerprint_of(fields),
+        "fingerprint_fields": fields,
+        "keepbits": keepbits,
+        "provenance": _provenance(provenance, layout, keepbits),
+    }
     deadline = time.monotonic() + CREATE_WAIT_S
     while True:
-        if store_exists(url, backend, storage_options):
-            return _reopen_same(url, fields, layout, shard_size, backend, storage_options)
-        built = _try_build(url, fields, layout, shard_size, codec, backend, keepbits,
-                           provenance, storage_options)  # fmt: skip
+        if target.exists():
+            return _reopen_same(target, fields, layout)
+        built = _try_build(target, layout, codec, attrs)
         if built is not None:
             return built
-        if store_exists(url, backend, storage_options):
+        if target.exists():
             continue  # built by another writer meanwhile
         if time.monotonic() > deadline:
             raise StoreBusyError(f"{url} is being created by another process; try again later")
         time.sleep(0.5)
 
 
-def _reopen_same(
-    url: str, fields: dict[str, Any], layout: tuple, shard_size: int, backend: str | None,
-    storage_options: dict[str, Any] | None,
-) -> FeatureStore:  # fmt: skip
-    store = open_store(url, "a", backend=backend, storage_options=storage_options)
+@dataclass(frozen=True)
+class _Target:
+    """Where a store is created: its URL, backend name and fsspec options."""
+
+    url: str
+    backend: str | None
+    storage_options: dict[str, Any] | None
+
+    def exists(self) -> bool:
+        return store_exists(self.url, self.backend, self.storage_options)
+
+
+def _reopen_same(target: _Target, fields: dict[str, Any], layout: StoreLayout) -> FeatureStore:
+    options = target.storage_options
+    store = open_store(target.url, "a", backend=target.backend, storage_options=options)
     try:
-        check_same_layout(store, fields, layout, shard_size)
+        check_same_layout(store, fields, layout)
     except FingerprintMismatch:
         store.close()
         raise
@@ -132,35 +147,27 @@ def _reopen_same(
 
 
 def _try_build(
-    url: str, fields: dict[str, Any], layout: tuple, shard_size: int, codec: str,
-    backend: str | None, keepbits: int | None, provenance: Mapping[str, Any] | None,
-    storage_options: dict[str, Any] | None,
-) -> FeatureStore | None:  # fmt: skip
-    """Build a new store at ``url``; None when another live process is building it."""
-    cls = backend_class(url, backend)
-    claims = _creation_claims(url, cls, storage_options)
+    target: _Target, layout: StoreLayout, codec: str, attrs: dict[str, Any]
+) -> FeatureStore | None:
+    """Build a new store at ``target``; None when another live process is building it."""
+    url, options = target.url, target.storage_options
+    cls = backend_class(url, target.backend)
+    claims = _creation_claims(url, cls, options)
     if claims is not None and not claims.try_claim(CREATE_CLAIM):
         return None
     try:
-        if store_exists(url, backend, storage_options):
+        if target.exists():
             return None  # finished by another writer after our first look: reopen it
-        if cls.occupied(url, storage_options):
-            if claims is None or not _interrupted_creation(url, cls, storage_options):
+        if cls.occupied(url, options):
+            if claims is None or not _interrupted_creation(url, cls, options):
                 raise OutputPathError(
                     f"{url} already holds data that is not a feature store; nothing was "
                     "written. Choose a new path or an empty folder (it is never cleared)"
                 )
-            _clear_interrupted(url, storage_options)
-        b = open_backend(url, "w", backend, storage_options)
-        arrays, image_ids, views = layout
-        meta = create_layout(b, arrays, image_ids, views, shard_size, codec)
-        meta.update(
-            iqa_store=FORMAT_VERSION,
-            fingerprint=_fingerprint_of(fields),
-            fingerprint_fields=fields,
-            keepbits=keepbits,
-            provenance=_provenance(provenance, arrays, views, keepbits),
-        )
+            _clear_interrupted(url, options)
+        b = open_backend(url, "w", target.backend, options)
+        meta = create_layout(b, layout, codec)
+        meta.update(attrs)
         b.write_attrs(meta)  # last: a store without attributes does not exist
         b.flush()
         b.publish()
@@ -206,13 +213,13 @@ def _clear_interrupted(url: str, storage_options: dict[str, Any] | None) -> None
 
 
 def _provenance(
-    given: Mapping[str, Any] | None, arrays: Sequence[ArraySpec], views: Sequence[str], kb: Any
+    given: Mapping[str, Any] | None, layout: StoreLayout, kb: int | None
 ) -> dict[str, Any]:
     """What the store records beside its fingerprint. No clock time: two extractions of one
     feature set give byte-identical stores (DVC then sees nothing changed)."""
     out = dict(given or {})
-    out.setdefault("dtype", {a.name: a.dtype for a in arrays})
-    out.setdefault("views", list(views))
+    out.setdefault("dtype", {a.name: a.dtype for a in layout.arrays})
+    out.setdefault("views", list(layout.views))
     out.setdefault("lossy", {"bitround_keepbits": kb} if kb is not None else None)
     out.setdefault("package_version", _package_version())
     return out

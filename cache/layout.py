@@ -1,6 +1,7 @@
 """The row layout of a store: creating and checking it, row indexing, row selections.
 
-``create_layout`` creates every array of a new store (see ``cache.schema``),
+``StoreLayout`` is what a caller asks a new store to hold (arrays, image ids, views, shard
+size); ``create_layout`` creates every array of a new store (see ``cache.schema``),
 ``check_same_layout`` compares an existing store with what a caller asks for (and leaves
 the store open: closing is the caller's), ``RowIndex`` maps (image id, view) to a row and
 ``normalise_rows`` turns any row selection into what every backend reads in one go.
@@ -9,6 +10,7 @@ the store open: closing is the caller's), ``RowIndex`` maps (image id, view) to 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +21,23 @@ from cache.schema import DEFAULT_CHECKSUM, DIGEST_BYTES, ArraySpec
 
 if TYPE_CHECKING:
     from cache.store import FeatureStore
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """The rows and arrays of a store: what ``cache.create.create_store`` builds or reopens.
+
+    Attributes:
+        arrays: one spec per named feature output.
+        image_ids: one per image, in row order (rows are image-major: image x view).
+        views: the pixel views stored per image (``identity`` first by convention).
+        shard_size: images per shard (the unit of writing).
+    """
+
+    arrays: Sequence[ArraySpec]
+    image_ids: Sequence[str]
+    views: Sequence[str] = ("identity",)
+    shard_size: int = 64
 
 
 def _check_layout(
@@ -44,15 +63,10 @@ def _check_layout(
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
 
 
-def create_layout(
-    b: Backend,
-    arrays: Sequence[ArraySpec],
-    image_ids: list[str],
-    views: tuple[str, ...],
-    shard_size: int,
-    codec: str,
-) -> dict[str, Any]:
+def create_layout(b: Backend, layout: StoreLayout, codec: str) -> dict[str, Any]:
     """Create every array of a new store (see ``cache.schema``); return the layout attrs."""
+    arrays, image_ids, views = list(layout.arrays), list(layout.image_ids), tuple(layout.views)
+    shard_size = layout.shard_size
     _check_layout(arrays, image_ids, views, shard_size)
     n_views = len(views)
     n_rows, sr = len(image_ids) * n_views, shard_size * n_views
@@ -130,21 +144,15 @@ def normalise_rows(rows: Any, n_rows: int, url: str) -> tuple[slice | np.ndarray
     return idx, idx
 
 
-def check_same_layout(
-    store: FeatureStore,
-    fields: dict[str, Any],
-    layout: tuple[Sequence[ArraySpec], Sequence[str], Sequence[str]],
-    shard_size: int,
-) -> None:
+def check_same_layout(store: FeatureStore, fields: dict[str, Any], layout: StoreLayout) -> None:
     """Raise ``FingerprintMismatch`` unless an existing store matches what is asked."""
-    arrays, image_ids, views = layout
     differ = diff_fields(fields, store.fingerprint_fields)
     details = [describe_diff(store.fingerprint_fields, fields)] if differ else []
     checks = [
-        ("arrays", sorted(store.arrays.values(), key=str), sorted(arrays, key=str)),
-        ("views", list(store.views), list(views)),
-        ("image_ids", store.image_ids, list(image_ids)),
-        ("shard_size", store.shard_size, shard_size),
+        ("arrays", sorted(store.arrays.values(), key=str), sorted(layout.arrays, key=str)),
+        ("views", list(store.views), list(layout.views)),
+        ("image_ids", store.image_ids, list(layout.image_ids)),
+        ("shard_size", store.shard_size, layout.shard_size),
     ]
     for name, have, given in checks:
         if have != given:

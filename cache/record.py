@@ -9,7 +9,10 @@ bit-rounding, the views and which rows were extracted, plus engine options that 
 bits (``options``). Never a local path: weights travel by hash, not by location.
 
 ``from_dict`` reads every version written so far, including stores from before the
-record existed (their ``extract_config``, version 0).
+record existed (their ``extract_config``, version 0). The backbone's name is read in one
+place, ``backbone_of`` (the store's fingerprint field ``backbone``); the record still
+writes its own copy, so stores stay byte-identical to earlier ones, but no reader takes it
+from there unless the fingerprint fields name no backbone.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class ExtractionRecord:
     """How the features of a store were computed (see the module docstring).
 
     Attributes:
-        backbone: registry name (``sam_vit_h``).
+        backbone: registry name (``sam_vit_h``), as ``backbone_of`` reads it.
         arch: architecture overrides as sorted (key, value) pairs.
         compute_dtype: ``fp32``, ``bf16`` or ``fp16``.
         storage_dtype: ``float16`` or ``float32``.
@@ -88,18 +91,22 @@ class ExtractionRecord:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> ExtractionRecord:
-        """Read a record of any version (``extract_config`` of older stores included)."""
-        if not data:
+    def from_dict(cls, data: Mapping[str, Any] | None, backbone: str) -> ExtractionRecord:
+        """Read a record of any version (``extract_config`` of older stores included).
+
+        Args:
+            backbone: the store's backbone name, as ``backbone_of`` reads it.
+        """
+        if not data or not backbone:
             raise RecordError("no extraction record (the store or checkpoint predates it?)")
         version = int(data.get("version", 0))
         if version > RECORD_VERSION:
             raise RecordError(f"extraction record version {version} is newer than this package")
         if version == 0:
-            return cls._from_legacy(data)
+            return cls._from_legacy(data, backbone)
         arch = data.get("arch") or {}
         return cls(
-            backbone=str(data["backbone"]),
+            backbone=backbone,
             arch=tuple(arch.items()),
             compute_dtype=str(data.get("compute_dtype", "fp32")),
             storage_dtype=str(data.get("storage_dtype", "float16")),
@@ -110,10 +117,10 @@ class ExtractionRecord:
         )
 
     @classmethod
-    def _from_legacy(cls, cfg: Mapping[str, Any]) -> ExtractionRecord:
+    def _from_legacy(cls, cfg: Mapping[str, Any], backbone: str) -> ExtractionRecord:
         """``dataclasses.asdict(ExtractConfig)`` as stores of format 1 kept it."""
         return cls(
-            backbone=str(cfg["backbone"]),
+            backbone=backbone,
             arch=tuple(tuple(pair) for pair in cfg.get("arch", ())),  # type: ignore[misc]
             compute_dtype=str(cfg.get("dtype", "fp32")),
             storage_dtype=str(cfg.get("storage_dtype", "float16")),
@@ -122,6 +129,29 @@ class ExtractionRecord:
         )
 
 
-def record_of(attrs: Mapping[str, Any]) -> ExtractionRecord:
-    """The record in a store's attributes (``extraction``, or a legacy ``extract_config``)."""
-    return ExtractionRecord.from_dict(attrs.get("extraction") or attrs.get("extract_config"))
+def backbone_of(fields: Mapping[str, Any], *older: Mapping[str, Any] | None) -> str:
+    """The name of the backbone whose features a store holds ("" when nothing names it).
+
+    The one reader of that name, for stores (``FeatureStore.backbone``) and for the store
+    record a head checkpoint keeps. The name is the fingerprint field ``backbone``;
+    ``older`` are the places stores without that field name it, looked at in order (a
+    store's provenance, then its extraction record: teacher-map stores, stores written by
+    other code).
+    """
+    name = fields.get("backbone")
+    for place in older:
+        if name is None and place is not None:
+            name = place.get("backbone")
+    return str(name or "")
+
+
+def record_dict(attrs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The raw extraction record of store attributes or a checkpoint's store record."""
+    return attrs.get("extraction") or attrs.get("extract_config")
+
+
+def record_of(attrs: Mapping[str, Any], fields: Mapping[str, Any]) -> ExtractionRecord:
+    """The record in a store's attributes (``extraction``, or a legacy ``extract_config``)
+    with its fingerprint fields, which name the backbone (``backbone_of``)."""
+    data = record_dict(attrs)
+    return ExtractionRecord.from_dict(data, backbone_of(fields, attrs, data))

@@ -70,7 +70,7 @@ def store_info(store: FeatureStore) -> StoreInfo:
     return StoreInfo(
         url=store.url,
         dataset=str(store.attrs.get("dataset", "")),
-        backbone=str(store.attrs.get("backbone", store.fingerprint_fields.get("backbone", ""))),
+        backbone=store.backbone,
         backend=store.backend,
         fingerprint=store.fingerprint,
         rows_written=int(written.sum()),
@@ -193,7 +193,7 @@ class CacheRoot:
                 continue
             try:
                 with self.open(url) as store:
-                    fits = store.fingerprint_fields.get("backbone") == backbone and (
+                    fits = store.backbone == backbone and (
                         needed <= set(store.image_ids))
                     if fits and store.fingerprint.startswith(fingerprint or ""):
                         found.append((url, store.fingerprint))

@@ -45,6 +45,7 @@ from cache.backends import (
 from cache.claims import ClaimFolder
 from cache.fingerprint import FingerprintMismatch
 from cache.layout import RowIndex, as_dtype, normalise_rows
+from cache.record import backbone_of, record_dict
 from cache.schema import (
     FORMAT_VERSION,
     LEGACY_CHECKSUM,
@@ -79,7 +80,8 @@ class FeatureStore:
         capabilities: what the backend can do (parallel writers, locking, ...).
         fingerprint: sha256 of ``fingerprint_fields``.
         fingerprint_fields: the caller's fields plus the store's own ``_store`` section.
-        attrs: provenance (dataset, backbone, extraction record, versions, ...).
+        attrs: provenance (dataset, extraction record, versions, ...).
+        backbone: the backbone's name (a property: the one reader of it).
         arrays: ``{name: ArraySpec}``.
         image_ids, views, n_images, n_rows, shard_size, n_shards: the row layout.
         verify_reads: check each shard's checksums the first time it is read.
@@ -107,6 +109,14 @@ class FeatureStore:
         self._written: np.ndarray | None = None
         self.verify_reads = verify_reads
         self._writer = ShardWriter(self)
+
+    @property
+    def backbone(self) -> str:
+        """The backbone that computed the features ("" when the store names none).
+
+        Every reader takes the name from here (``cache.record.backbone_of``).
+        """
+        return backbone_of(self.fingerprint_fields, self.attrs, record_dict(self.attrs))
 
     # ------------------------------------------------------------ layout
     @property

@@ -17,6 +17,7 @@ import numpy as np
 
 from cache.backends import StoreError
 from cache.create import DEFAULT_CODEC, create_store
+from cache.layout import StoreLayout
 from cache.store import FeatureStore, open_store
 
 
@@ -50,12 +51,9 @@ def copy_store(
     with open_store(src_url, "r", storage_options=storage_options, verify=True) as src:
         dst = create_store(
             dst_url,
-            arrays=list(src.arrays.values()),
-            image_ids=src.image_ids,
-            views=src.views,
+            StoreLayout(list(src.arrays.values()), src.image_ids, src.views, src.shard_size),
             fingerprint_fields=src.fingerprint_fields,
             provenance=src.attrs,
-            shard_size=src.shard_size,
             codec=codec or src.meta.get("codec", DEFAULT_CODEC),
             backend=backend,
             keepbits=src.keepbits,

@@ -10,12 +10,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cache.console import Command, UsageProblem, parse_assignments
 from extract.registry import BACKBONES
+
+if TYPE_CHECKING:
+    from extract.run import ExtractResult
 
 ROOT_ENV = "IQA_CACHE_ROOT"
 
@@ -115,7 +118,9 @@ def main(**opts: Any) -> None:
     Example: iqa-extract --backbone sam_vit_h --checkpoint sam_vit_h_4b8939.pth
     --manifest kadid.csv --out features/sam_vit_h/kadid10k.zarr --dtype bf16
     """
-    from extract.run import ExtractConfig, arch_overrides, run_extract
+    from extract.config import ExtractConfig, arch_overrides
+    from extract.job import Cluster
+    from extract.run import run_extract
 
     checkpoint, arch = _from_params(opts)
     arch.update(parse_assignments(opts["arch"], "--arch"))
@@ -135,11 +140,18 @@ def main(**opts: Any) -> None:
         )  # fmt: skip
     except ValueError as err:
         raise UsageProblem(str(err)) from err
+    cluster = None
+    if opts["workers"] or opts["scheduler"]:
+        cluster = Cluster(workers=opts["workers"], scheduler=opts["scheduler"])
     result = run_extract(
-        cfg, opts["manifest"], out=opts["out"], cache_root=cache_root,
-        resume=opts["resume"], retry_failed=opts["retry_failed"], workers=opts["workers"],
-        scheduler=opts["scheduler"],
-    )  # fmt: skip
+        cfg,
+        opts["manifest"],
+        out=opts["out"],
+        cache_root=cache_root,
+        resume=opts["resume"],
+        retry_failed=opts["retry_failed"],
+        cluster=cluster,
+    )
     _report(result, opts["as_json"])
     if result.interrupted:
         sys.exit(130)
@@ -147,7 +159,7 @@ def main(**opts: Any) -> None:
         sys.exit(1)
 
 
-def _report(result: Any, as_json: bool) -> None:
+def _report(result: ExtractResult, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({**vars(result), "failed_rows": result.failed_rows}, indent=1))
         return

@@ -2,10 +2,15 @@
 
 The client creates the store (its arrays and attributes) before any task runs; each task
 then owns one whole shard, opens the store for appending and writes it, so no two
-processes ever write to the same shard file. A worker builds its backbone once and keeps
-it for every later task with the same configuration. Per shard the work is exactly what a
-single process does (``extract.shards.fill_shards``), so the store is the same bit for bit
-(on the same device type and dtype).
+processes ever write to the same shard file. A worker builds its backbone once
+(``extract.config.build_backbone``) and keeps it for every later task with the same
+configuration. Per shard the work is exactly what a single process does
+(``extract.shards.fill_shards`` on a ``FillJob`` the worker makes around the same
+settings), so the store is the same bit for bit (on the same device type and dtype).
+
+Donor rows (``FillJob.known_rows``) stay on the client: a shard a donor holds whole is
+written there, one at a time; the others are computed whole by the workers (a cluster's
+task list is built at once, and donor rows of every shard would sit in memory together).
 
 Many GPUs: with a CUDA device and no scheduler address, ``gpu_cluster`` starts one worker
 process per GPU, each with ``CUDA_VISIBLE_DEVICES`` set to its own GPU (the set-up of
@@ -22,47 +27,75 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from dask.distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster, as_completed
+from dask.distributed import (
+    Client,
+    LocalCluster,
+    Nanny,
+    Scheduler,
+    SpecCluster,
+    as_completed,
+    get_worker,
+)
 
-from cache.manifest import Manifest, read_manifest
+from cache.manifest import read_manifest
 from cache.store import open_store
-from extract.shards import KnownRow, Reuse, ShardStats, fill_shards
+from extract.base import Backbone
+from extract.config import ExtractConfig, build_backbone
+from extract.job import Cluster, FillJob, RowProgress
+from extract.shards import ShardStats, fill_shards, write_known
 
-_MODELS: dict[Any, Any] = {}
+_MODELS: dict[ExtractConfig, Backbone] = {}
 
 
-def _worker_backbone(cfg: Any) -> Any:
+def _worker_backbone(cfg: ExtractConfig) -> Backbone:
     """The backbone for ``cfg``, built once per worker process."""
     if cfg not in _MODELS:
-        from extract.run import build_backbone
-
         _MODELS.clear()  # one model per worker: drop a previous configuration's weights
         _MODELS[cfg] = build_backbone(cfg)
     return _MODELS[cfg]
 
 
-def _run_task(
-    cfg: Any, manifest_path: str, store_url: str, shard: int, threads: int, decode: int,
-    known: dict[int, KnownRow] | None, topic: str,
-) -> ShardStats:  # fmt: skip
-    """Dask task: compute and write one shard, reporting rows as worker events."""
-    from distributed import get_worker
+@dataclass(frozen=True)
+class _Task:
+    """What every task of one run shares (sent to the workers with each shard)."""
 
-    torch.set_num_threads(threads)
-    worker = get_worker()
-    manifest = read_manifest(manifest_path)
-    store = open_store(store_url, "a")
-    return fill_shards(
-        store, _worker_backbone(cfg), manifest, [shard], batch_size=cfg.batch_size,
-        dtype=cfg.dtype, decode_workers=decode, on_rows=lambda n: worker.log_event(topic, n),
-        reuse=(lambda _k: known) if known else None,
-    )  # fmt: skip
+    cfg: ExtractConfig
+    manifest_path: str
+    store_url: str
+    threads: int
+    topic: str
+
+
+class _WorkerRows:
+    """A worker's progress: row counts sent to the client as events on the run's topic."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic, self.worker = topic, get_worker()
+
+    def update(self, n: int = 1) -> None:
+        self.worker.log_event(self.topic, n)
+
+    def write(self, text: str) -> None:
+        print(text)
+
+
+def _run_task(task: _Task, shard: int) -> ShardStats:
+    """Dask task: compute and write one shard, reporting rows as worker events."""
+    torch.set_num_threads(task.threads)
+    job = FillJob(
+        store=open_store(task.store_url, "a"),
+        backbone=_worker_backbone(task.cfg),
+        cfg=task.cfg,
+        manifest=read_manifest(task.manifest_path),
+        progress=_WorkerRows(task.topic),
+    )
+    return fill_shards(job, [shard])
 
 
 def visible_gpus() -> list[str]:
@@ -93,104 +126,112 @@ def gpu_cluster(gpus: Sequence[str], workers: int | None = None) -> SpecCluster:
 
 
 @contextmanager
-def _client(workers: int | None, scheduler: str | None, gpus: Sequence[str]) -> Iterator[Client]:
-    if scheduler:
-        with Client(scheduler) as client:
+def _client(cluster: Cluster, gpus: Sequence[str]) -> Iterator[Client]:
+    if cluster.scheduler:
+        with Client(cluster.scheduler) as client:
             yield client
         return
     if gpus:
-        with gpu_cluster(gpus, workers) as cluster, Client(cluster) as client:
+        with gpu_cluster(gpus, cluster.workers) as local, Client(local) as client:
             yield client
         return
     with (
         LocalCluster(
-            n_workers=workers or 1, threads_per_worker=1, processes=True,
+            n_workers=cluster.workers or 1,
+            threads_per_worker=1,
+            processes=True,
             dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):  # fmt: skip
+        ) as local,
+        Client(local) as client,
+    ):
         yield client
 
 
 class _RowEvents:
-    """Row counts sent by workers as events on one topic, forwarded to ``on_rows``."""
+    """Row counts sent by workers as events on one topic, forwarded to ``progress``."""
 
-    def __init__(self, client: Client, on_rows: Callable[[int], None] | None) -> None:
-        self.client, self.on_rows, self.seen = client, on_rows, 0
+    def __init__(self, client: Client, progress: RowProgress) -> None:
+        self.client, self.progress, self.seen = client, progress, 0
         self.topic = f"iqa-extract-rows-{uuid.uuid4().hex}"
         self._lock = threading.Lock()
-        if on_rows is not None:
-            client.subscribe_topic(self.topic, self._handle)
+        client.subscribe_topic(self.topic, self._handle)
 
     def _handle(self, event: tuple[float, Any]) -> None:
         with self._lock:
             self.seen += int(event[1])
-            assert self.on_rows is not None
-            self.on_rows(int(event[1]))
+            self.progress.update(int(event[1]))
 
     def close(self, total: int) -> None:
         """Stop listening; report what late events have not reported yet."""
-        if self.on_rows is None:
-            return
         self.client.unsubscribe_topic(self.topic)
         with self._lock:
             if total > self.seen:
-                self.on_rows(total - self.seen)
+                self.progress.update(total - self.seen)
             self.seen = max(self.seen, total)
 
 
 def fill_distributed(
-    cfg: Any,
-    manifest: Manifest,
-    store: Any,
-    shards: list[int],
-    *,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    gpus: Sequence[str] | None = None,
-    on_shard: Callable[[int, int], None] | None = None,
-    on_rows: Callable[[int], None] | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    reuse: Reuse | None = None,
+    job: FillJob, shards: Iterable[int], cluster: Cluster, gpus: Sequence[str] | None = None
 ) -> ShardStats:
-    """Hand ``shards`` to a cluster (a new local one, or the one at ``scheduler``).
+    """Fill ``shards`` of ``job.store`` on a cluster (a new local one, or the one at its
+    scheduler); shards a donor holds whole are written here first.
 
     Args:
-        workers: worker processes of a new local cluster (default: one, or one per GPU).
-        gpus: GPU ids for one worker each; default: every visible GPU when ``cfg.device``
-            is CUDA and no scheduler is given, none otherwise.
-        on_rows: called with row counts as workers finish them.
-        reuse: asked on the client for each shard's known rows (see ``fill_shards``).
+        cluster: ``workers`` processes of a new local cluster (default: one, or one per
+            GPU), or the ``scheduler`` of a running one.
+        gpus: GPU ids for one worker each; default: every visible GPU when the job's
+            device is CUDA and no scheduler is given, none otherwise.
     """
+    store = job.store
     caps = store.capabilities
     if not (caps.parallel_writers and caps.shared):
-        raise ValueError(f"distributed extraction needs a store that several processes may "
-                         f"write at once (Zarr); {store.url} is {store.backend}")  # fmt: skip
-    if manifest.path is None:
+        raise ValueError(
+            "distributed extraction needs a store that several processes may write at "
+            f"once (Zarr); {store.url} is {store.backend}"
+        )
+    if job.manifest.path is None:
         raise ValueError("distributed extraction needs a manifest file the workers can read")
-    cuda = str(cfg.device).startswith("cuda")
+    stats, todo = _write_donated(job, shards)
+    if todo:
+        stats.merge(_on_cluster(job, todo, cluster, gpus))
+    return stats
+
+
+def _on_cluster(
+    job: FillJob, shards: list[int], cluster: Cluster, gpus: Sequence[str] | None
+) -> ShardStats:
+    cfg = job.cfg
+    cuda = cfg.device.startswith("cuda")
     if gpus is None:
-        gpus = visible_gpus() if cuda and not scheduler else []
-    task_cfg = replace(cfg, device="cuda") if gpus else cfg  # each worker sees one GPU
-    threads = max(1, torch.get_num_threads() // max(1, workers or 1))
-    decode = cfg.decode_workers if cuda else 1
+        gpus = visible_gpus() if cuda and not cluster.scheduler else []
+    device = "cuda" if gpus else cfg.device  # each worker sees one GPU, as "cuda"
+    task_cfg = replace(cfg, device=device, decode_workers=cfg.decode_workers if cuda else 1)
+    threads = max(1, torch.get_num_threads() // max(1, cluster.workers or 1))
     stats = ShardStats()
-    with _client(workers, scheduler, gpus) as client:
-        events = _RowEvents(client, on_rows)
-        futures = {
-            client.submit(
-                _run_task, task_cfg, str(manifest.path), store.url, k, threads, decode,
-                reuse(k) if reuse is not None else None, events.topic, pure=False,
-            ): k
-            for k in shards
-        }  # fmt: skip
+    with _client(cluster, gpus) as client:
+        events = _RowEvents(client, job.progress)
+        task = _Task(task_cfg, str(job.manifest.path), job.store.url, threads, events.topic)
+        futures = [client.submit(_run_task, task, k, pure=False) for k in shards]
         for future in as_completed(futures):
-            part = future.result()
-            stats.merge(part)
-            if on_shard is not None:
-                on_shard(futures[future], part.rows)
-            if should_stop():
-                client.cancel(list(futures))
+            stats.merge(future.result())
+            if job.stop.is_set():
+                client.cancel(futures)
                 break
         events.close(stats.rows)
     return stats
+
+
+def _write_donated(job: FillJob, shards: Iterable[int]) -> tuple[ShardStats, list[int]]:
+    """Write the shards a donor holds whole; return what they did and the others."""
+    stats, todo = ShardStats(), []
+    for k in shards:
+        known = job.known_rows(k)
+        if len(known) < len(job.store.shard_rows(k)):
+            todo.append(k)
+            continue
+        write_known(job.store, k, known)
+        stats.shards += 1
+        stats.rows += len(known)
+        stats.reused_rows += len(known)
+        job.progress.update(len(known))
+    return stats, todo

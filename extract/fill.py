@@ -4,176 +4,123 @@
 (``extract.shards.fill_shards``, or a dask cluster through ``extract.distributed``) over
 the shards this process claims, claimed as the pipeline reaches them, so a second writer
 of the same store finds unclaimed shards to take and no shard is computed twice; rows
-that donor stores of the cache root hold are reused rather than recomputed; the first
-Ctrl-C finishes the shards in flight.
+that donor stores of the cache root hold are reused rather than recomputed
+(``FillJob.known_rows``); the first Ctrl-C sets the job's stop event, which finishes the
+shards in flight.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from types import FrameType
 
-import numpy as np
-
-from cache.console import progress as make_progress
-from cache.manifest import Manifest
-from cache.root import RowDonors
+from cache.claims import ClaimFolder
 from cache.store import FeatureStore
+from extract.job import Cluster, FillJob
 from extract.shards import ShardStats, fill_shards
-
-if TYPE_CHECKING:
-    from extract.run import ExtractConfig
 
 WAIT_POLL_S = 2.0  # seconds between looks while others compute the remaining shards
 
 
 @contextmanager
-def _graceful_interrupt(say: Callable[[str], None]) -> Iterator[list[bool]]:
-    """First Ctrl-C asks to stop after the shards in flight; a second one aborts."""
-    flag = [False]
+def _graceful_interrupt(job: FillJob) -> Iterator[None]:
+    """First Ctrl-C sets ``job.stop`` (finish the shards in flight); a second one aborts."""
 
-    def handler(signum: int, frame: Any) -> None:
-        if flag[0]:
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        if job.stop.is_set():
             raise KeyboardInterrupt
-        flag[0] = True
-        say("Interrupted: finishing the shards in flight (Ctrl-C again to abort)")
+        job.stop.set()
+        job.progress.write("Interrupted: finishing the shards in flight (Ctrl-C again to abort)")
 
     try:
         previous = signal.signal(signal.SIGINT, handler)
     except ValueError:  # not the main thread
-        yield flag
+        yield
         return
     try:
-        yield flag
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
-def fill_missing(
-    cfg: ExtractConfig, backbone: Any, store: FeatureStore, manifest: Manifest,
-    donors: RowDonors | None, workers: int | None, scheduler: str | None, show: bool,
-) -> tuple[ShardStats, bool]:  # fmt: skip
+def fill_missing(job: FillJob, cluster: Cluster | None = None) -> ShardStats:
     """Fill the missing shards; with writer claims, only those no one else is computing.
 
     One pipeline runs over all the shards this process claims; shards are claimed as the
-    pipeline reaches them (``_claimed``), so the pipeline never drains between claims and
+    pipeline reaches them (``_Claimer``), so the pipeline never drains between claims and
     a second writer finds unclaimed shards to take. When the rest is being computed by
-    others, wait for them (and take over any whose writer died).
+    others, wait for them (and take over any whose writer died). Stopped early when
+    ``job.stop`` is set.
+
+    Args:
+        cluster: run on dask (``extract.distributed``); None: in this process.
     """
-    claims = store.claims()
-    total = sum(len(store.shard_rows(k)) for k in store.missing_shards())
-    bar = make_progress(total, f"extract {cfg.backbone}", "img", enabled=show)
+    claims = job.store.claims()
     stats = ShardStats()
-    reuse = _reuser(store, donors) if donors is not None and len(donors) else None
-    with bar, _graceful_interrupt(bar.write) as stop:
+    with _graceful_interrupt(job):
         try:
-            while not stop[0]:
-                others = [False]
-                shards = _claimed(store, claims, stop, others)
-                stats.merge(_compute(cfg, backbone, store, manifest, shards, workers,
-                                     scheduler, bar, stop, reuse))  # fmt: skip
-                if not others[0]:
+            while not job.stop.is_set():
+                claimer = _Claimer(job.store, claims, job.stop)
+                stats.merge(_compute(job, claimer, cluster))
+                if not claimer.others_hold_some:
                     break
                 time.sleep(WAIT_POLL_S)  # another process is computing the rest
         finally:
             if claims is not None:
                 claims.release_all()
                 claims.clean_stale()
-            if donors is not None:
-                donors.close()
-    return stats, stop[0]
+    return stats
 
 
-def _claimed(
-    store: FeatureStore, claims: Any, stop: list[bool], others: list[bool]
-) -> Iterator[int]:
-    """Missing shards, each claimed by us just before it is yielded (all of them when the
-    backend has no claims); sets ``others[0]`` when someone else holds one. Claims of
-    shards that are committed meanwhile are released as it goes."""
-    held: list[int] = []
-    for k in store.missing_shards():
-        if stop[0]:
-            return
-        if claims is not None:
-            committed = store.committed()
-            _release(claims, [h for h in held if committed[h]])
-            held = [h for h in held if not committed[h]]
-            if committed[k]:
-                continue  # someone finished it meanwhile
-            if not claims.try_claim(_claim_name(k)):
-                others[0] = True
-                continue
-            if store.committed()[k]:  # committed between our check and our claim
-                _release(claims, [k])
-                continue
-            held.append(k)
-        yield k
+class _Claimer:
+    """The missing shards, each claimed by us just before it is handed out (all of them
+    when the backend has no claims). Claims of shards committed meanwhile are released as
+    it goes; ``others_hold_some`` tells whether another writer holds one."""
+
+    def __init__(
+        self, store: FeatureStore, claims: ClaimFolder | None, stop: threading.Event
+    ) -> None:
+        self.store, self.claims, self.stop = store, claims, stop
+        self.others_hold_some = False
+
+    def __iter__(self) -> Iterator[int]:
+        held: list[int] = []
+        for k in self.store.missing_shards():
+            if self.stop.is_set():
+                return
+            if self.claims is not None:
+                committed = self.store.committed()
+                self._release([h for h in held if committed[h]])
+                held = [h for h in held if not committed[h]]
+                if committed[k]:
+                    continue  # someone finished it meanwhile
+                if not self.claims.try_claim(_claim_name(k)):
+                    self.others_hold_some = True
+                    continue
+                if self.store.committed()[k]:  # committed between our check and our claim
+                    self._release([k])
+                    continue
+                held.append(k)
+            yield k
+
+    def _release(self, shards: list[int]) -> None:
+        if self.claims is not None:
+            for k in shards:
+                self.claims.release(_claim_name(k))
 
 
 def _claim_name(k: int) -> str:
     return f"shard_{k:06d}"
 
 
-def _release(claims: Any, shards: list[int]) -> None:
-    if claims is not None:
-        for k in shards:
-            claims.release(_claim_name(k))
+def _compute(job: FillJob, shards: _Claimer, cluster: Cluster | None) -> ShardStats:
+    if cluster is None:
+        return fill_shards(job, shards)
+    # dask.distributed takes a second to import: only runs that use a cluster pay for it
+    from extract.distributed import fill_distributed
 
-
-def _reuser(store: FeatureStore, donors: RowDonors) -> Callable[[int], dict[int, Any]]:
-    """``fill_shards``'s ``reuse``: the rows of shard ``k`` that a donor store holds."""
-
-    def reuse(k: int) -> dict[int, Any]:
-        rows = store.shard_rows(k)
-        keys = [(store.image_ids[r // store.n_views], store.views[r % store.n_views])
-                for r in rows]  # fmt: skip
-        known = donors.lookup(keys)
-        return {i: (f, tuple(int(x) for x in v), tuple(int(x) for x in o))
-                for i, (f, v, o) in known.items()}  # fmt: skip
-
-    return reuse
-
-
-def _write_known(store: FeatureStore, k: int, known: dict[int, Any]) -> None:
-    """Write shard ``k`` from rows a donor holds (every row of the shard)."""
-    order = range(len(known))
-    feats = {n: np.stack([known[i][0][n] for i in order]) for n in store.arrays}
-    store.write_shard(k, feats, np.array([known[i][1] for i in order]),
-                      np.array([known[i][2] for i in order]))  # fmt: skip
-
-
-def _compute(
-    cfg: ExtractConfig, backbone: Any, store: FeatureStore, manifest: Manifest,
-    shards: Iterator[int], workers: int | None, scheduler: str | None, bar: Any,
-    stop: list[bool], reuse: Callable[[int], dict[int, Any]] | None,
-) -> ShardStats:  # fmt: skip
-    if workers or scheduler:
-        from extract.distributed import fill_distributed
-
-        # Known rows are not shipped to workers (a cluster's task list is built at once,
-        # and donor rows of every shard would sit in memory together): shards a donor
-        # holds whole are copied here, one at a time; the rest are computed whole.
-        copied, todo = ShardStats(), []
-        for k in shards:
-            known = reuse(k) if reuse is not None else {}
-            if len(known) < len(store.shard_rows(k)):
-                todo.append(k)
-                continue
-            _write_known(store, k, known)
-            copied.shards += 1
-            copied.rows += len(known)
-            copied.reused_rows += len(known)
-            bar.update(len(known))
-        copied.merge(fill_distributed(
-            cfg, manifest, store, todo, workers=workers, scheduler=scheduler,
-            on_rows=bar.update, should_stop=lambda: stop[0],
-        ))  # fmt: skip
-        return copied
-    return fill_shards(
-        store, backbone, manifest, shards, batch_size=cfg.batch_size, dtype=cfg.dtype,
-        decode_workers=cfg.decode_workers, on_rows=bar.update, should_stop=lambda: stop[0],
-        reuse=reuse,
-    )  # fmt: skip
+    return fill_distributed(job, shards, cluster)

@@ -52,7 +52,8 @@ class PreparedView:
     error: str | None = None
 
 
-Preprocess = Callable[[np.ndarray], tuple[torch.Tensor, tuple[int, int]]]
+# ``Backbone.prepare``: pixels to (input tensor, valid size (h, w) as an array or a pair)
+Preprocess = Callable[[np.ndarray], tuple[torch.Tensor, np.ndarray | tuple[int, int]]]
 
 
 def prepare_image(

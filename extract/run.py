@@ -1,9 +1,10 @@
 """The extraction stage: one frozen backbone over one dataset into one feature store.
 
-``run_extract`` is what ``iqa-extract`` calls. It builds the backbone once, computes the
-store's fingerprint (backbone, architecture, weight hash, preprocessing, compute and
-storage dtypes, views, extractor version) and fills only the shards that are missing,
-here or on a dask cluster (``extract.distributed``).
+``run_extract`` is what ``iqa-extract`` calls. It builds the backbone once
+(``extract.config``), computes the store's fingerprint fields once (backbone,
+architecture, weight hash, preprocessing, compute and storage dtypes, views, extractor
+version) and fills only the shards that are missing, through one ``extract.job.FillJob``,
+here or on a dask cluster (``extract.fill``, ``extract.distributed``).
 
 Sharing. With a shared cache root (``cache_root``), the store of this exact content
 (fingerprint + image ids) is reused when it is there; otherwise rows that other stores of
@@ -21,7 +22,8 @@ refuse a second one.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,108 +31,18 @@ from typing import Any
 import torch
 
 from cache.backends import store_exists
+from cache.console import progress as make_progress
 from cache.create import create_store, store_fields
 from cache.fingerprint import fingerprint_of
+from cache.layout import StoreLayout
 from cache.manifest import Manifest, read_manifest
-from cache.record import ExtractionRecord
 from cache.root import CacheRoot, RowDonors
 from cache.store import ArraySpec, FeatureStore, open_store
 from cache.transfer import copy_store
+from extract.base import Backbone
+from extract.config import ExtractConfig, build_backbone, fingerprint_fields
 from extract.fill import fill_missing
-from extract.forward import AUTOCAST_DTYPES, configure, kernel_fields
-from extract.loader import check_views
-from extract.registry import get_backbone
-
-# Bump when a change to the extraction code changes the numbers it writes.
-FEATURE_VERSION = 1
-WHICH = ("all", "images", "refs")
-STORAGE_DTYPES = ("float16", "float32")
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Everything that decides how features are computed and stored.
-
-    Attributes:
-        backbone: a key of ``extract.registry.BACKBONES``.
-        checkpoint: local weight file or folder; None only with ``random_init``.
-        random_init: random weights, for tests and benchmarks (recorded in the fingerprint).
-        arch: architecture overrides as sorted (key, value) pairs (tiny test configs).
-        device: torch device for the forward pass.
-        dtype: compute dtype under autocast: ``bf16``, ``fp16`` or ``fp32``.
-        batch_size: images per forward.
-        views: pixel-level views stored as extra rows (``identity`` first).
-        storage_dtype: ``float16`` (default) or ``float32``.
-        shard_size: images per shard (the unit of writing and of distributed work).
-        codec: the store's codec name.
-        which: ``all`` (images and references), ``images`` or ``refs``.
-        decode_workers: threads decoding and preprocessing ahead of the forward.
-        keepbits: lossy mantissa bit-rounding of the stored features (None: lossless);
-            recorded in the fingerprint.
-        attention: SAM attention kernel (``extract.sam_attention.KERNELS``; others ignore it).
-        cast_weights: run in ``dtype`` with cast weights instead of under autocast.
-        compile: ``torch.compile`` the forward (static batch shape).
-    """
-
-    backbone: str
-    checkpoint: str | None = None
-    random_init: bool = False
-    arch: tuple[tuple[str, Any], ...] = ()
-    device: str = "cpu"
-    dtype: str = "fp32"
-    batch_size: int = 4
-    views: tuple[str, ...] = ("identity",)
-    storage_dtype: str = "float16"
-    shard_size: int = 64
-    codec: str = "default"
-    which: str = "all"
-    decode_workers: int = 2
-    keepbits: int | None = None
-    attention: str = "sdpa"
-    cast_weights: bool = False
-    compile: bool = False
-
-    def __post_init__(self) -> None:
-        check_views(self.views)
-        if self.dtype not in AUTOCAST_DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(AUTOCAST_DTYPES)}, got {self.dtype!r}")
-        if self.storage_dtype not in STORAGE_DTYPES:
-            raise ValueError(f"storage dtype must be one of {STORAGE_DTYPES}")
-        if self.which not in WHICH:
-            raise ValueError(f"which must be one of {WHICH}, got {self.which!r}")
-        if self.batch_size < 1 or self.shard_size < 1:
-            raise ValueError("batch size and shard size must be positive")
-
-    def record(self) -> ExtractionRecord:
-        """The store's extraction record (what a head checkpoint needs to score images)."""
-        return ExtractionRecord(
-            backbone=self.backbone, arch=self.arch, compute_dtype=self.dtype,
-            storage_dtype=self.storage_dtype, keepbits=self.keepbits, views=self.views,
-            which=self.which, options=tuple(self.engine_options().items()),
-        )  # fmt: skip
-
-    def engine_options(self) -> dict[str, Any]:
-        """The engine settings that change bits (kept in the record's ``options``)."""
-        return {"attention": self.attention, "cast_weights": self.cast_weights,
-                "compile": self.compile}  # fmt: skip
-
-    @classmethod
-    def from_record(
-        cls, record: ExtractionRecord, checkpoint: str | None, device: str = "cpu"
-    ) -> ExtractConfig:
-        """The settings that compute a record's features for new images (identity view).
-
-        Records from before the engine options existed ran segment_anything's own attention.
-        """
-        options = dict(record.options)
-        return cls(
-            backbone=record.backbone, checkpoint=checkpoint, arch=record.arch,
-            device=device, dtype=record.compute_dtype, storage_dtype=record.storage_dtype,
-            which=record.which, keepbits=record.keepbits,
-            attention=str(options.get("attention", "reference")),
-            cast_weights=bool(options.get("cast_weights", False)),
-            compile=bool(options.get("compile", False)),
-        )  # fmt: skip
+from extract.job import Cluster, FillJob
 
 
 @dataclass
@@ -151,46 +63,6 @@ class ExtractResult:
     @property
     def failed_rows(self) -> int:
         return self.rows - self.written_rows
-
-
-def build_backbone(cfg: ExtractConfig) -> Any:
-    """Build the frozen backbone on ``cfg.device`` in eval mode.
-
-    Random weights are drawn from a fixed seed (the global RNG is left as it was), so every
-    process, dask worker included, builds the same random-init model.
-    """
-    builder = get_backbone(cfg.backbone)
-    checkpoint = None if cfg.random_init else cfg.checkpoint
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = builder(checkpoint, random_init=cfg.random_init, **dict(cfg.arch))
-    model.eval().requires_grad_(False)
-    set_attention = getattr(model, "set_attention", None)  # SAM only
-    if set_attention is not None:
-        set_attention(cfg.attention)
-    model = model.to(torch.device(cfg.device))
-    compile_batch = cfg.batch_size if cfg.compile else None
-    return configure(model, dtype=cfg.dtype, cast_weights=cfg.cast_weights,
-                     compile_batch=compile_batch)  # fmt: skip
-
-
-def fingerprint_fields(backbone: Any, cfg: ExtractConfig) -> dict[str, Any]:
-    """The fields that decide the stored numbers (the device does not, within tolerance)."""
-    fields = {
-        "backbone": cfg.backbone,
-        "arch": backbone.arch_config(),
-        "weights_sha256": backbone.weights_sha256,
-        "preprocessing": backbone.preprocessing(),
-        "feature_version": FEATURE_VERSION,
-        "compute_dtype": cfg.dtype,
-        "storage_dtype": cfg.storage_dtype,
-        "views": list(cfg.views),
-    }
-    kernels = kernel_fields(backbone, dtype=cfg.dtype, cast_weights=cfg.cast_weights,
-                            compiled=cfg.compile)  # fmt: skip
-    if kernels:  # absent for the reference kernels: older stores keep their fingerprints
-        fields["kernels"] = kernels
-    return fields
 
 
 def image_ids_for(manifest: Manifest, which: str) -> list[str]:
@@ -217,9 +89,19 @@ def _provenance(cfg: ExtractConfig, manifest: Manifest) -> dict[str, Any]:
 
 
 def open_output(
-    cfg: ExtractConfig, backbone: Any, manifest: Manifest, out: str, resume: bool
+    cfg: ExtractConfig,
+    backbone: Backbone,
+    manifest: Manifest,
+    out: str,
+    *,
+    resume: bool = False,
+    fields: dict[str, Any] | None = None,
 ) -> FeatureStore:
-    """Create the store, or reopen it to resume when it exists with the same fingerprint."""
+    """Create the store, or reopen it to resume when it exists with the same fingerprint.
+
+    Args:
+        fields: the run's ``fingerprint_fields(backbone, cfg)`` (built here when not given).
+    """
     if store_exists(out) and not resume:
         raise FileExistsError(
             f"store {out} already exists; pass --resume to fill what is missing "
@@ -227,12 +109,15 @@ def open_output(
         )
     dtype = cfg.storage_dtype
     arrays = [ArraySpec(name, tuple(shape), dtype) for name, shape in backbone.outputs.items()]
+    layout = StoreLayout(arrays, image_ids_for(manifest, cfg.which), cfg.views, cfg.shard_size)
     return create_store(
-        out, arrays=arrays, image_ids=image_ids_for(manifest, cfg.which), views=cfg.views,
-        fingerprint_fields=fingerprint_fields(backbone, cfg),
-        provenance=_provenance(cfg, manifest), shard_size=cfg.shard_size, codec=cfg.codec,
+        out,
+        layout,
+        fingerprint_fields=fields if fields is not None else fingerprint_fields(backbone, cfg),
+        provenance=_provenance(cfg, manifest),
+        codec=cfg.codec,
         keepbits=cfg.keepbits,
-    )  # fmt: skip
+    )
 
 
 def run_extract(
@@ -243,8 +128,7 @@ def run_extract(
     cache_root: str | None = None,
     resume: bool = False,
     retry_failed: bool = False,
-    workers: int | None = None,
-    scheduler: str | None = None,
+    cluster: Cluster | None = None,
     progress: bool = True,
 ) -> ExtractResult:
     """Extract ``cfg.backbone`` features for a manifest into a store.
@@ -255,6 +139,8 @@ def run_extract(
         cache_root: a shared cache root (see the module docstring).
         resume: continue an existing store with the same fingerprint.
         retry_failed: also compute again the images recorded as failed (after a fix).
+        cluster: compute on dask (``extract.distributed``); None: in this process.
+        progress: show a progress bar (or timed lines in logs).
     """
     if out is None and cache_root is None:
         raise ValueError("give --out, --cache-root, or both")
@@ -262,23 +148,26 @@ def run_extract(
     manifest = read_manifest(manifest_path)
     backbone = build_backbone(cfg)
     root = CacheRoot(cache_root) if cache_root else None
-    fields = store_fields(fingerprint_fields(backbone, cfg), cfg.keepbits)
-    fp, ids = fingerprint_of(fields), image_ids_for(manifest, cfg.which)
+    fields = fingerprint_fields(backbone, cfg)  # once per run
+    fp, ids = fingerprint_of(store_fields(fields, cfg.keepbits)), image_ids_for(manifest, cfg.which)
     in_root = root.find(manifest.info.name, fp, ids, cfg.views) if root else None
     target = out or in_root or _root_path(root, manifest, cfg, fp, ids)
-    store = open_output(cfg, backbone, manifest, target, resume or out is None or retry_failed)
+    resume = resume or out is None or retry_failed
+    store = open_output(cfg, backbone, manifest, target, resume=resume, fields=fields)
     if retry_failed:
         _uncommit_failed(store)
     missing = store.missing_shards()
     result = ExtractResult(store=target, fingerprint=store.fingerprint, rows=store.n_rows,
                            computed_rows=0, reused=not missing, seconds=0.0)  # fmt: skip
     if missing:
-        donors = _donors(root, manifest.info.name, fp, exclude=target)
-        stats, stopped = fill_missing(cfg, backbone, store, manifest, donors, workers,
-                                      scheduler, progress)  # fmt: skip
+        total = sum(len(store.shard_rows(k)) for k in missing)
+        bar = make_progress(total, f"extract {cfg.backbone}", "img", enabled=progress)
+        with bar, _donors(root, manifest.info.name, fp, exclude=target) as donors:
+            job = FillJob(store, backbone, cfg, manifest, bar, donors=donors)
+            stats = fill_missing(job, cluster)
         result.computed_rows = stats.rows - stats.reused_rows
         result.copied_rows = stats.reused_rows
-        result.interrupted = stopped
+        result.interrupted = job.stop.is_set()
     result.failures = dict(store.failures)
     result.written_rows = int(store.written.sum())
     store.tidy()
@@ -303,11 +192,19 @@ def _uncommit_failed(store: FeatureStore) -> None:
         store.uncommit(shards)
 
 
-def _donors(root: CacheRoot | None, dataset: str, fp: str, exclude: str) -> RowDonors | None:
-    if root is None:
-        return None
-    urls = [u for u in root.related(dataset, fp) if u.rstrip("/") != exclude.rstrip("/")]
-    return RowDonors(urls) if urls else None
+@contextmanager
+def _donors(
+    root: CacheRoot | None, dataset: str, fp: str, exclude: str
+) -> Iterator[RowDonors | None]:
+    """The other stores of the root with this fingerprint (None without any), closed after."""
+    urls = [] if root is None else root.related(dataset, fp)
+    urls = [u for u in urls if u.rstrip("/") != exclude.rstrip("/")]
+    donors = RowDonors(urls) if urls else None
+    try:
+        yield donors
+    finally:
+        if donors is not None:
+            donors.close()
 
 
 def _file_in_root(root: CacheRoot, store: FeatureStore, manifest: Manifest,
@@ -323,7 +220,3 @@ def _file_in_root(root: CacheRoot, store: FeatureStore, manifest: Manifest,
                 return
     copy_store(store.url, dest).close()
 
-
-def arch_overrides(pairs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """Architecture overrides as the hashable, sorted tuple ``ExtractConfig`` keeps."""
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in pairs.items()))

@@ -4,12 +4,15 @@ The unit of work is a shard (``store.shard_size`` images, all their views). With
 the rows to compute are batched in order, so the same shard gives the same batches, and
 therefore the same numbers, whether it runs in this process or on a dask worker.
 
-The pipeline (``fill_shards``): decode threads run ``prefetch`` images ahead, each view
+The pipeline (``fill_shards(job, shards)``, reading everything else from the
+``extract.job.FillJob``): decode threads run ``prefetch`` images ahead, each view
 ``Backbone.prepare``-d into a compact tensor (uint8 where the backbone has a device half;
 page-locked when the backbone is on a CUDA device); the rows stream into batches that
 never cross a shard boundary; ``extract.forward.DeviceRunner`` keeps one batch in flight
 on the device; a finished shard goes to a writer thread while the next one computes (at
-most one shard waits to be written).
+most one shard waits to be written). Rows a donor store holds (``FillJob.known_rows``) are
+neither decoded nor computed; a shard is always assembled and written whole
+(``write_known`` writes one a donor holds entirely, as the dask client does).
 
 Host memory is bounded by the prefetch depth: about ``(prefetch + 2 * batch_size) * views``
 prepared inputs (SAM: at most 3 MiB each as uint8; 12 MiB each as float32 without a device
@@ -22,27 +25,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
-from cache.manifest import Manifest
-from extract.forward import (
-    AUTOCAST_DTYPES,
-    DeviceRunner,
-    autocast,
-    check_batch_fits,
-    device_of,
-    forward_batches,
-    to_stored,
-)
+from cache.store import FeatureStore
+from extract.forward import DeviceRunner, check_batch_fits, device_of, to_stored
+from extract.job import FillJob, KnownRow
 from extract.loader import PreparedView, prefetch_map, prepare_image
 
-__all__ = ["AUTOCAST_DTYPES", "ShardStats", "autocast", "compute_shard", "fill_shards"]
-
-KnownRow = tuple[dict[str, np.ndarray], tuple[int, int], tuple[int, int]]
-Reuse = Callable[[int], dict[int, KnownRow] | None]
+# Per image: (shard, image index, views to prepare); (shard, None, ()) ends a shard.
+Work = tuple[int, int | None, tuple[int, ...]]
+# A batch's key: (shard, its rows within the shard); (shard, None) ends a shard.
+BatchKey = tuple[int, list[int] | None]
+Features = dict[str, np.ndarray]
 
 
 @dataclass
@@ -70,7 +66,7 @@ class _Shard:
     known: dict[int, KnownRow]
     sizes: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
-    computed: list[tuple[list[int], dict[str, np.ndarray]]] = field(default_factory=list)
+    computed: list[tuple[list[int], Features]] = field(default_factory=list)
 
     def add_view(self, local: int, view: PreparedView) -> bool:
         """Record a prepared row's sizes (or its error); True when it is to be computed."""
@@ -80,8 +76,8 @@ class _Shard:
         return view.tensor is not None
 
     def assemble(
-        self, store: Any
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[int, str]]:
+        self, store: FeatureStore
+    ) -> tuple[Features, np.ndarray, np.ndarray, dict[int, str]]:
         """Features, valid and original sizes, and failures, in store row order."""
         features = {}
         filled = {r for rows, _ in self.computed for r in rows} | set(self.known)
@@ -103,23 +99,27 @@ class _Shard:
         return features, sizes[:, :2], sizes[:, 2:], dict(self.errors)
 
 
-def _shard_images(store: Any, shard: int) -> range:
+def write_known(store: FeatureStore, k: int, known: dict[int, KnownRow]) -> None:
+    """Write shard ``k`` from rows a donor holds (every row of the shard)."""
+    features, valid, orig, failures = _Shard(k, len(known), known).assemble(store)
+    store.write_shard(k, features, valid, orig, failures)
+
+
+def _shard_images(store: FeatureStore, shard: int) -> range:
     start = shard * store.shard_size
     return range(start, min(start + store.shard_size, store.n_images))
 
 
-def _jobs(
-    store: Any, shards: Iterable[int], reuse: Reuse | None, open_shards: dict[int, _Shard]
-) -> Iterator[tuple[int, int | None, tuple[int, ...]]]:
+def _jobs(job: FillJob, shards: Iterable[int], open_shards: dict[int, _Shard]) -> Iterator[Work]:
     """Per image ``(shard, image, views to prepare)``, then ``(shard, None, ())`` per shard.
 
-    Asks ``reuse`` for each shard's known rows as the shard is scheduled; an image whose
+    Asks the job for each shard's known rows as the shard is scheduled; an image whose
     every view is known is not decoded at all.
     """
-    n_views = len(store.views)
+    n_views = len(job.store.views)
     for k in shards:
-        images = _shard_images(store, k)
-        known = dict((reuse(k) if reuse is not None else None) or {})
+        images = _shard_images(job.store, k)
+        known = job.known_rows(k)
         open_shards[k] = _Shard(k, len(images) * n_views, known)
         for i in images:
             first = (i - images.start) * n_views
@@ -130,9 +130,11 @@ def _jobs(
 
 
 def _batches(
-    store: Any, prepared: Iterator[tuple[Any, list[PreparedView]]], open_shards: dict[int, _Shard],
+    store: FeatureStore,
+    prepared: Iterator[tuple[Work, list[PreparedView]]],
+    open_shards: dict[int, _Shard],
     batch_size: int,
-) -> Iterator[tuple[tuple[int, list[int] | None], list[torch.Tensor]]]:  # fmt: skip
+) -> Iterator[tuple[BatchKey, list[torch.Tensor]]]:
     """Batches of prepared rows, in row order, never across shards; a marker ends a shard."""
     n_views = len(store.views)
     rows: list[int] = []
@@ -155,101 +157,60 @@ def _batches(
                 rows, tensors = [], []
 
 
-def compute_shard(
-    store: Any, backbone: Any, images: list[list[PreparedView]], batch_size: int, dtype: str
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[int, str]]:
-    """Features, valid and original sizes, and failures for one shard's prepared rows."""
-    rows = [view for image in images for view in image]  # image-major, as store rows
-    shard = _Shard(-1, len(rows), {})
-    ok = [i for i, view in enumerate(rows) if shard.add_view(i, view)]
-    if ok:
-        tensors = [t for t in (rows[i].tensor for i in ok) if t is not None]
-        out = forward_batches(backbone, tensors, batch_size=batch_size, dtype=dtype,
-                              out_dtype=_out_dtype(store))  # fmt: skip
-        shard.computed.append((ok, out))
-    return shard.assemble(store)
+def fill_shards(job: FillJob, shards: Iterable[int], *, prefetch: int | None = None) -> ShardStats:
+    """Compute and write ``shards`` of ``job.store``; decoding runs ahead, writing behind.
 
-
-@dataclass
-class _Callbacks:
-    on_shard: Callable[[int, int], None] | None
-    on_rows: Callable[[int], None] | None
-    should_stop: Callable[[], bool]
-
-    def rows(self, n: int) -> None:
-        if self.on_rows is not None and n:
-            self.on_rows(n)
-
-
-def fill_shards(
-    store: Any,
-    backbone: Any,
-    manifest: Manifest,
-    shards: Iterable[int],
-    *,
-    batch_size: int,
-    dtype: str,
-    decode_workers: int = 2,
-    prefetch: int | None = None,
-    on_shard: Callable[[int, int], None] | None = None,
-    on_rows: Callable[[int], None] | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    reuse: Reuse | None = None,
-) -> ShardStats:
-    """Compute and write ``shards``; decoding runs ahead and writing runs behind.
+    Rows are counted on ``job.progress`` as they finish (after each batch; known and failed
+    rows when their shard is handed to the writer); ``job.stop`` is looked at between
+    shards and finishes the shard in flight.
 
     Args:
         prefetch: images decoded ahead (default two shards and a few); bounds host memory.
-        on_shard: called with (shard, rows) after each shard is handed to the writer.
-        on_rows: called with a number of rows as they finish (after each batch; reused and
-            failed rows when their shard is handed to the writer).
-        should_stop: polled between shards; True finishes the shard in flight and returns.
-        reuse: ``reuse(k)`` may return rows of shard ``k`` already known elsewhere, as
-            ``{local_row: (features, valid_hw, orig_hw)}`` with every array of the store;
-            they are neither decoded nor computed, and the shard is written whole.
     """
-    check_batch_fits(backbone, batch_size, dtype)
+    store, backbone, cfg = job.store, job.backbone, job.cfg
+    check_batch_fits(backbone, cfg.batch_size, cfg.dtype)
     depth = prefetch or 2 * store.shard_size + 4
-    calls = _Callbacks(on_shard, on_rows, should_stop)
-    with ThreadPoolExecutor(decode_workers) as pool, ThreadPoolExecutor(1) as writer:
+    with ThreadPoolExecutor(cfg.decode_workers) as pool, ThreadPoolExecutor(1) as writer:
         open_shards: dict[int, _Shard] = {}
-        prepared = prefetch_map(
-            _preparer(store, manifest, backbone), _jobs(store, shards, reuse, open_shards), pool,
-            depth,
-        )  # fmt: skip
-        runner = DeviceRunner(backbone, dtype=dtype, out_dtype=_out_dtype(store))
-        stream = runner.map(_batches(store, prepared, open_shards, batch_size))
+        work = _jobs(job, shards, open_shards)
+        prepared = prefetch_map(_preparer(job), work, pool, depth)
+        runner = DeviceRunner(backbone, dtype=cfg.dtype, out_dtype=_out_dtype(store))
+        stream = runner.map(_batches(store, prepared, open_shards, cfg.batch_size))
         try:
-            stats = _drain(store, stream, open_shards, writer, calls)
+            stats = _drain(job, stream, open_shards, writer)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # drop decoding done ahead
     return stats
 
 
-def _out_dtype(store: Any) -> str:
+def _out_dtype(store: FeatureStore) -> str:
     dtypes = {spec.dtype for spec in store.arrays.values()}
     return dtypes.pop() if len(dtypes) == 1 else "float32"
 
 
-def _preparer(store: Any, manifest: Manifest, backbone: Any) -> Callable[[Any], Any]:
+def _preparer(job: FillJob) -> Callable[[Work], tuple[Work, list[PreparedView]]]:
+    store, backbone = job.store, job.backbone
     views = tuple(store.views)
     pin = device_of(backbone).type == "cuda"
 
-    def work(job: tuple[int, int | None, tuple[int, ...]]) -> tuple[Any, list[PreparedView]]:
-        k, i, needed = job
+    def work(item: Work) -> tuple[Work, list[PreparedView]]:
+        _, i, needed = item
         if i is None:
-            return job, []
-        path = manifest.resolve(store.image_ids[i])
-        return job, prepare_image(path, tuple(views[v] for v in needed), backbone.prepare, pin)
+            return item, []
+        path = job.manifest.resolve(store.image_ids[i])
+        return item, prepare_image(path, tuple(views[v] for v in needed), backbone.prepare, pin)
 
     return work
 
 
 def _drain(
-    store: Any, stream: Iterator[Any], open_shards: dict[int, _Shard], writer: ThreadPoolExecutor,
-    calls: _Callbacks,
-) -> ShardStats:  # fmt: skip
+    job: FillJob,
+    stream: Iterator[tuple[BatchKey, Features | None]],
+    open_shards: dict[int, _Shard],
+    writer: ThreadPoolExecutor,
+) -> ShardStats:
     """Collect batch outputs per shard; hand each finished shard to the writer."""
+    store = job.store
     stats = ShardStats()
     pending: Future[None] | None = None
     for (k, rows), out in stream:
@@ -257,7 +218,7 @@ def _drain(
         if rows is not None:
             assert out is not None
             shard.computed.append((rows, out))
-            calls.rows(len(rows))
+            job.progress.update(len(rows))
             continue
         features, valid, orig, failures = shard.assemble(store)
         del open_shards[k]
@@ -265,17 +226,16 @@ def _drain(
             pending.result()  # at most one shard waits to be written
         pending = writer.submit(store.write_shard, k, features, valid, orig, failures)
         _count(stats, store, shard, failures)
-        calls.rows(len(shard.known) + len(failures))
-        if calls.on_shard is not None:
-            calls.on_shard(k, shard.n_rows)
-        if calls.should_stop():
+        if len(shard.known) + len(failures):
+            job.progress.update(len(shard.known) + len(failures))
+        if job.stop.is_set():
             break
     if pending is not None:
         pending.result()
     return stats
 
 
-def _count(stats: ShardStats, store: Any, shard: _Shard, failures: dict[int, str]) -> None:
+def _count(stats: ShardStats, store: FeatureStore, shard: _Shard, failures: dict[int, str]) -> None:
     first_row = shard.k * store.shard_size * len(store.views)
     for local, reason in failures.items():
         stats.failures[store.image_ids[(first_row + local) // len(store.views)]] = reason

@@ -274,7 +274,7 @@ def _record_prompts(res: FitResult, datasets: list[_Dataset], run_dir: Path) -> 
 def store_record(store: FeatureStore) -> dict[str, Any]:
     """What a checkpoint keeps of its store so the backbone can be rebuilt and checked."""
     try:
-        extraction = record_of(store.attrs).to_dict()
+        extraction = record_of(store.attrs, store.fingerprint_fields).to_dict()
     except ValueError:
         extraction = None  # a store written by other code: scoring images is not possible
     return {
@@ -305,7 +305,7 @@ def _header(spec: ExperimentSpec, datasets: list[_Dataset]) -> dict[str, Any]:
         "sources": [_source_record(d, spec) for d in datasets],
         "dataset": first.name if len(datasets) == 1 else "+".join(d.name for d in datasets),
         "datasets": [d.name for d in datasets],
-        "backbone": str(first.store.fingerprint_fields.get("backbone", "unknown")),
+        "backbone": first.store.backbone or "unknown",
         "features": first.source.features,
         "ref_features": first.source.ref_features,
         "fingerprint": first.store.fingerprint,

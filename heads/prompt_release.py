@@ -22,23 +22,28 @@ from heads.checkpoint import CheckpointError, load_plain
 from heads.prompt import PromptConfig, PromptHead
 
 HEAD_PARTS = ("i_p_fusion", "mlp", "prompt_fusion", "blocks", "norm", "score_block")
-MONET_PARTS = ("vit", "MALs", "fusion_mal", "block", "cnn")
 
 
 def read_release(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The state dict of a released checkpoint, ``module.`` prefixes stripped."""
-    raw = load_plain(path, CheckpointError, "PromptIQA checkpoint")
+    state = _state(load_plain(path, CheckpointError, "PromptIQA checkpoint"))
+    if state is None:
+        raise CheckpointError(f"{path}: not a PromptIQA checkpoint (no 'state_dict')")
+    return state
+
+
+def _state(raw: object) -> dict[str, torch.Tensor] | None:
     state = raw.get("state_dict") if isinstance(raw, dict) else None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a PromptIQA checkpoint (no 'state_dict')")
+        return None
     return {k.removeprefix("module."): v for k, v in state.items() if torch.is_tensor(v)}
 
 
-def is_release(path: str | os.PathLike[str]) -> bool:
-    """True for a PromptIQA-layout checkpoint holding both MoNet and the prompt head."""
-    try:
-        state = read_release(path)
-    except CheckpointError:
+def is_release(ckpt: object) -> bool:
+    """True for a loaded PromptIQA-layout checkpoint holding both MoNet and the prompt head
+    (as ``heads.student.is_student`` tells a loaded student checkpoint)."""
+    state = _state(ckpt)
+    if state is None:
         return False
     tops = {k.split(".", 1)[0] for k in state}
     return set(HEAD_PARTS) <= tops and "vit" in tops

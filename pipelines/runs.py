@@ -142,7 +142,7 @@ def _store_facts(metrics: dict[str, Any]) -> tuple[str, str]:
         raise RunFolderError(f"metrics.json names no dataset/backbone and its store cannot "
                              f"be opened ({err})") from None
     return (str(store.attrs.get("dataset", "unknown")),
-            str(store.fingerprint_fields.get("backbone", "unknown")))
+            store.backbone or "unknown")
 
 
 def _scale(metrics: dict[str, Any], manifest: Manifest | None) -> LabelScale | None:

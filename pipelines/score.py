@@ -14,28 +14,47 @@ scores, min-max normalised with ``prompt_range`` (default: their own min and max
 predictions come back in the prompt's scale and orientation (a prompt where lower is
 better gives predictions where lower is better). A DP-IQA student checkpoint scores images
 with no backbone at all (``pipelines.student_score``).
+
+``load_scorer`` makes the scorer a checkpoint declares (``pipelines.score_kinds``: a head,
+PromptIQA's released model, or a student) through the literal registry ``SCORERS``; every
+scorer answers ``describe()`` and ``score_files(request)`` (``ImageScorer``).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
+from cache.console import UsageProblem
 from cache.create import store_fields
 from cache.fingerprint import describe_diff, diff_fields
-from cache.record import ExtractionRecord, RecordError
+from cache.record import ExtractionRecord, RecordError, record_of
+from cache.store import open_store
+from extract.config import ExtractConfig, build_backbone, fingerprint_fields
 from extract.forward import forward_batches, to_stored
 from extract.images import load_image
-from extract.run import ExtractConfig, build_backbone, fingerprint_fields
 from heads import protocols
 from heads.checkpoint import load_head
 from heads.data import denormalise, normalise
+from heads.prompt_release import load_release_head
+from heads.student import STUDENT_KIND
+from pipelines.score_kinds import (
+    HEAD_KIND,
+    RELEASE_KIND,
+    About,
+    ImageScorer,
+    Scored,
+    ScoreRequest,
+    Scoring,
+    checkpoint_kind,
+)
+from pipelines.student_score import load_student
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -44,20 +63,10 @@ class ScoreError(ValueError):
     """The checkpoint, the backbone weights or the inputs do not fit together."""
 
 
-@dataclass
-class Scored:
-    """One image's predicted quality."""
-
-    image: str
-    quality: float  # clipped to [0, 1], higher is better
-    score: float  # on the training dataset's (or the prompt's) scale and orientation
-    ref: str = ""
-
-
 def _record(ckpt: dict[str, Any]) -> ExtractionRecord:
     extra = ckpt.get("extra") or {}
     try:
-        record = ExtractionRecord.from_dict(extra.get("extraction") or extra.get("extract_config"))
+        record = record_of(extra, extra.get("store_fields") or {})
     except RecordError as err:
         raise ScoreError("the head checkpoint does not record its backbone; retrain it with "
                          "this version of iqa-train-head") from err
@@ -99,8 +108,6 @@ class Scorer:
         Args:
             monet: MoNet architecture overrides (tests use tiny ones); head: prompt head ones.
         """
-        from heads.prompt_release import load_release_head
-
         self = cls.__new__(cls)
         cfg = ExtractConfig(backbone="monet", checkpoint=str(path), device=device,
                             arch=tuple(sorted((monet or {}).items())), storage_dtype="float32")
@@ -126,7 +133,7 @@ class Scorer:
         return {protocols.PLAIN: "no-reference", protocols.FULL_REFERENCE: "full-reference",
                 protocols.GROUPED: "prompted"}[kind]  # fmt: skip
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> About:
         """What the scores mean: head, mode, training dataset, scale and orientation."""
         norm = self.norm
         return {
@@ -136,7 +143,7 @@ class Scorer:
             "higher_is_better": not norm.get("lower_better", False),
         }  # fmt: skip
 
-    def features(self, paths: Sequence[str | Path]) -> tuple[dict[str, torch.Tensor], Any]:
+    def features(self, paths: Sequence[str | Path]) -> tuple[dict[str, Tensor], Tensor]:
         """Backbone features of image files, as the store kept them, and valid sizes."""
         tensors, valid = [], []
         for path in paths:
@@ -152,7 +159,7 @@ class Scorer:
     def prompt(
         self, prompt_csv: str | Path, prompt_range: tuple[float, float] | None = None,
         store: str | None = None,
-    ) -> tuple[Any, tuple[float, float]]:  # fmt: skip
+    ) -> tuple[Tensor, tuple[float, float]]:  # fmt: skip
         """The head's prompt from a CSV of ``image,score`` rows, and the range used.
 
         Args:
@@ -173,15 +180,13 @@ class Scorer:
             return protocols.embed_prompt(self.head, feats, scores, valid), (low, high)
 
     def _prompt_features(self, prompt_csv: str | Path, paths: list[Path],
-                         store: str | None) -> tuple[dict[str, torch.Tensor], Any]:  # fmt: skip
+                         store: str | None) -> tuple[dict[str, Tensor], Tensor]:  # fmt: skip
         """Prompt features: read from ``store`` where it holds an image, else computed."""
         if store is None:
             return self.features(paths)
-        from cache.store import open_store
-
         base = Path(prompt_csv).parent
         ids = [p.relative_to(base).as_posix() for p in paths]
-        found: dict[str, tuple[dict[str, torch.Tensor], torch.Tensor]] = {}
+        found: dict[str, tuple[dict[str, Tensor], Tensor]] = {}
         with open_store(store, verify=True) as s:
             if s.fingerprint_fields != self.ckpt["extra"].get("store_fields"):
                 raise ScoreError(f"{store}: not a store of the features this head was trained "
@@ -202,7 +207,7 @@ class Scorer:
 
     def score(
         self, images: Sequence[str | Path], refs: Sequence[str | Path] = (),
-        prompt: Any = None, prompt_range: tuple[float, float] | None = None,
+        prompt: Tensor | None = None, prompt_range: tuple[float, float] | None = None,
     ) -> list[Scored]:  # fmt: skip
         """Scores of ``images`` (with ``refs`` for a full-reference head, aligned; with a
         prompt from :meth:`prompt` for a prompted head)."""
@@ -219,8 +224,13 @@ class Scorer:
             out += self._score_batch(part, ref_part, prompt, prompt_range)
         return out
 
-    def _score_batch(self, images: list, refs: list, prompt: Any,
-                     prompt_range: tuple[float, float] | None) -> list[Scored]:  # fmt: skip
+    def _score_batch(
+        self,
+        images: list[str | Path],
+        refs: list[str | Path],
+        prompt: Tensor | None,
+        prompt_range: tuple[float, float] | None,
+    ) -> list[Scored]:
         feats, valid = self.features(images)
         ref = self.features(refs)[0] if refs else None
         with torch.no_grad():
@@ -233,6 +243,26 @@ class Scorer:
         return [Scored(str(p), float(np.clip(q, 0, 1)), float(s), r)
                 for p, q, s, r in zip(images, quality, np.atleast_1d(raw), refs_out,
                                       strict=True)]  # fmt: skip
+
+    def score_files(self, request: ScoreRequest) -> Scoring:
+        """Score a request (``ImageScorer``): references matched to the images, the prompt
+        read and embedded once; ``about`` then describes the prompt's scale.
+
+        Raises:
+            UsageProblem: references given to a head that is not full-reference.
+        """
+        about = self.describe()
+        refs = match_refs(request.images, request.refs) if request.refs else []
+        if request.refs and about["mode"] != "full-reference":
+            raise UsageProblem(f"--ref: head {about['head']!r} is {about['mode']}")
+        prompt, used = None, None
+        if request.prompt_csv:
+            prompt_range, store = request.prompt_range, request.prompt_store
+            prompt, used = self.prompt(request.prompt_csv, prompt_range, store)
+        scores = self.score(request.images, refs, prompt, used)
+        if used is not None:
+            about.update({"scale": list(used), "higher_is_better": None, "dataset": "the prompt"})
+        return Scoring(about, scores)
 
 
 def read_prompt(path: str | Path) -> list[tuple[Path, float]]:
@@ -294,36 +324,30 @@ def _same_stem(folder: Path, stem: str) -> Iterator[Path]:
                 yield folder / name
 
 
-def load_scorer(head_ckpt: str | Path, checkpoint: str | None = None, device: str = "cpu",
-                batch_size: int = 4) -> Any:  # fmt: skip
-    """A :class:`Scorer`, or a DP-IQA student's scorer for a student checkpoint."""
-    from heads.prompt_release import is_release
-    from pipelines.student_score import is_student_checkpoint, load_student
-
-    if is_student_checkpoint(head_ckpt):
-        return load_student(head_ckpt, device=device)
-    if is_release(head_ckpt):
-        return Scorer.from_release(head_ckpt, device, batch_size)
-    return Scorer(head_ckpt, checkpoint, device, batch_size)
+# How each kind of checkpoint (``pipelines.score_kinds.checkpoint_kind``) is loaded:
+# (path, backbone weights, device, batch size) -> scorer.
+Loader = Callable[[Path, str | None, str, int], ImageScorer]
 
 
-def score_images(
-    head_ckpt: str | Path, images: Sequence[str | Path], *, checkpoint: str | None = None,
-    refs: Sequence[str | Path] = (), prompt_csv: str | None = None,
-    prompt_range: tuple[float, float] | None = None, prompt_store: str | None = None,
-    device: str = "cpu", batch_size: int = 4,
-) -> list[Scored]:  # fmt: skip
-    """Predict the quality of ``images`` (files or folders) in one call.
+def _head(path: Path, checkpoint: str | None, device: str, batch_size: int) -> ImageScorer:
+    return Scorer(path, checkpoint, device, batch_size)
 
-    Raises:
-        ScoreError: a missing reference or prompt, or a backbone that differs from training.
-    """
-    scorer = load_scorer(head_ckpt, checkpoint, device, batch_size)
-    files = expand_images(images)
-    if not isinstance(scorer, Scorer):  # a student: image files only
-        return list(scorer.score(files, batch_size=batch_size))
-    ref_files = match_refs(files, refs) if refs else []
-    prompt, used = (None, None)
-    if prompt_csv:
-        prompt, used = scorer.prompt(prompt_csv, prompt_range, prompt_store)
-    return scorer.score(files, ref_files, prompt, used)
+
+def _release(path: Path, checkpoint: str | None, device: str, batch_size: int) -> ImageScorer:
+    return Scorer.from_release(path, device, batch_size)  # MoNet's weights are in the file
+
+
+def _student(path: Path, checkpoint: str | None, device: str, batch_size: int) -> ImageScorer:
+    return load_student(path, device, batch_size)  # no backbone
+
+
+SCORERS: dict[str, Loader] = {HEAD_KIND: _head, RELEASE_KIND: _release, STUDENT_KIND: _student}
+
+
+def load_scorer(
+    head_ckpt: str | Path, checkpoint: str | None = None, device: str = "cpu", batch_size: int = 4
+) -> ImageScorer:
+    """The scorer a checkpoint declares: a :class:`Scorer` for a head checkpoint or
+    PromptIQA's released model, a DP-IQA student's scorer for a student checkpoint."""
+    path = Path(head_ckpt)
+    return SCORERS[checkpoint_kind(path)](path, checkpoint, device, batch_size)

@@ -6,16 +6,21 @@ import csv
 import io
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from cache.console import Command, UsageProblem
+from cache.console import Command
+
+if TYPE_CHECKING:
+    from pipelines.score_kinds import Scoring
 
 CSV_FIELDS = ("image", "ref", "score", "quality")
 
 
-def _range(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+def _range(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[float, float] | None:
     if value is None:
         return None
     try:
@@ -49,10 +54,7 @@ def _range(ctx: click.Context, param: click.Parameter, value: str | None) -> Any
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False),
               help="Also write the scores to this CSV (new, or an earlier iqa-score CSV).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def main(images: tuple[str, ...], head_ckpt: str, checkpoint: str | None,
-         refs: tuple[str, ...], prompt_csv: str | None, prompt_range: Any,
-         prompt_store: str | None, batch_size: int, device: str, csv_out: str | None,
-         as_json: bool) -> None:  # fmt: skip
+def main(**opts: Any) -> None:
     """Score IMAGES (files or folders): run the backbone the head was trained on, then the head.
 
     The backbone is rebuilt from the head checkpoint's record and checked against it: other
@@ -66,29 +68,26 @@ def main(images: tuple[str, ...], head_ckpt: str, checkpoint: str | None,
       iqa-score dist/ -r refs/ --head runs/kadid/nss/sfem_fr/run_00/model.pt --csv scores.csv
     """
     from cache.outputs import check_output_file, first_line_is
-    from pipelines.score import Scorer, expand_images, load_scorer, match_refs
+    from pipelines.score import expand_images, load_scorer
+    from pipelines.score_kinds import ScoreRequest
 
+    csv_out = opts["csv_out"]
     if csv_out:
         check_output_file(csv_out, first_line_is(",".join(CSV_FIELDS)), "iqa-score CSV")
-    scorer = load_scorer(head_ckpt, checkpoint, device, batch_size)
-    files = expand_images(images)
-    if isinstance(scorer, Scorer):
-        about = scorer.describe()
-        ref_files = match_refs(files, refs) if refs else []
-        if refs and about["mode"] != "full-reference":
-            raise UsageProblem(f"--ref: head {about['head']!r} is {about['mode']}")
-        prompt, used = (scorer.prompt(prompt_csv, prompt_range, prompt_store) if prompt_csv
-                        else (None, None))  # fmt: skip
-        results = scorer.score(files, ref_files, prompt, used)
-        if used is not None:
-            about.update(scale=list(used), higher_is_better=None, dataset="the prompt")
-    else:
-        about = {"head": "dpiqa_student", "mode": "no-reference"}
-        results = scorer.score(files, batch_size=batch_size)
-    _write(results, about, csv_out, as_json)
+    scorer = load_scorer(opts["head_ckpt"], opts["checkpoint"], opts["device"], opts["batch_size"])
+    request = ScoreRequest(
+        expand_images(opts["images"]),
+        refs=opts["refs"],
+        prompt_csv=opts["prompt_csv"],
+        prompt_range=opts["prompt_range"],
+        prompt_store=opts["prompt_store"],
+    )
+    scoring = scorer.score_files(request)
+    _write(scoring, csv_out, opts["as_json"])
 
 
-def _write(results: list, about: dict[str, Any], csv_out: str | None, as_json: bool) -> None:
+def _write(scoring: Scoring, csv_out: str | None, as_json: bool) -> None:
+    results, about = scoring.scores, scoring.about
     rows = [{k: asdict(r).get(k, "") for k in CSV_FIELDS} for r in results]
     if csv_out:
         from cache.outputs import atomic_write_text

@@ -8,13 +8,13 @@ predicted quality back into the dataset's scale, and the teacher's fingerprint.
 
 API, for ``iqa-score`` and scripts::
 
-    is_student_checkpoint(path) -> bool          # a student, not a head checkpoint
+    checkpoint_kind(path) == "dpiqa_student"     # a student (pipelines.score_kinds)
     scorer = load_student(path, device="cpu")    # build once ...
     scorer.score(paths, batch_size=16)           # ... score many: list[Scored]
     scorer.quality(images)                       # (B, 3, S, S) tensor -> (B,) quality
-    score_with_student(path, paths, batch_size)  # one call
+    scorer.score_files(request)                  # iqa-score's protocol (ImageScorer)
 
-``Scored`` is ``pipelines.score.Scored`` (``image``, ``quality`` 0-1 higher is better,
+``Scored`` is ``pipelines.score_kinds.Scored`` (``image``, ``quality`` 0-1 higher is better,
 ``score`` on the training dataset's scale), the same type head scoring returns.
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,12 +34,12 @@ from extract.images import load_image
 from extract.loader import prefetch_map
 from heads.data import denormalise
 from heads.student import (
+    STUDENT_KIND,
     DPIQAStudent,
     StudentCheckpointError,
-    is_student,
     load_student_model,
 )
-from pipelines.score import Scored
+from pipelines.score_kinds import About, Scored, ScoreRequest, Scoring
 
 RESIZES = {"squash_pil_bilinear": "bilinear", "squash_pil_bicubic": "bicubic"}
 
@@ -85,15 +84,6 @@ def preprocess(image: np.ndarray, pre: Mapping[str, Any]) -> Tensor:
     return x
 
 
-def is_student_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is a DP-IQA student checkpoint (False for head checkpoints)."""
-    try:  # memory-mapped: the weights are not read, only the dict's plain entries
-        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - unreadable (or not a zip checkpoint): not a student
-        return False
-    return is_student(ckpt)
-
-
 class StudentScorer:
     """A loaded student: scores many images without rebuilding anything.
 
@@ -103,9 +93,13 @@ class StudentScorer:
         label_norm: quality -> dataset scale map of the training labels.
         teacher: what the checkpoint records of its teacher (store fingerprint, sha256).
         device: torch device.
+        batch_size: images per forward in ``score_files``.
     """
 
-    def __init__(self, model: DPIQAStudent, ckpt: Mapping[str, Any], device: str) -> None:
+    def __init__(
+        self, model: DPIQAStudent, ckpt: Mapping[str, Any], device: str, batch_size: int = 16
+    ) -> None:
+        self.batch_size = batch_size
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.preprocessing = dict(ckpt["preprocessing"])
@@ -138,22 +132,25 @@ class StudentScorer:
         return out
 
 
-def load_student(path: str | os.PathLike[str], device: str = "cpu") -> StudentScorer:
-    """Load a student checkpoint for scoring.
+    def describe(self) -> About:
+        """What the scores mean: the dataset's scale, higher is better (``ImageScorer``)."""
+        return {"head": STUDENT_KIND, "mode": "no-reference"}
+
+    def score_files(self, request: ScoreRequest) -> Scoring:
+        """Score a request's images (``ImageScorer``); a student reads images only, so the
+        request's references and prompt are not used."""
+        return Scoring(self.describe(), self.score(request.images, self.batch_size))
+
+
+def load_student(
+    path: str | os.PathLike[str], device: str = "cpu", batch_size: int = 16
+) -> StudentScorer:
+    """Load a student checkpoint for scoring (``batch_size``: of ``score_files``).
 
     Raises:
         StudentCheckpointError: not a student checkpoint (e.g. a head checkpoint), or
             unreadable.
     """
     model, ckpt = load_student_model(path)
-    return StudentScorer(model, ckpt, device)
+    return StudentScorer(model, ckpt, device, batch_size)
 
-
-def score_with_student(
-    ckpt: str | os.PathLike[str],
-    images: Sequence[str | os.PathLike[str]],
-    batch_size: int = 16,
-    device: str = "cpu",
-) -> list[Scored]:
-    """Score image files with a student checkpoint (see the module docstring)."""
-    return load_student(ckpt, device).score(images, batch_size)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from cache.console import UsageProblem
-from extract.shards import autocast
+from extract.forward import autocast
 from heads.metrics import compute_metrics
 from heads.student import DPIQAStudent, StudentLoss, read_student, save_student
 

@@ -30,6 +30,7 @@ from cache.backends import store_exists
 from cache.console import DataProblem, UsageProblem, progress
 from cache.create import create_store
 from cache.fingerprint import fingerprint_of
+from cache.layout import StoreLayout
 from cache.manifest import file_sha256
 from cache.root import CacheRoot
 from cache.store import ArraySpec, FeatureStore, open_store
@@ -201,11 +202,14 @@ def _open_output(
     cfg: TeacherMapsConfig, shape: tuple[int, ...],
 ) -> FeatureStore:  # fmt: skip
     arrays = [ArraySpec("map", shape, cfg.storage_dtype), ArraySpec("score", (1,), "float32")]
+    layout = StoreLayout(arrays, source.image_ids, source.views, source.shard_size)
     return create_store(
-        target, arrays=arrays, image_ids=source.image_ids, views=source.views,
-        fingerprint_fields=fields, provenance=_provenance(source, ckpt, teacher),
-        shard_size=source.shard_size, codec=cfg.codec,
-    )  # fmt: skip
+        target,
+        layout,
+        fingerprint_fields=fields,
+        provenance=_provenance(source, ckpt, teacher),
+        codec=cfg.codec,
+    )
 
 
 def write_teacher_maps(

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from cache.create import create_store
+from cache.layout import StoreLayout
 from cache.store import ArraySpec
 
 N_IMAGES = 24
@@ -26,8 +27,7 @@ FIELDS = {"backbone": "writer-test", "weights_sha256": "random-init"}
 
 def open_or_create(url: str):
     ids = [f"img{i:03d}.png" for i in range(N_IMAGES)]
-    return create_store(url, arrays=ARRAYS, image_ids=ids, views=VIEWS,
-                        fingerprint_fields=FIELDS, shard_size=SHARD)  # fmt: skip
+    return create_store(url, StoreLayout(ARRAYS, ids, VIEWS, SHARD), fingerprint_fields=FIELDS)
 
 
 def shard_features(store, k: int) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from cache.cli import main
 from cache.create import create_store
 from cache.fingerprint import fingerprint_of
+from cache.layout import StoreLayout
 from cache.root import CacheRoot
 from cache.store import ArraySpec, open_store
 from cache.testing import write_bypassing_checksums
@@ -24,10 +25,8 @@ IDS = [f"i{i}.png" for i in range(4)]
 
 
 def make(url: str, n_images: int = 4, fill: bool = True, fields=FIELDS) -> str:
-    s = create_store(url, arrays=[ArraySpec("feature", (8,))],
-                     image_ids=IDS[:n_images],
-                     fingerprint_fields=fields, shard_size=2,
-                     provenance={"dataset": "demo", "backbone": "toy"})  # fmt: skip
+    s = create_store(url, StoreLayout([ArraySpec("feature", (8,))], IDS[:n_images], shard_size=2),
+                     fingerprint_fields=fields, provenance={"dataset": "demo", "backbone": "toy"})
     for k in range(s.n_shards if fill else 1):
         n = len(s.shard_rows(k))
         s.write_shard(k, {"feature": np.full((n, 8), k + 0.5)}, np.ones((n, 2)), np.ones((n, 2)))

@@ -11,7 +11,8 @@ from PIL import Image
 from test_extract_run import _photo
 
 from cache.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
-from extract.run import ExtractConfig, arch_overrides, run_extract
+from extract.config import ExtractConfig, arch_overrides
+from extract.run import run_extract
 from heads.cli import main as train_main
 from heads.cli import test_main as cross_main
 from pipelines.splits import make_splits, write_splits

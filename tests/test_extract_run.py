@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,11 @@ from PIL import Image
 from cache.manifest import DatasetInfo, Manifest, ManifestRow, write_manifest
 from cache.store import open_store
 from extract.cli import main as extract_main
+from extract.config import ExtractConfig, build_backbone
 from extract.images import load_image
-from extract.run import ExtractConfig, build_backbone, run_extract
+from extract.job import Cluster, FillJob
+from extract.run import run_extract
+from extract.shards import ShardStats
 
 SIZE = (96, 72)  # W, H: small, non-square
 
@@ -92,12 +96,14 @@ def test_resume_writes_only_missing_shards(tmp_path: Path) -> None:
     full = run_extract(_cfg(), manifest, out=str(tmp_path / "full.zarr"), progress=False)
     import extract.fill as fill_mod
 
-    calls = {"n": 0}
     original = fill_mod.fill_shards
 
-    def stop_after_one(*args: object, **kwargs: object) -> object:
-        kwargs["should_stop"] = lambda: calls.__setitem__("n", calls["n"] + 1) or True
-        return original(*args, **kwargs)
+    def stop_after_one(job: FillJob, shards: Iterable[int]) -> ShardStats:
+        def first_only() -> Iterator[int]:
+            for k in shards:
+                yield k
+                job.stop.set()  # as a Ctrl-C while shard k is in flight: it is finished
+        return original(job, first_only())
 
     fill_mod.fill_shards = stop_after_one
     try:
@@ -183,8 +189,8 @@ def test_local_cluster_equals_one_process(tmp_path: Path) -> None:
     manifest = make_dataset(tmp_path, n=6)
     one = open_store(run_extract(_cfg(), manifest, out=str(tmp_path / "one.zarr"),
                                  progress=False).store)
-    two = open_store(run_extract(_cfg(), manifest, out=str(tmp_path / "two.zarr"), workers=2,
-                                 progress=False).store)
+    two = open_store(run_extract(_cfg(), manifest, out=str(tmp_path / "two.zarr"),
+                                 cluster=Cluster(workers=2), progress=False).store)
     assert not two.missing_shards()
     for name in one.arrays:
         a = one.read(range(one.n_rows), [name])[name]

@@ -1,4 +1,4 @@
-"""fill_shards: progress per row, reuse of known rows, bounded prefetch, kernel fingerprints."""
+"""fill_shards: progress per row, reuse of donor rows, bounded prefetch, kernel fingerprints."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ import pytest
 import torch
 
 import extract.loader as loader
+from cache.create import create_store
+from cache.layout import StoreLayout
 from cache.manifest import read_manifest
-from cache.store import open_store
-from extract.run import ExtractConfig, build_backbone, fingerprint_fields, open_output, run_extract
+from cache.root import RowDonors
+from cache.store import FeatureStore, open_store
+from extract.config import ExtractConfig, build_backbone, fingerprint_fields
+from extract.distributed import fill_distributed, gpu_cluster
+from extract.job import Cluster, FillJob
+from extract.run import open_output, run_extract
 from extract.shards import fill_shards
 from tests.test_extract_run import make_dataset
 
@@ -26,56 +32,74 @@ def _cfg(**kw: object) -> ExtractConfig:
     return ExtractConfig(**base)
 
 
-def _fresh(tmp_path: Path, name: str, n: int = 7, **kw: object) -> tuple:
+class Rows:
+    """A progress that records each count it is given (``extract.job.RowProgress``)."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+
+    def update(self, n: int = 1) -> None:
+        self.counts.append(n)
+
+    def write(self, text: str) -> None:
+        pass
+
+
+def _fresh(tmp_path: Path, name: str, n: int = 7, **kw: object) -> FillJob:
     manifest_path = make_dataset(tmp_path, n=n, corrupt=True)
     cfg = _cfg(**kw)
     backbone = build_backbone(cfg)
     manifest = read_manifest(manifest_path)
-    store = open_output(cfg, backbone, manifest, str(tmp_path / name), resume=False)
-    return cfg, backbone, manifest, store
+    store = open_output(cfg, backbone, manifest, str(tmp_path / name))
+    return FillJob(store, backbone, cfg, manifest, Rows())
 
 
-def _all(store: object) -> dict[str, np.ndarray]:
-    return store.read(range(store.n_rows), allow_unwritten=True, dtype=None)  # type: ignore[attr-defined]
+def _again(job: FillJob, store: FeatureStore, donors: RowDonors | None = None) -> FillJob:
+    """The same settings and backbone on another store (and donors)."""
+    return FillJob(store, job.backbone, job.cfg, job.manifest, Rows(), donors=donors)
 
 
-def test_on_rows_reports_rows_as_batches_finish(tmp_path: Path, one_thread: None) -> None:
-    cfg, backbone, manifest, store = _fresh(tmp_path, "p.zarr")
-    rows, shards = [], []
-    stats = fill_shards(store, backbone, manifest, store.missing_shards(), batch_size=2,
-                        dtype="fp32", on_rows=rows.append,
-                        on_shard=lambda k, n: shards.append((k, n)))  # fmt: skip
-    assert sum(rows) == store.n_rows == stats.rows == sum(n for _, n in shards)
-    assert len(rows) > len(shards) and max(rows) <= 2  # per batch, not per shard
-    assert [k for k, _ in shards] == list(range(store.n_shards))
+def _donor(job: FillJob, url: str, ids: list[str]) -> FeatureStore:
+    """A store of ``job``'s fingerprint holding ``ids`` (one shard), not filled yet."""
+    arrays = list(job.store.arrays.values())
+    fields = fingerprint_fields(job.backbone, job.cfg)
+    layout = StoreLayout(arrays, ids, job.store.views, len(ids))
+    return create_store(url, layout, fingerprint_fields=fields)
 
 
-def test_reused_rows_are_neither_decoded_nor_computed(
+def _all(store: FeatureStore) -> dict[str, np.ndarray]:
+    return store.read(range(store.n_rows), allow_unwritten=True, dtype=None)
+
+
+def test_progress_counts_rows_as_batches_finish(tmp_path: Path, one_thread: None) -> None:
+    job = _fresh(tmp_path, "p.zarr")
+    stats = fill_shards(job, job.store.missing_shards())
+    rows = job.progress.counts  # type: ignore[attr-defined]
+    assert sum(rows) == job.store.n_rows == stats.rows and stats.shards == job.store.n_shards
+    assert len(rows) > stats.shards and max(rows) <= 2  # per batch, not per shard
+    assert not job.store.missing_shards()
+
+
+def test_donor_rows_are_neither_decoded_nor_computed(
     tmp_path: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg, backbone, manifest, full = _fresh(tmp_path, "full.zarr")
-    fill_shards(full, backbone, manifest, full.missing_shards(), batch_size=2, dtype="fp32")
-    want = _all(full)
-    shape = backbone.outputs["nss"]
-    known = {  # shard 1: its first image (row 0) and third (row 2), with marked values
-        0: ({"nss": np.full(shape, 7.0, np.float16)}, (8, 8), (72, 96)),
-        2: ({"nss": np.full(shape, -3.0, np.float16)}, (8, 8), (72, 96)),
-    }
-    asked: list[int] = []
-
-    def reuse(k: int) -> dict | None:
-        asked.append(k)
-        return known if k == 1 else None
-
+    job = _fresh(tmp_path, "full.zarr")
+    fill_shards(job, job.store.missing_shards())
+    want, ids = _all(job.store), job.store.image_ids
+    # a donor store holding images 3 and 5 (shard 1's first and third) with marked values
+    donor = _donor(job, str(tmp_path / "donor.zarr"), [ids[3], ids[5]])
+    shape = job.backbone.outputs["nss"]
+    marked = np.stack([np.full(shape, 7.0, np.float16), np.full(shape, -3.0, np.float16)])
+    donor.write_shard(0, {"nss": marked}, np.array([(8, 8)] * 2), np.array([(72, 96)] * 2))
     decoded: list[str] = []
     real = loader.load_image
     monkeypatch.setattr(loader, "load_image", lambda p, **kw: decoded.append(Path(p).name)
                         or real(p, **kw))  # fmt: skip
-    store = open_output(cfg, backbone, manifest, str(tmp_path / "reuse.zarr"), resume=False)
-    stats = fill_shards(store, backbone, manifest, store.missing_shards(), batch_size=2,
-                        dtype="fp32", reuse=reuse)  # fmt: skip
-    assert asked == list(range(store.n_shards)) and stats.reused_rows == 2
-    ids = store.image_ids
+    cfg = job.cfg
+    store = open_output(cfg, job.backbone, job.manifest, str(tmp_path / "reuse.zarr"))
+    donors = RowDonors([donor.url])
+    stats = fill_shards(_again(job, store, donors), store.missing_shards())
+    assert stats.reused_rows == 2
     assert ids[3] not in decoded and ids[5] not in decoded and ids[4] in decoded
     got = _all(store)
     assert np.all(got["nss"][3] == 7.0) and np.all(got["nss"][5] == -3.0)
@@ -88,7 +112,8 @@ def test_reused_rows_are_neither_decoded_nor_computed(
 def test_prefetch_bounds_images_decoded_ahead(
     tmp_path: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg, backbone, manifest, store = _fresh(tmp_path, "m.zarr", n=9)
+    job = _fresh(tmp_path, "m.zarr", n=9, decode_workers=2)
+    backbone = job.backbone
     lock, state = threading.Lock(), {"ahead": 0, "peak": 0}
     real_prepare, real_forward = backbone.prepare, backbone.forward_features
 
@@ -105,8 +130,7 @@ def test_prefetch_bounds_images_decoded_ahead(
 
     monkeypatch.setattr(backbone, "prepare", prepare)
     monkeypatch.setattr(backbone, "forward_features", forward)
-    fill_shards(store, backbone, manifest, store.missing_shards(), batch_size=2, dtype="fp32",
-                decode_workers=2, prefetch=3)  # fmt: skip
+    fill_shards(job, job.store.missing_shards(), prefetch=3)
     # at most `prefetch` jobs in flight, plus one batch collecting and one in the runner
     assert 0 < state["peak"] <= 3 + 2 * 2, state
 
@@ -139,32 +163,36 @@ def test_unknown_attention_kernel_is_one_clear_error(tmp_path: Path) -> None:
 def test_partial_fill_then_resume_is_bit_identical_to_one_run(
     tmp_path: Path, one_thread: None
 ) -> None:
-    cfg, backbone, manifest, a = _fresh(tmp_path, "a.zarr")
-    fill_shards(a, backbone, manifest, [0, 2], batch_size=2, dtype="fp32")
+    job = _fresh(tmp_path, "a.zarr")
+    fill_shards(job, [0, 2])
     b = open_store(str(tmp_path / "a.zarr"), "a")
-    fill_shards(b, backbone, manifest, b.missing_shards(), batch_size=2, dtype="fp32")
-    c = open_output(cfg, backbone, manifest, str(tmp_path / "c.zarr"), resume=False)
-    fill_shards(c, backbone, manifest, c.missing_shards(), batch_size=2, dtype="fp32")
+    fill_shards(_again(job, b), b.missing_shards())
+    c = open_output(job.cfg, job.backbone, job.manifest, str(tmp_path / "c.zarr"))
+    fill_shards(_again(job, c), c.missing_shards())
     assert _all(b)["nss"].tobytes() == _all(c)["nss"].tobytes()
 
 
 @pytest.mark.slow
-def test_distributed_reports_rows_and_reuses_like_one_process(
+def test_distributed_reports_rows_and_uses_donors_like_one_process(
     tmp_path: Path, one_thread: None
 ) -> None:
-    from extract.distributed import fill_distributed
-
-    cfg, backbone, manifest, one = _fresh(tmp_path, "one.zarr")
-    known = {1: ({"nss": np.full(backbone.outputs["nss"], 2.0, np.float16)}, (8, 8), (72, 96))}
-    fill_shards(one, backbone, manifest, one.missing_shards(), batch_size=2, dtype="fp32",
-                reuse=lambda k: known if k == 2 else None)  # fmt: skip
-    two = open_output(cfg, backbone, manifest, str(tmp_path / "two.zarr"), resume=False)
-    rows: list[int] = []
-    stats = fill_distributed(cfg, manifest, two, two.missing_shards(), workers=2,
-                             on_rows=rows.append, reuse=lambda k: known if k == 2 else None)
-    assert sum(rows) == two.n_rows == stats.rows and stats.reused_rows == 1
-    assert len(rows) > 1  # per batch, as worker events (a late event is topped up at the end)
-    assert _all(one)["nss"].tobytes() == _all(two)["nss"].tobytes()
+    job = _fresh(tmp_path, "plain.zarr")
+    fill_shards(job, job.store.missing_shards())
+    donor = _donor(job, str(tmp_path / "donor.zarr"), job.store.image_ids[:4])
+    fill_shards(_again(job, donor), [0])  # images 0-3: shard 0 below whole, a row of shard 1
+    cfg, backbone, manifest = job.cfg, job.backbone, job.manifest
+    one = open_output(cfg, backbone, manifest, str(tmp_path / "one.zarr"))
+    here = fill_shards(_again(job, one, RowDonors([donor.url])), one.missing_shards())
+    two = open_output(cfg, backbone, manifest, str(tmp_path / "two.zarr"))
+    on_dask = _again(job, two, RowDonors([donor.url]))
+    stats = fill_distributed(on_dask, two.missing_shards(), Cluster(workers=2))
+    rows = on_dask.progress.counts  # type: ignore[attr-defined]
+    assert sum(rows) == two.n_rows == stats.rows
+    assert here.reused_rows == 4  # every donor row in one process
+    assert stats.reused_rows == 3  # on dask: the shard the donor holds whole
+    assert len(rows) > 2  # per batch, as worker events (a late event is topped up at the end)
+    for store in (one, two):
+        assert _all(store)["nss"].tobytes() == _all(job.store)["nss"].tobytes()
 
 
 @pytest.mark.slow
@@ -172,8 +200,6 @@ def test_gpu_cluster_gives_each_worker_its_own_device() -> None:
     import os
 
     from dask.distributed import Client
-
-    from extract.distributed import gpu_cluster
 
     with gpu_cluster(["3", "5"], workers=3) as cluster, Client(cluster) as client:
         seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))

@@ -19,8 +19,9 @@ from test_monet import _reference_key
 
 import heads.train as train_mod
 from cache.manifest import DatasetInfo, Manifest, ManifestRow, file_sha256, write_manifest
+from extract.config import ExtractConfig, arch_overrides
 from extract.monet import build_monet
-from extract.run import ExtractConfig, arch_overrides, run_extract
+from extract.run import run_extract
 from heads import protocols
 from heads.cli import main as train_main
 from heads.evaluate import make_prompt
@@ -32,6 +33,7 @@ from heads.traindata import TrainData
 from pipelines.report import write_report
 from pipelines.score import Scorer
 from pipelines.score_cli import main as score_main
+from pipelines.score_kinds import checkpoint_kind
 from pipelines.splits import make_splits, write_splits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -177,6 +179,7 @@ def test_the_released_checkpoint_scores_in_the_prompts_scale(tmp_path: Path) -> 
     loaded = load_release_head(path, heads=2)
     for a, b in zip(loaded.state_dict().values(), head.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    assert checkpoint_kind(path) == "promptiqa_release"
     scorer = Scorer.from_release(path, monet=MONET_TINY, heads=2)
     prompt_csv = _prompt_csv(tmp_path, [10.0, 35.0, 60.0, 85.0])
     images = []

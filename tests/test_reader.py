@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cache.create import create_store
+from cache.layout import StoreLayout
 from cache.reader import FeatureDataset, PairedFeatureDataset, check_fits
 from cache.store import ArraySpec, IncompleteStoreError
 
@@ -20,8 +21,8 @@ ARRAYS = [ArraySpec("embed", (2, 3, 3)), ArraySpec("feature", (4,))]
 
 
 def make_store(url: str, ids=IDS, skip_shards=(), views=("identity", "flip")) -> None:
-    s = create_store(url, arrays=ARRAYS, image_ids=ids, views=views,
-                     fingerprint_fields={"backbone": "toy"}, shard_size=2)  # fmt: skip
+    fields = {"backbone": "toy"}
+    s = create_store(url, StoreLayout(ARRAYS, ids, views, 2), fingerprint_fields=fields)
     for k in range(s.n_shards):
         if k in skip_shards:
             continue

@@ -160,6 +160,7 @@ def test_concurrent_extractions_into_a_cache_root_compute_each_shard_once(
 ) -> None:
     import extract.fill as fill_mod
     import extract.run as run_mod
+    from extract.config import ExtractConfig
 
     manifest = make_dataset(tmp_path, n=10)
     real = fill_mod.fill_shards
@@ -170,8 +171,8 @@ def test_concurrent_extractions_into_a_cache_root_compute_each_shard_once(
 
     monkeypatch.setattr(fill_mod, "fill_shards", slow)
     monkeypatch.setattr(fill_mod, "WAIT_POLL_S", 0.1)
-    cfg = run_mod.ExtractConfig(backbone="nss", random_init=True, shard_size=2,
-                                arch=(("grid", 8), ("size", 32)))  # fmt: skip
+    cfg = ExtractConfig(backbone="nss", random_init=True, shard_size=2,
+                        arch=(("grid", 8), ("size", 32)))  # fmt: skip
     results: list = []
     threads = [threading.Thread(target=lambda: results.append(run_mod.run_extract(
         cfg, manifest, cache_root=str(tmp_path / "root"), progress=False)))

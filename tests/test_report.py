@@ -430,7 +430,8 @@ def test_reads_a_flat_older_run(tiny: dict, tmp_path: Path) -> None:
 def test_train_then_report_end_to_end(tiny: dict, tmp_path: Path, one_thread: None) -> None:
     """A real nss store and sfem_fr head; iqa-eval finds the PSNR/SSIM baselines through
     the manifest the run records (runs from before it was recorded: --data-dir)."""
-    from extract.run import ExtractConfig, arch_overrides, run_extract
+    from extract.config import ExtractConfig, arch_overrides
+    from extract.run import run_extract
     from heads.experiment import ExperimentSpec, Source, run_experiment
     from heads.optim import TrainConfig
 

@@ -21,7 +21,8 @@ from cache.manifest import (
     write_manifest,
     write_split,
 )
-from extract.run import ExtractConfig, arch_overrides, run_extract
+from extract.config import ExtractConfig, arch_overrides
+from extract.run import run_extract
 from extract.sam import build_sam_vit_b
 from heads.experiment import ExperimentSpec, Source, run_experiment
 from heads.optim import TrainConfig

@@ -13,6 +13,7 @@ from cache.backends import BACKENDS
 from cache.backends.memory import MemoryBackend
 from cache.create import create_store, store_fields
 from cache.fingerprint import FingerprintMismatch, check_fingerprint, fingerprint_of
+from cache.layout import StoreLayout
 from cache.outputs import OutputPathError
 from cache.store import ArraySpec, IncompleteStoreError, StoreError, open_store
 from cache.testing import fast_reader, write_bypassing_checksums
@@ -54,10 +55,13 @@ class StoreContract:
         raise NotImplementedError
 
     def make(self, url, **kw):
-        args = dict(arrays=ARRAYS, image_ids=IDS, views=VIEWS, fingerprint_fields=FIELDS)
-        args.update(shard_size=2, backend=self.backend, storage_options=self.storage_options)
+        layout = dict(arrays=ARRAYS, image_ids=IDS, views=VIEWS, shard_size=2)
+        layout.update((k, kw.pop(k)) for k in list(kw) if k in layout)
+        args = dict(
+            fingerprint_fields=FIELDS, backend=self.backend, storage_options=self.storage_options
+        )
         args.update(kw)
-        return create_store(url, **args)
+        return create_store(url, StoreLayout(**layout), **args)
 
     def reopen(self, url, mode="r"):
         return open_store(url, mode, backend=self.backend, storage_options=self.storage_options)
@@ -325,13 +329,13 @@ class TestZarrLocalOutputs:
         folder.mkdir()
         (folder / "I01.png").write_bytes(b"not a store")
         with pytest.raises(OutputPathError, match="not a feature store; nothing was written"):
-            create_store(str(folder), arrays=ARRAYS, image_ids=IDS, fingerprint_fields=FIELDS)
+            create_store(str(folder), StoreLayout(ARRAYS, IDS), fingerprint_fields=FIELDS)
         assert sorted(p.name for p in folder.iterdir()) == ["I01.png"]
 
     def test_empty_folder_is_used(self, tmp_path):
         folder = tmp_path / "empty.zarr"
         folder.mkdir()
-        s = create_store(str(folder), arrays=ARRAYS, image_ids=IDS, fingerprint_fields=FIELDS)
+        s = create_store(str(folder), StoreLayout(ARRAYS, IDS), fingerprint_fields=FIELDS)
         assert s.n_images == 5 and not (folder / ".iqa-claims").exists()
 
     def test_a_store_finished_by_another_writer_is_reopened_not_rebuilt(
@@ -340,8 +344,7 @@ class TestZarrLocalOutputs:
         import cache.create as store_mod
 
         url = str(tmp_path / "s.zarr")
-        s = create_store(url, arrays=ARRAYS, image_ids=IDS, views=VIEWS,
-                         fingerprint_fields=FIELDS, shard_size=2)  # fmt: skip
+        s = create_store(url, StoreLayout(ARRAYS, IDS, VIEWS, 2), fingerprint_fields=FIELDS)
         write_all(s)
         s.close()
         real, looks = store_mod.store_exists, []
@@ -351,8 +354,7 @@ class TestZarrLocalOutputs:
             return False if len(looks) == 1 else real(*args, **kwargs)
 
         monkeypatch.setattr(store_mod, "store_exists", first_look_misses)
-        again = create_store(url, arrays=ARRAYS, image_ids=IDS, views=VIEWS,
-                             fingerprint_fields=FIELDS, shard_size=2)  # fmt: skip
+        again = create_store(url, StoreLayout(ARRAYS, IDS, VIEWS, 2), fingerprint_fields=FIELDS)
         assert not again.missing_shards() and again.verify().ok  # nothing cleared
 
     def test_interrupted_creation_is_rebuilt(self, tmp_path):
@@ -363,7 +365,7 @@ class TestZarrLocalOutputs:
             '{"host": "elsewhere", "pid": 1, "started": 0}'
         )
         os.utime(tmp_path / "half.zarr" / ".iqa-claims" / "create.claim", (0, 0))  # stale
-        s = create_store(url, arrays=ARRAYS, image_ids=IDS, fingerprint_fields=FIELDS)
+        s = create_store(url, StoreLayout(ARRAYS, IDS), fingerprint_fields=FIELDS)
         assert s.n_images == 5
 
 
@@ -371,7 +373,7 @@ def test_hdf5_output_never_truncates_a_file(tmp_path):
     path = tmp_path / "notes.h5"
     path.write_bytes(b"precious")
     with pytest.raises(OutputPathError, match="notes.h5 already holds data"):
-        create_store(str(path), arrays=ARRAYS, image_ids=IDS, fingerprint_fields=FIELDS)
+        create_store(str(path), StoreLayout(ARRAYS, IDS), fingerprint_fields=FIELDS)
     assert path.read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir()] == ["notes.h5"]  # no half-built file left
 

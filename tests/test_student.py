@@ -20,6 +20,7 @@ from PIL import Image
 
 from cache.console import UsageProblem
 from cache.create import create_store
+from cache.layout import StoreLayout
 from cache.manifest import (
     DatasetInfo,
     Manifest,
@@ -45,12 +46,9 @@ from pipelines import teacher_maps
 from pipelines.distill import DistillConfig, _build, train_student
 from pipelines.distill_cli import main as distill_main
 from pipelines.distill_data import DistillDataset, split_parts
-from pipelines.student_score import (
-    is_student_checkpoint,
-    load_student,
-    preprocess,
-    score_with_student,
-)
+from pipelines.score_cli import main as score_main
+from pipelines.score_kinds import checkpoint_kind
+from pipelines.student_score import load_student, preprocess
 from pipelines.teacher_maps import TeacherMapsConfig, write_teacher_maps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -122,9 +120,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def _sd_store(url: Path, root: Path, ids: list[str]):
     fields = {"backbone": "sd15_unet", "weights_sha256": "random-init", "preprocessing": PRE,
               "views": list(VIEWS_USED)}  # fmt: skip
-    store = create_store(str(url), arrays=[ArraySpec(k, v) for k, v in SPECS.items()],
-                         image_ids=ids, views=VIEWS_USED, fingerprint_fields=fields,
-                         provenance={"dataset": "toy"}, shard_size=4)  # fmt: skip
+    arrays = [ArraySpec(k, v) for k, v in SPECS.items()]
+    store = create_store(str(url), StoreLayout(arrays, ids, VIEWS_USED, shard_size=4),
+                         fingerprint_fields=fields, provenance={"dataset": "toy"})
     for k in range(store.n_shards):
         pixels = [VIEWS[VIEWS_USED[r % 2]](np.asarray(Image.open(root / ids[r // 2])))
                   for r in store.shard_rows(k)]  # fmt: skip
@@ -337,13 +335,21 @@ def test_scoring_from_a_student_checkpoint(world: dict, trained: Path) -> None:
     assert np.allclose([g.quality for g in got], want.numpy(), atol=1e-6)
     assert got[0].score == pytest.approx(denormalise(got[0].quality, ckpt["label_norm"]))
     assert got[0].score == pytest.approx(10 * got[0].quality)
-    assert [s.quality for s in score_with_student(trained, paths[:2])] == [
-        g.quality for g in got[:2]
-    ]
-    assert is_student_checkpoint(trained)
-    assert not is_student_checkpoint(world["root"] / "teacher.pt")
+    assert checkpoint_kind(trained) == "dpiqa_student"
+    assert checkpoint_kind(world["root"] / "teacher.pt") == "head"
     with pytest.raises(StudentCheckpointError, match="a head checkpoint"):
         load_student(world["root"] / "teacher.pt")
+
+
+def test_iqa_score_takes_a_student_checkpoint(world: dict, trained: Path) -> None:
+    paths = [str(world["root"] / i) for i in world["ids"][:3]]
+    args = [*paths, "--head", str(trained), "--batch-size", "2", "--json"]
+    res = CliRunner().invoke(score_main, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["about"] == {"head": "dpiqa_student", "mode": "no-reference"}
+    want = load_student(trained).score(paths, batch_size=2)
+    assert [(r["image"], r["score"]) for r in out["scores"]] == [(w.image, w.score) for w in want]
 
 
 def test_denormalise_inverts_normalise() -> None:
@@ -374,7 +380,8 @@ def test_cli_chain_and_one_line_errors(world: dict, tmp_path: Path) -> None:
 
     res = train(tmp_path / "run")
     assert res.exit_code == 0, res.output
-    assert is_student_checkpoint(tmp_path / "run" / "model.pt") and '"student"' in res.output
+    assert checkpoint_kind(tmp_path / "run" / "model.pt") == "dpiqa_student"
+    assert '"student"' in res.output
     bad = runner.invoke(distill_main, ["teacher-maps", "--features", world["source"],
                                        "--teacher", str(tmp_path / "run" / "model.pt"),
                                        "--out", str(tmp_path / "m2.zarr")])  # fmt: skip

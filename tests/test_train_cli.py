@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from cache.create import create_store
+from cache.layout import StoreLayout
 from cache.manifest import (
     DatasetInfo,
     Manifest,
@@ -51,11 +52,8 @@ def _write_store(url: str, skip_shards: tuple[int, ...] = ()) -> None:
     arrays = [ArraySpec("embed", (4, 8, 8)), ArraySpec("feature", (6,))]
     store = create_store(
         url,
-        arrays=arrays,
-        image_ids=ids,
-        views=("identity", "hflip"),
+        StoreLayout(arrays, ids, ("identity", "hflip"), shard_size=4),
         fingerprint_fields={"backbone": "toy"},
-        shard_size=4,
     )
     rng = np.random.default_rng(1)
     checker = ((np.arange(8)[:, None] + np.arange(8)) % 2) * 2.0 - 1  # (8, 8)

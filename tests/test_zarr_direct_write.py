@@ -14,6 +14,7 @@ import cache.backends.zarr as zb
 import cache.backends.zarr_direct_write as fw
 from cache.backends.zarr_direct_write import ShardFileWriter
 from cache.create import create_store
+from cache.layout import StoreLayout
 from cache.store import ArraySpec, open_store
 
 ROW = (4, 3, 5)
@@ -108,8 +109,8 @@ def test_other_layouts_and_partial_writes_go_through_zarr(tmp_path: Path) -> Non
 
 def _store(url: str, failures: dict[int, str] | None = None) -> None:
     ids = [f"i{i}" for i in range(5)]
-    store = create_store(url, arrays=[ArraySpec("embed", ROW)], image_ids=ids,
-                         fingerprint_fields={"t": 1}, shard_size=2)  # fmt: skip
+    store = create_store(url, StoreLayout([ArraySpec("embed", ROW)], ids, shard_size=2),
+                         fingerprint_fields={"t": 1})
     for k in range(store.n_shards):
         n = len(store.shard_rows(k))
         sizes = np.ones((n, 2), int)
@@ -132,8 +133,8 @@ def test_stores_are_byte_identical_with_and_without_the_fast_path(
 def test_hdf5_direct_reads_equal_h5py_reads(tmp_path: Path) -> None:
     url = str(tmp_path / "s.h5")
     ids = [f"i{i}" for i in range(5)]
-    store = create_store(url, arrays=[ArraySpec("embed", ROW)], image_ids=ids,
-                         fingerprint_fields={"t": 1}, shard_size=2)  # fmt: skip
+    store = create_store(url, StoreLayout([ArraySpec("embed", ROW)], ids, shard_size=2),
+                         fingerprint_fields={"t": 1})
     store.write_shard(1, {"embed": _data(2, "float16")}, np.ones((2, 2)), np.ones((2, 2)))
     rows = [3, 0, 2, 2, 4]
     writable = store.read(rows, allow_unwritten=True, dtype=None)["embed"]  # read_direct_chunk
