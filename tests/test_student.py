@@ -51,6 +51,7 @@ from pipelines.student_score import (
     preprocess,
     score_with_student,
 )
+from pipelines.student_train import milestones_for
 from pipelines.teacher_maps import TeacherMapsConfig, write_teacher_maps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -344,6 +345,15 @@ def test_scoring_from_a_student_checkpoint(world: dict, trained: Path) -> None:
     assert not is_student_checkpoint(world["root"] / "teacher.pt")
     with pytest.raises(StudentCheckpointError, match="a head checkpoint"):
         load_student(world["root"] / "teacher.pt")
+
+
+def test_the_papers_milestones_apply_to_the_importers_dataset_names() -> None:
+    """Manifests are named by importer key (``livec``, not the reference's ``clive``)."""
+    cfg = DistillConfig()
+    got = {d: milestones_for(cfg, d) for d in ("livec", "koniq10k", "flive", "spaq", "live")}
+    assert got == {"livec": (10, 25), "koniq10k": (5,), "flive": (4,), "spaq": (6,), "live": ()}
+    assert milestones_for(cfg, "CLIVE") == (10, 25)  # an alias of published.yaml
+    assert milestones_for(DistillConfig(milestones=(3,)), "livec") == (3,)
 
 
 def test_denormalise_inverts_normalise() -> None:
