@@ -21,11 +21,16 @@ scale and orientation; ``target``/``prediction`` are normalised (higher is bette
 Several datasets (``Source`` each: store, manifest, splits) train one model together
 (PromptIQA's mixed training): run ``k`` uses the ``k``-th split of every dataset, and
 metrics, predictions and summaries are kept per dataset.
+
+``metrics.json`` records the training settings as run: a one-dataset run takes its
+dataset's entry of ``milestones_by_dataset`` (a mixed run keeps ``milestones``), and
+``loss`` names the loss trained with and its term weights.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +45,11 @@ from heads import protocols
 from heads.checkpoint import update_extra
 from heads.data import SplitData, StoreDataError, denormalise, label_norm_of, load_split
 from heads.evaluate import evaluate
+from heads.losses import loss_name
 from heads.metrics import summarize
 from heads.optim import TrainConfig
 from heads.registry import head_class, make_config
-from heads.train import FitResult, TrainError, check_trainable, fit
+from heads.train import FitResult, TrainError, check_trainable, fit, loss_for
 
 SCHEMA = 2
 PRED_FIELDS = ("run", "dataset", "id", "part", "distortion", "score", "target", "prediction",
@@ -281,9 +287,23 @@ def _header(spec: ExperimentSpec, datasets: list[_Dataset]) -> dict[str, Any]:
         "label_norm": label_norm_of(first.manifest),  # the dataset's scale (for reports)
         "target_norm": spec.label_norm,  # how training mapped scores (per run: its records)
         "training": spec.training.to_dict(),
+        "loss": _loss_record(spec),
         "head_config": {k: list(v) if isinstance(v, tuple) else v
                         for k, v in spec.overrides.items()},  # fmt: skip
     }
+
+
+def _loss_record(spec: ExperimentSpec) -> dict[str, Any]:
+    """The loss trained with: its name (``heads.losses.LOSSES``) and term weights."""
+    loss = loss_for(spec.head, spec.training)
+    return {"name": loss_name(loss), **dataclasses.asdict(loss)}
+
+
+def _for_datasets(spec: ExperimentSpec, datasets: list[_Dataset]) -> ExperimentSpec:
+    """A one-dataset run takes its dataset's milestones (``milestones_by_dataset``)."""
+    if len(datasets) != 1:
+        return spec
+    return dataclasses.replace(spec, training=spec.training.for_dataset(datasets[0].name))
 
 
 def _source_record(d: _Dataset, spec: ExperimentSpec) -> dict[str, Any]:
@@ -309,6 +329,7 @@ def _summary(records: list[dict[str, Any]], datasets: list[_Dataset]) -> dict[st
 def run_experiment(spec: ExperimentSpec) -> dict[str, Any]:
     """Check, train and evaluate every planned run; returns what ``OUT/metrics.json`` holds."""
     datasets = prepare(spec)
+    spec = _for_datasets(spec, datasets)
     runs = plan_runs(spec)
     out = prepare_output_dir(spec.out, "train-run")
     result = _header(spec, datasets)

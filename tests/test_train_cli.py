@@ -365,3 +365,48 @@ def test_a_folder_written_by_iqa_data_split_trains(files, ratios: str) -> None:
     assert res.exit_code == 0, res.output
     runs = json.loads((out / "metrics.json").read_text())["runs"]
     assert [r["split"] for r in runs] == [str(folder / f"split_{n:02d}.json") for n in range(2)]
+
+
+def _renamed(files, name: str) -> tuple[str, str]:
+    """The tiny dataset's manifest under another dataset name, and a split file for it."""
+    old = read_manifest(files / "manifest.csv")
+    path = files / f"{name}.csv"
+    write_manifest(Manifest(info=replace(old.info, name=name), rows=old.rows), path)
+    split = read_split(files / "split_0.json")
+    write_split(replace(split, manifest_sha256=file_sha256(path)), files / f"{name}_split.json")
+    return str(path), str(files / f"{name}_split.json")
+
+
+def test_milestones_per_dataset_and_the_named_loss_are_applied_and_recorded(files) -> None:
+    """DP-IQA's build.py decays CLIVE (our ``livec``) at epoch 10, KonIQ at 5; the loss is
+    a named option (paper eq. 11: mse_rank; the reference trains mse) in metrics.json."""
+    params = files / "params.yaml"
+    params.write_text(
+        "head_train:\n  linear: {epochs: 12, lr: 1.0e-3, batch_size: 4, schedule: multistep,"
+        " gamma: 0.2, milestones: [5], milestones_by_dataset: {livec: [10]}, loss: mse_rank}\n"
+    )
+    got = {}
+    for name in ("livec", "koniq10k"):
+        manifest, split = _renamed(files, name)
+        out = files / f"run_{name}"
+        res = CliRunner().invoke(main, [
+            "--head", "linear", "--features", str(files / "f.zarr"), "--manifest", manifest,
+            "--split", split, "--params", str(params), "--out", str(out),
+        ])
+        assert res.exit_code == 0, res.output
+        metrics = json.loads((out / "metrics.json").read_text())
+        with open(out / "run_00" / "curves.csv") as fh:
+            lrs = [float(r["lr"]) for r in csv.DictReader(fh)]
+        got[name] = (metrics["training"]["milestones"], lrs.index(min(lrs)), metrics["loss"])
+    assert got["livec"][:2] == ([10], 10) and got["koniq10k"][:2] == ([5], 5)
+    assert got["livec"][2] == {"name": "mse_rank", "l1": 0.0, "mse": 1.0, "rank": 1.0,
+                               "margin_coef": 0.25}
+    split = str(files / "split_0.json")
+    out = files / "mse"
+    res = _run(files, "--head", "linear", "--split", split, "--train-set", "loss=mse",
+               "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "metrics.json").read_text())["loss"]["name"] == "mse"
+    res = _run(files, "--head", "linear", "--split", split, "--train-set", "loss=hinge",
+               "--out", str(files / "bad"))
+    assert res.exit_code == 2 and "loss must be one of" in res.output
