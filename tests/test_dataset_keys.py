@@ -8,8 +8,8 @@ name. A table keyed by another spelling (the DP-IQA reference's ``clive``, ``kon
 * code: every module-level value and class attribute of the packages (dicts, lists,
   tuples, sets and dataclass instances, walked recursively), e.g. the student's
   ``MILESTONES`` or a head's ``train_defaults``;
-* ``pipelines/published.yaml``: every entry's ``results`` and ``strongest_baseline``, and
-  any other mapping or list in the file;
+* ``pipelines/published.yaml``: every entry's ``results``, ``strongest_baseline`` and
+  ``trained_on``, and any other mapping or list in the file;
 * every preset: ``datasets``, ``imports`` (keys and importer names), ``mixed.*.datasets``,
   and any other mapping or list in it.
 
@@ -51,8 +51,9 @@ def _words() -> set[str]:
     return {_norm(k) for k in KEYS} | {_norm(a) for a in aliases}
 
 
-def _tables(value: Any, where: str, words: set[str], depth: int = 0
-            ) -> Iterator[tuple[str, list[Any]]]:  # fmt: skip
+def _tables(
+    value: Any, where: str, words: set[str], depth: int = 0
+) -> Iterator[tuple[str, list[Any]]]:
     """(place, keys or items) of every per-dataset table under ``value``."""
     if depth > 8:
         return
@@ -107,8 +108,10 @@ def _structural() -> Iterator[tuple[str, list[Any]]]:
     yield "published.yaml aliases (values)", list((data.get("aliases") or {}).values())
     for entry in data["entries"]:
         yield f"published.yaml {entry['id']}.results", list(entry["results"])
-        yield (f"published.yaml {entry['id']}.strongest_baseline",
-               list(entry.get("strongest_baseline") or {}))  # fmt: skip
+        baseline = entry.get("strongest_baseline") or {}
+        yield f"published.yaml {entry['id']}.strongest_baseline", list(baseline)
+        if "trained_on" in entry:
+            yield f"published.yaml {entry['id']}.trained_on", [entry["trained_on"]]
     for name in names():
         params = yaml.safe_load(preset_text(name))
         yield f"presets/{name}.yaml datasets", list(params["datasets"])
@@ -118,20 +121,26 @@ def _structural() -> Iterator[tuple[str, list[Any]]]:
 
 
 def _misnamed_importers() -> list[str]:
-    return [f"presets/{name}.yaml imports.{key}.importer: {spec['importer']!r}"
-            for name in names()
-            for key, spec in yaml.safe_load(preset_text(name))["imports"].items()
-            if spec["importer"] not in IMPORTERS]  # fmt: skip
+    return [
+        f"presets/{name}.yaml imports.{key}.importer: {spec['importer']!r}"
+        for name in names()
+        for key, spec in yaml.safe_load(preset_text(name))["imports"].items()
+        if spec["importer"] not in IMPORTERS
+    ]
 
 
 def test_every_per_dataset_table_uses_the_importers_keys() -> None:
     words = _words()
-    found = [table for source in (_code_values, _yaml_values) for top, value in source()
-             for table in _tables(value, top, words)]  # fmt: skip
+    found = [
+        table
+        for source in (_code_values, _yaml_values)
+        for top, value in source()
+        for table in _tables(value, top, words)
+    ]
     found += list(_structural())
     assert any(w == "pipelines.student_train.MILESTONES" for w, _ in found)  # the walk sees it
     bad = [f"{where}: {k!r}" for where, items in found for k in items if k not in KEYS]
-    bad += [f"published.yaml aliases: {a!r} is a dataset key itself"
-            for a in load_published().get("aliases") or {} if a in KEYS]  # fmt: skip
+    aliases = load_published().get("aliases") or {}
+    bad += [f"published.yaml aliases: {a!r} is a dataset key itself" for a in aliases if a in KEYS]
     bad += _misnamed_importers()
     assert not bad, "keys no importer produces (use pipelines.importers keys):\n" + "\n".join(bad)

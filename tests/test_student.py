@@ -286,6 +286,21 @@ def test_student_trains_with_both_losses_decreasing(world: dict, trained: Path) 
     assert metrics["milestones"] == []  # "toy" has no paper preset
 
 
+def test_the_report_reads_a_student_folder(world: dict, trained: Path) -> None:
+    """iqa-eval takes the student's folder as a row: its test metrics, its trunk."""
+    from pipelines.runs import read_runs
+    from pipelines.tables import build_tables
+
+    metrics = json.loads((trained.parent / "metrics.json").read_text())
+    (run,) = read_runs(trained.parent)
+    assert (run.head, run.backbone, run.dataset) == ("student", "efficientnet_tiny", "toy")
+    assert run.settings["training.map_weight"] == 1.0
+    row = build_tables([run], baselines=False)["toy"].rows[0]
+    srcc = row.summary["srcc"]["median"]
+    assert srcc == pytest.approx(metrics["student"]["test"]["srcc"], abs=1e-6)
+    assert row.published is None  # the paper's rows are for EfficientNet-B7
+
+
 def test_augmented_items_pair_flipped_pixels_with_the_flipped_teacher_row(
     world: dict, maps: str
 ) -> None:
