@@ -14,7 +14,8 @@ loss (``heads.losses.LOSSES``; "" keeps the head's ``default_loss``).
 ``milestones_by_dataset`` gives ``multistep`` milestones per dataset key (the importers'
 keys, e.g. ``livec``: DP-IQA's ``build.py`` decays CLIVE at epoch 10, KonIQ at 5);
 :meth:`TrainConfig.for_dataset` applies it to a one-dataset run, and a dataset it does not
-list keeps ``milestones``.
+list keeps ``milestones``. ``iqa-train-head`` given ``milestones`` without a table drops the
+head's default table, so the milestones asked for apply to every dataset.
 """
 
 from __future__ import annotations

@@ -407,6 +407,14 @@ def test_milestones_per_dataset_and_the_named_loss_are_applied_and_recorded(file
                "--out", str(out))
     assert res.exit_code == 0, res.output
     assert json.loads((out / "metrics.json").read_text())["loss"]["name"] == "mse"
+    manifest, split_livec = _renamed(files, "livec")
+    res = CliRunner().invoke(main, [
+        "--head", "qfd", "--features", str(files / "f.zarr"), "--manifest", manifest,
+        "--split", split_livec, "--show-config", "--train-set", "milestones=[3]"])
+    shown = json.loads(res.output)["training"]  # milestones asked for: on every dataset
+    assert (shown["milestones"], shown["milestones_by_dataset"]) == ([3], {})
+    res = CliRunner().invoke(main, ["--head", "qfd", "--show-config"])
+    assert json.loads(res.output)["training"]["milestones_by_dataset"]["livec"] == [10]
     res = _run(files, "--head", "linear", "--split", split, "--train-set", "loss=hinge",
                "--out", str(files / "bad"))
     assert res.exit_code == 2 and "loss must be one of" in res.output
