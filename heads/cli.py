@@ -56,6 +56,8 @@ def _training(opts: dict[str, Any]) -> Any:
     changes = _params_section(opts["params_file"], "head_train", opts["head"])
     changes.update({k: opts[k] for k in FLAG_TRAINING if opts[k] is not None})
     changes.update(parse_assignments(opts["train_sets"], "--train-set"))
+    if "milestones" in changes and "milestones_by_dataset" not in changes:
+        changes["milestones_by_dataset"] = {}  # the milestones asked for, on every dataset
     try:
         return head_class(opts["head"]).train_defaults.replace(**changes)
     except TrainConfigError as err:

@@ -7,6 +7,8 @@ dataset's own labels. Orientation is handled on both sides: a head predicts qual
 (higher is better, whatever its training labels were), and the target labels are mapped
 with their own manifest (DMOS reversed), so SRCC is positive for a head that generalises.
 The target store must have the head's fingerprint (same backbone and preprocessing).
+``metrics.json`` also records the training run's backbone and settings, so ``iqa-eval``
+reads the folder as a ``cross_dataset`` row beside the published cross-dataset figures.
 A prompted head predicts under a prompt of the target dataset's train images when a split
 is given (PromptIQA adapts to a dataset through its prompt), else under the prompt it was
 evaluated with in training.
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cache.manifest import read_manifest, read_split
+from cache.manifest import file_sha256, read_manifest, read_split
 from cache.outputs import atomic_write_text, check_output_dir, prepare_output_dir
 from cache.overlap import read_audit
 from cache.store import open_store
@@ -97,12 +99,26 @@ def cross_test(
     result = {
         "head": ckpt["head"], "trained_on": trained.get("dataset"),
         "tested_on": manifest.info.name, "features": features, "manifest": manifest_path,
+        "manifest_sha256": file_sha256(manifest_path),
+        "score_kind": manifest.info.score_kind,
         "split": split, "part": part if split else "all", "n_images": len(ids),
         "label_norm": norm, "runs": records, "overlap": overlap,
         "summary": {"test": summarize([r["test"] for r in records if r["test"]])},
+        **_trained_record(Path(run), trained),
     }  # fmt: skip
     _write(Path(out), result, rows)
     return result
+
+
+def _trained_record(run: Path, trained: dict[str, Any]) -> dict[str, Any]:
+    """What a report needs of the training run: backbone and settings (DP-IQA Table V)."""
+    return {
+        "protocol": "cross_dataset",
+        "trained_run": str(run),
+        "backbone": trained.get("backbone"),
+        "head_config": trained.get("head_config") or {},
+        "training": trained.get("training") or {},
+    }
 
 
 def _prompt(model: Any, ckpt: dict[str, Any], store: Any, manifest: Any, split: Any,

@@ -21,11 +21,16 @@ scale and orientation; ``target``/``prediction`` are normalised (higher is bette
 Several datasets (``Source`` each: store, manifest, splits) train one model together
 (PromptIQA's mixed training): run ``k`` uses the ``k``-th split of every dataset, and
 metrics, predictions and summaries are kept per dataset.
+
+``metrics.json`` records the training settings as run: a one-dataset run takes its
+dataset's entry of ``milestones_by_dataset`` (a mixed run keeps ``milestones``), and
+``loss`` names the loss trained with and its term weights.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,10 +47,11 @@ from heads import protocols
 from heads.checkpoint import update_extra
 from heads.data import SplitData, StoreDataError, denormalise, label_norm_of, load_split
 from heads.evaluate import evaluate
+from heads.losses import loss_name
 from heads.metrics import summarize
 from heads.optim import TrainConfig
 from heads.registry import head_class, make_config
-from heads.train import FitResult, TrainError, check_trainable, fit
+from heads.train import FitResult, TrainError, check_trainable, fit, loss_for
 
 SCHEMA = 2
 PRED_FIELDS = ("run", "dataset", "id", "part", "distortion", "score", "target", "prediction",
@@ -316,6 +322,7 @@ def _header(spec: ExperimentSpec, datasets: list[_Dataset]) -> dict[str, Any]:
         "target_norm": spec.label_norm,  # how training mapped scores (per run: its records)
         "training": spec.training.to_dict(),
         "exclude_overlap": _audit_record(spec),
+        "loss": _loss_record(spec),
         "head_config": {k: list(v) if isinstance(v, tuple) else v
                         for k, v in spec.overrides.items()},  # fmt: skip
     }
@@ -325,6 +332,19 @@ def _audit_record(spec: ExperimentSpec) -> dict[str, Any] | None:
     if not spec.exclude_overlap:
         return None
     return {"audit": spec.exclude_overlap, "audit_sha256": file_sha256(spec.exclude_overlap)}
+
+
+def _loss_record(spec: ExperimentSpec) -> dict[str, Any]:
+    """The loss trained with: its name (``heads.losses.LOSSES``) and term weights."""
+    loss = loss_for(spec.head, spec.training)
+    return {"name": loss_name(loss), **dataclasses.asdict(loss)}
+
+
+def _for_datasets(spec: ExperimentSpec, datasets: list[_Dataset]) -> ExperimentSpec:
+    """A one-dataset run takes its dataset's milestones (``milestones_by_dataset``)."""
+    if len(datasets) != 1:
+        return spec
+    return dataclasses.replace(spec, training=spec.training.for_dataset(datasets[0].name))
 
 
 def _source_record(d: _Dataset, spec: ExperimentSpec) -> dict[str, Any]:
@@ -382,6 +402,7 @@ def _in_processes(
 def run_experiment(spec: ExperimentSpec) -> dict[str, Any]:
     """Check, train and evaluate every planned run; returns what ``OUT/metrics.json`` holds."""
     datasets = prepare(spec)
+    spec = _for_datasets(spec, datasets)
     runs = plan_runs(spec)
     out = prepare_output_dir(spec.out, "train-run")
     result = _header(spec, datasets)

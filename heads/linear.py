@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from heads.losses import LossConfig
-from heads.optim import TrainConfig
+from heads.losses import MSE
 from heads.protocols import PLAIN
+from heads.qfd import DP_IQA_TRAINING
 from heads.specs import FeatureSpecs, HeadConfigError, valid_mask
 
 
@@ -54,10 +54,9 @@ class LinearProbe(nn.Module):
     kind = PLAIN
     config_cls = LinearConfig
     input_fields = staticmethod(linear_input_fields)
-    default_loss = LossConfig(mse=1.0)
-    # DP-IQA §IV-B and build.py: Adam 1e-5, MultiStepLR x0.2 (KonIQ milestone 5).
-    train_defaults = TrainConfig(epochs=15, batch_size=16, lr=1e-5, schedule="multistep",
-                                 milestones=(5,), gamma=0.2)  # fmt: skip
+    default_loss = MSE
+    # The paper gives no settings for its linear probe: the QFD's (DP-IQA §IV-B, build.py).
+    train_defaults = DP_IQA_TRAINING.replace(loss="mse")
     tiny_config: dict[str, Any] = {}
     example_specs = {"feature": (6,), "map": (3, 4, 4)}
 

@@ -5,8 +5,10 @@
   ``RomGai/DP-IQA``): over all pairs i < j of a batch,
   ``max(0, -sign(y_i - y_j) * (p_i - p_j) + m)`` averaged, with the margin
   ``m = 0.25 * std(y)`` (unbiased std of the batch targets). Vectorised over the pair
-  matrix instead of the reference's Python double loop. The paper adds both terms; the
-  reference code trains with MSE only: both are available through the term weights.
+  matrix instead of the reference's Python double loop. The paper adds both terms
+  (eq. 11); the reference code trains with MSE only (``train_dpiqa.py``:
+  ``loss = loss_qu#+loss_rk``). Both are named losses (``LOSSES``: ``mse_rank``, ``mse``),
+  chosen with the training option ``loss`` and recorded in ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,15 @@ class LossConfig:
 
 
 L1 = LossConfig(l1=1.0)
+MSE = LossConfig(mse=1.0)
 MSE_RANK = LossConfig(mse=1.0, rank=1.0)
+# the losses a run can name (training option ``loss``; "" keeps the head's default_loss)
+LOSSES: dict[str, LossConfig] = {"l1": L1, "mse": MSE, "mse_rank": MSE_RANK}
+
+
+def loss_name(config: LossConfig) -> str:
+    """The name of a loss in ``LOSSES``, or ``custom`` for other term weights."""
+    return next((name for name, cfg in LOSSES.items() if cfg == config), "custom")
 
 
 def margin_ranking_loss(pred: Tensor, target: Tensor, margin_coef: float = 0.25) -> Tensor:

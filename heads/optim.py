@@ -9,17 +9,25 @@ torch's own (``CosineAnnealingLR``, ``CosineAnnealingWarmRestarts``, ``MultiStep
 stepped once per epoch. The config is recorded in every checkpoint and ``metrics.json``.
 
 ``patience`` adds early stopping on the validation SRCC (off by default, as in the
-papers): training ends when the best epoch is ``patience`` epochs old.
+papers): training ends when the best epoch is ``patience`` epochs old. ``loss`` names the
+loss (``heads.losses.LOSSES``; "" keeps the head's ``default_loss``).
+``milestones_by_dataset`` gives ``multistep`` milestones per dataset key (the importers'
+keys, e.g. ``livec``: DP-IQA's ``build.py`` decays CLIVE at epoch 10, KonIQ at 5);
+:meth:`TrainConfig.for_dataset` applies it to a one-dataset run, and a dataset it does not
+list keeps ``milestones``. ``iqa-train-head`` given ``milestones`` without a table drops the
+head's default table, so the milestones asked for apply to every dataset.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from heads.losses import LOSSES
 
 SCHEDULES = ("constant", "cosine", "cosine_restarts", "multistep")
 PROMPT_SELECTIONS = ("interval", "random")
@@ -56,6 +64,10 @@ class TrainConfig:
         prompt_transform: the evaluation prompt as given (``none``), with scores reversed
             (``invert``: ``1 - s``) or replaced by random numbers (``random_scores``,
             ``random_features``): PromptIQA's Table 5 probes.
+        loss: a key of ``heads.losses.LOSSES`` (``l1``, ``mse``, ``mse_rank``); "" for
+            the head's ``default_loss``.
+        milestones_by_dataset: dataset key -> ``multistep`` milestones of a run on that
+            dataset (:meth:`for_dataset`); datasets not listed use ``milestones``.
     """
 
     epochs: int = 100
@@ -75,9 +87,12 @@ class TrainConfig:
     prompt_size: int = 10
     prompt_select: str = "interval"
     prompt_transform: str = "none"
+    loss: str = ""
+    milestones_by_dataset: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        self._normalise_by_dataset()
         positive = ("epochs", "batch_size", "restart_every", "groups_per_step", "prompt_size")
         for name in positive:
             if int(getattr(self, name)) < 1:
@@ -92,9 +107,30 @@ class TrainConfig:
         self._check_choice("prompt_select", PROMPT_SELECTIONS)
         self._check_choice("scale_mode", SCALE_MODES)
         self._check_choice("prompt_transform", PROMPT_TRANSFORMS)
+        self._check_choice("loss", ("", *LOSSES))
         for name in ("scale_p", "flip_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise TrainConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+    def _normalise_by_dataset(self) -> None:
+        table = self.milestones_by_dataset
+        bad = TrainConfigError(
+            f"milestones_by_dataset must map dataset keys to epoch lists, got {table!r}"
+        )
+        if not isinstance(table, Mapping):
+            raise bad
+        try:
+            clean = {str(k): tuple(int(m) for m in v) for k, v in table.items()}
+        except (TypeError, ValueError):
+            raise bad from None
+        object.__setattr__(self, "milestones_by_dataset", clean)
+
+    def for_dataset(self, dataset: str) -> TrainConfig:
+        """The settings of a run on ``dataset``: its ``milestones_by_dataset`` entry, if any,
+        replaces ``milestones``."""
+        if dataset not in self.milestones_by_dataset:
+            return self
+        return dataclasses.replace(self, milestones=self.milestones_by_dataset[dataset])
 
     def _check_choice(self, name: str, allowed: tuple[str, ...]) -> None:
         if getattr(self, name) not in allowed:
@@ -111,6 +147,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["milestones"] = list(self.milestones)
+        data["milestones_by_dataset"] = {
+            k: list(v) for k, v in self.milestones_by_dataset.items()
+        }
         return data
 
     @classmethod

@@ -38,7 +38,7 @@ from heads import protocols
 from heads.augment import augment_labels
 from heads.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from heads.evaluate import evaluate, prompt_for
-from heads.losses import LossConfig, head_loss
+from heads.losses import LOSSES, LossConfig, head_loss
 from heads.optim import TrainConfig, make_optimizer, make_scheduler
 from heads.registry import build_from_config, head_class, make_config
 from heads.traindata import TrainData
@@ -180,6 +180,11 @@ def _resolve_config(head: str, config: Any, train: TrainData) -> Any:
     return config
 
 
+def loss_for(head: str, training: TrainConfig) -> LossConfig:
+    """The loss a run trains with: ``training.loss`` by name, else the head's default."""
+    return LOSSES[training.loss] if training.loss else head_class(head).default_loss
+
+
 def check_trainable(head: str, trains: list[TrainData], vals: list[TrainData],
                     cfg: TrainConfig) -> None:  # fmt: skip
     """Fail with one clear line when the data cannot train ``head`` as asked."""
@@ -247,7 +252,7 @@ def fit(
         device: torch device.
         out_dir: where ``model.pt`` (selected epoch), ``last.pt`` and ``curves.csv`` go.
         on_epoch: called with (epoch, curve row) after every epoch.
-        loss: loss terms; the head's declared default when None.
+        loss: loss terms; when None, ``training.loss`` (:func:`loss_for`).
         store_fingerprint: recorded in checkpoints; checked on resume.
         label_norm: how targets were normalised, recorded in checkpoints.
         resume: continue from ``out_dir/last.pt``.
@@ -266,7 +271,7 @@ def fit(
     out = Path(out_dir) if out_dir is not None else None
     start = _resume(st, out / "last.pt", store_fingerprint) if resume and out else 0
     save = _saver(out, head_name, trains[0], store_fingerprint, label_norm, record, training)
-    loss_cfg = loss or head_class(head_name).default_loss
+    loss_cfg = loss or loss_for(head_name, training)
     rows = sum(len(t) for t in trains)
     has_val = any(len(v) >= 2 for v in vals)
     stopped = False

@@ -57,6 +57,7 @@ from pipelines.splits import make_splits, write_splits
 
 MAX_LEVELS = 5
 DEMO_KIND = "demo-set"
+DEMO_DATASET = "demo"  # the manifest's dataset name (a dataset key beside the importers')
 
 DistortionFn = Callable[[Image.Image, float, np.random.Generator], Image.Image]
 
@@ -296,7 +297,7 @@ def build_demo(
             _save_png(ref_img, out / "refs" / f"{ref_name}.png")
             rows.extend(_distorted_rows(out, ref_name, i, ref_img, plan, seed))
             bar.update(1)
-    info = DatasetInfo("demo", "pseudo-MOS", False, (1.0, 5.0), ".")
+    info = DatasetInfo(DEMO_DATASET, "pseudo-MOS", False, (1.0, 5.0), ".")
     raw = Manifest(info=info, rows=tuple(rows), path=out / "manifest.csv")
     write_manifest(with_file_hashes(raw), out / "manifest.csv")
     manifest = read_manifest(out / "manifest.csv")

@@ -15,7 +15,8 @@ test split); test is evaluated once, after training, with the teacher's scores o
 images beside it; evaluation runs after every epoch and, with ``eval_every``, every that
 many steps (the paper's "validation step" 50 / 250); training resumes from ``last.pt``.
 The run folder holds ``model.pt`` (selected), ``last.pt``, ``curves.csv``,
-``predictions.csv`` and ``metrics.json``.
+``predictions.csv`` and ``metrics.json`` (with the dataset, manifest, split and training
+settings, so ``iqa-eval`` puts the student beside the paper's Table IV and XI rows).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 
 from cache.console import DataProblem, UsageProblem, progress
-from cache.manifest import file_sha256, read_manifest, read_split
+from cache.manifest import Manifest, file_sha256, read_manifest, read_split
 from cache.outputs import check_output_dir, prepare_output_dir
 from cache.store import FeatureStore, open_store
 from extract.weights import load_weights
@@ -203,6 +204,20 @@ def _train(run: StudentRun, parts: dict[str, DistillPart], maps: FeatureStore, s
     return _final_metrics(run, evals, parts) | {"selection": _selection(run, "val" in evals)}
 
 
+def _report_fields(run: StudentRun, manifest: Manifest, manifest_path: str) -> dict[str, Any]:
+    """What ``iqa-eval`` needs to put the student beside the papers' rows."""
+    return {
+        "dataset": manifest.info.name,
+        "trunk": run.cfg.trunk,
+        "manifest": manifest_path,
+        "manifest_sha256": file_sha256(manifest_path),
+        "score_kind": manifest.info.score_kind,
+        "label_norm": run.record["label_norm"],
+        "split": run.record["train"]["split"],
+        "training": run.record["train"],
+    }
+
+
 def train_student(
     maps_url: str,
     manifest_path: str | Path,
@@ -238,6 +253,7 @@ def train_student(
         "milestones": run.record["train"]["milestones"],
         "dropped": {k: p.dropped for k, p in parts.items()},
         "maps_fingerprint": maps.fingerprint,
+        **_report_fields(run, manifest, str(manifest_path)),
     }
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     return DistillResult(

@@ -137,7 +137,7 @@ def _milestones(text: str | None) -> tuple[int, ...] | None:
     "--milestones",
     "milestones_text",
     help="Epochs of LR decay, e.g. 10,25, or 'none' (default: the paper's for the "
-    "manifest's dataset: clive 10,25; koniq 5; livefb 4; spaq 6).",
+    "manifest's dataset: livec 10,25; koniq10k 5; flive 4; spaq 6).",
 )
 @click.option("--map-weight", default=1.0, show_default=True)
 @click.option("--score-weight", default=1.0, show_default=True)

@@ -5,6 +5,12 @@ paper table holds: its rows (method, and its baselines), its datasets as columns
 ``ours | published`` SRCC/PLCC, ours empty ("-") for a dataset not run here. A preset names
 its table in ``params.yaml`` (``paper``), so a toy run of a preset already renders the
 layout the real run fills in.
+
+A row's "ours" is the run that meets the row's entry (``pipelines.published``: method,
+backbone family, protocol, training set of a cross test, and the entry's ``match``
+settings), so an ablation row shows the ablation run and a per-dataset row never shows a
+mixed or cross-dataset run. Entries marked ``comparable: false`` show ``n/c`` and say why
+below the table.
 """
 
 from __future__ import annotations
@@ -14,17 +20,32 @@ from typing import Any
 
 from tabulate import tabulate
 
-from pipelines.published import Published, backbone_family, canonical_dataset, load_published
+from pipelines.published import Published, canonical_dataset, load_published
 from pipelines.tables import DatasetTable
 
 # preset / paper-table name -> the published.yaml entries that make up its rows
 PAPER_TABLES: dict[str, tuple[str, ...]] = {
     "sam_iqa_table1": ("sam_iqa_fr", "sam_iqa_nr", "sam_iqa_psnr", "sam_iqa_ssim"),
     "sam_iqa_table3": ("sam_iqa_resnet50",),
+    "sam_iqa_table4": ("sam_iqa_branches_spatial", "sam_iqa_branches_frequency",
+                       "sam_iqa_branches_both"),
+    "sam_iqa_table5": ("sam_iqa_distance_sub", "sam_iqa_distance_l2", "sam_iqa_distance_cos",
+                       "sam_iqa_distance_kl", "sam_iqa_distance_l1"),
+    "dp_iqa_table4": ("dp_iqa_student", "dp_iqa_teacher"),
+    "dp_iqa_table5": ("dp_iqa_cross_from_flive_teacher", "dp_iqa_cross_from_flive_student",
+                      "dp_iqa_cross_from_livec_teacher", "dp_iqa_cross_from_livec_student",
+                      "dp_iqa_cross_from_koniq10k_teacher",
+                      "dp_iqa_cross_from_koniq10k_student"),
+    "dp_iqa_table11": ("dp_iqa_student", "dp_iqa_student_no_distillation"),
     "dp_iqa_table13": ("dp_iqa_qfd_only", "dp_iqa_linear_probe"),
     "promptiqa_table2": ("promptiqa_monet",),
     "promptiqa_table2_mixed": ("promptiqa_mixed",),
 }
+
+
+# paper tables that print fewer datasets than their entries hold
+PAPER_DATASETS: dict[str, tuple[str, ...]] = {"dp_iqa_table11": ("livec", "koniq10k")}
+NOT_COMPARABLE = "n/c"
 
 
 def _entries(paper: str) -> list[dict[str, Any]]:
@@ -35,15 +56,17 @@ def _entries(paper: str) -> list[dict[str, Any]]:
 
 
 def _ours(tables: Mapping[str, DatasetTable], entry: dict[str, Any], dataset: str) -> str:
-    """Our median test SRCC/PLCC of the row this entry describes, or "-"."""
+    """Our median test SRCC/PLCC of the run that meets this entry, "-", or "n/c"."""
+    if entry.get("comparable", True) is False:
+        return NOT_COMPARABLE
     for name, table in tables.items():
         if canonical_dataset(name) != dataset:
             continue
         for row in table.rows:
-            family = backbone_family(getattr(row, "backbone", None))
-            if row.method in entry["methods"] and family == entry.get("family") and row.repeats:
+            if entry["id"] in row.entries and row.repeats:
                 test = row.summary
-                return f"{test['srcc']['median']:.3f}/{test['plcc']['median']:.3f}"
+                plcc = test.get("plcc", {}).get("median")
+                return f"{test['srcc']['median']:.3f}/" + ("-" if plcc is None else f"{plcc:.3f}")
     return "-"
 
 
@@ -59,13 +82,32 @@ def _published(entry: dict[str, Any], dataset: str) -> str:
 def paper_rows(paper: str, tables: Mapping[str, DatasetTable]) -> tuple[list[str], list[list]]:
     """(datasets, rows): each row the entry's label, then ``ours | paper`` per dataset."""
     entries = _entries(paper)
-    datasets = list(dict.fromkeys(d for e in entries for d in e["results"]))
+    datasets = list(PAPER_DATASETS.get(paper) or _all_datasets(entries))
     rows = []
     for entry in entries:
-        label = f"{', '.join(entry['methods'])} ({entry.get('family') or 'baseline'})"
-        rows.append([label, *[f"{_ours(tables, entry, d)} \\| {_published(entry, d)}"
-                              for d in datasets]])  # fmt: skip
+        cells = [f"{_ours(tables, entry, d)} \\| {_published(entry, d)}" for d in datasets]
+        rows.append([_label(entry), *cells])
     return datasets, rows
+
+
+def _all_datasets(entries: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(d for e in entries for d in e["results"]))
+
+
+def _label(entry: dict[str, Any]) -> str:
+    """The paper's row and what of ours stands beside it."""
+    ours = ", ".join(entry["methods"]) or "nothing here"
+    label = f"{ours} ({entry.get('family') or 'baseline'})"
+    match = entry.get("match") or {}
+    if match:
+        label += " [" + ", ".join(f"{k.split('.')[-1]}={_value(v)}" for k, v in match.items()) + "]"
+    if entry.get("trained_on"):
+        label += f", trained on {entry['trained_on']}"
+    return f"{entry['row']}: {label}" if entry.get("row") else label
+
+
+def _value(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def paper_markdown(paper: str, tables: Mapping[str, DatasetTable]) -> str:
@@ -75,8 +117,15 @@ def paper_markdown(paper: str, tables: Mapping[str, DatasetTable]) -> str:
     first = _build_source(entries[0])
     headers = ["method", *[f"{d} SRCC/PLCC" for d in datasets]]
     body = tabulate(rows, headers=headers, tablefmt="github")
+    why = [
+        f"- {_label(e)}: not comparable: {' '.join(str(e['why']).split())}"
+        for e in entries
+        if e.get("comparable", True) is False
+    ]
+    notes = "\n" + "\n".join(why) + "\n" if why else ""
     return (f"## {first}\n\nEach cell: ours (median test over the repeats here) \\| "
-            f"published. \"-\": not run here, or not in the paper.\n\n{body}\n")
+            f"published. \"-\": not run here, or not in the paper; \"{NOT_COMPARABLE}\": "
+            f"nothing here can reproduce it (below).\n\n{body}\n{notes}")
 
 
 def _build_source(entry: dict[str, Any]) -> str:
@@ -92,4 +141,5 @@ def paper_json(paper: str, tables: Mapping[str, DatasetTable]) -> dict[str, Any]
                      for r in rows]}  # fmt: skip
 
 
-__all__ = ["PAPER_TABLES", "Published", "paper_json", "paper_markdown", "paper_rows"]
+__all__ = ["PAPER_DATASETS", "PAPER_TABLES", "Published", "paper_json", "paper_markdown",
+           "paper_rows"]

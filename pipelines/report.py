@@ -63,6 +63,7 @@ def _published_json(row: Row) -> dict[str, Any] | None:
 def _row_json(row: Row) -> dict[str, Any]:
     return {
         "method": row.method, "backbone": row.backbone, "group": row.group,
+        "variant": row.variant, "protocol": row.protocol, "paper_rows": list(row.entries),
         "runs": len(row.repeats), "test": row.summary, "per_run": row.repeats,
         "srcc_per_distortion": row.per_type, "published": _published_json(row),
         "run_dir": str(row.folder.path) if row.folder else None,
@@ -87,10 +88,16 @@ def table_json(tables: dict[str, DatasetTable]) -> dict[str, Any]:
     return _round(out)
 
 
+def _metric_base(row: Row) -> str:
+    """The method name, with variant and training set where they set the row apart."""
+    plain = not row.variant and row.protocol != "cross_dataset"
+    return row.method if plain else row.name
+
+
 def _metric_key(row: Row, rows: Sequence[Row]) -> str:
-    same = [r for r in rows if r.method == row.method]
-    return row.method if len(same) == 1 or row.backbone is None else \
-        f"{row.method}@{row.backbone}"
+    base = _metric_base(row)
+    same = [r for r in rows if _metric_base(r) == base]
+    return base if len(same) == 1 or row.backbone is None else f"{base}@{row.backbone}"
 
 
 def flat_metrics(tables: dict[str, DatasetTable]) -> dict[str, Any]:

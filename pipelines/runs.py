@@ -12,7 +12,12 @@ The current layout (``metrics.json`` schema 2) is::
 ``prediction`` are normalised to [0, 1], higher is better. Older folders (one flat run, no
 ``runs`` list, no raw-scale columns, no dataset or backbone) are read too: what is missing
 comes from the feature store the run names and from its manifest (``label_norm`` is then
-rebuilt from the manifest's score range, as training built it).
+rebuilt from the manifest's score range, as training built it). ``iqa-test-head`` and
+``iqa-distill train`` folders are read by :mod:`pipelines.run_kinds`.
+
+Each folder's ``settings`` (``head_config.*`` with the head's defaults filled in,
+``training.*``) decide which published row it is compared with
+(:mod:`pipelines.published`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from cache.manifest import Manifest, file_sha256, read_manifest
+from pipelines.published import RunFacts, head_defaults
 
 
 class RunFolderError(ValueError):
@@ -112,6 +118,13 @@ class RunFolder:
     repeats: list[Repeat]
     predictions: Predictions | None
     training: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    trained_on: str | None = None
+
+    @property
+    def facts(self) -> RunFacts:
+        """What matches this folder to a published row."""
+        return RunFacts(self.settings, self.trained_on)
 
     @property
     def name(self) -> str:
@@ -145,7 +158,7 @@ def _store_facts(metrics: dict[str, Any]) -> tuple[str, str]:
             store.backbone or "unknown")
 
 
-def _scale(metrics: dict[str, Any], manifest: Manifest | None) -> LabelScale | None:
+def label_scale(metrics: dict[str, Any], manifest: Manifest | None) -> LabelScale | None:
     norm = metrics.get("label_norm") or {}
     kind = str(metrics.get("score_kind") or (manifest.info.score_kind if manifest else "MOS"))
     if {"low", "high", "lower_better"} <= set(norm):
@@ -180,13 +193,15 @@ def _column(rows: list[dict[str, str]], name: str) -> np.ndarray | None:
     return np.array([float(r[name]) for r in rows])
 
 
-def read_predictions(path: Path, scale: LabelScale | None,
-                     manifest: Manifest | None) -> Predictions | None:
-    """Test rows of ``predictions.csv``; raw-scale columns rebuilt when absent."""
+def read_predictions(
+    path: Path, scale: LabelScale | None, manifest: Manifest | None, part: str | None = "test"
+) -> Predictions | None:
+    """Test rows (``part``; None: every row) of ``predictions.csv``; raw-scale columns
+    rebuilt when absent."""
     if not path.is_file():
         return None
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("part") == "test"]
+        rows = [r for r in csv.DictReader(fh) if part is None or r.get("part") == part]
     target, prediction = _column(rows, "target"), _column(rows, "prediction")
     if target is None or prediction is None:
         raise RunFolderError(f"{path}: no test rows with target and prediction columns")
@@ -227,9 +242,24 @@ def find_manifest(recorded: str | None, dataset: str, data_dir: str | Path | Non
     return None, f"manifest not found ({', '.join(str(p) for p in candidates)})"
 
 
+def run_settings(head: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Dotted settings of a run: ``head_config.*`` (the head's config defaults, then what
+    the run recorded) and ``training.*``."""
+    out = dict(head_defaults(head))
+    out |= {f"head_config.{k}": v for k, v in (metrics.get("head_config") or {}).items()}
+    out |= {f"training.{k}": v for k, v in (metrics.get("training") or {}).items()}
+    return out
+
+
 def read_runs(path: str | Path, data_dir: str | Path | None = None) -> list[RunFolder]:
     """The report's view of one run folder: one ``RunFolder``, or one per dataset of a
-    mixed run (one model trained on several datasets), each with its own rows."""
+    mixed run (one model trained on several datasets), each with its own rows; cross
+    tests and students through :func:`pipelines.run_kinds.read_other`."""
+    from pipelines.run_kinds import read_other
+
+    other = read_other(Path(path), data_dir)
+    if other is not None:
+        return [other]
     metrics = _load_json(Path(path) / "metrics.json")
     sources = metrics.get("sources") or []
     if len(sources) < 2:
@@ -242,7 +272,7 @@ def _dataset_of_mixed(path: Path, metrics: dict[str, Any], src: dict[str, Any],
     name = str(src["dataset"])
     manifest, _ = find_manifest(src.get("manifest"), name, data_dir,
                                 str(src.get("manifest_sha256", "")))  # fmt: skip
-    scale = _scale(src, manifest)
+    scale = label_scale(src, manifest)
     runs = [{**r, **(r.get("datasets") or {}).get(name, {})} for r in metrics["runs"]]
     preds = read_predictions(path / "predictions.csv", scale, manifest)
     if preds is not None and preds.dataset is not None:
@@ -253,6 +283,7 @@ def _dataset_of_mixed(path: Path, metrics: dict[str, Any], src: dict[str, Any],
         manifest_sha256=str(src.get("manifest_sha256", "")), scale=scale, protocol="mixed",
         repeats=_repeats(path, {"runs": runs}), predictions=preds,
         training=dict(metrics.get("training") or {}),
+        settings=run_settings(str(metrics["head"]), metrics),
     )  # fmt: skip
 
 
@@ -265,7 +296,7 @@ def read_run(path: str | Path, data_dir: str | Path | None = None) -> RunFolder:
         dataset, backbone = _store_facts(metrics)
     manifest, _ = find_manifest(metrics.get("manifest"), str(dataset), data_dir,
                                 str(metrics.get("manifest_sha256", "")))
-    scale = _scale(metrics, manifest)
+    scale = label_scale(metrics, manifest)
     training = metrics.get("training") or {}
     return RunFolder(
         path=path, head=str(metrics["head"]), backbone=str(backbone), dataset=str(dataset),
@@ -274,5 +305,5 @@ def read_run(path: str | Path, data_dir: str | Path | None = None) -> RunFolder:
         protocol=str(metrics.get("protocol") or training.get("protocol") or "per_dataset"),
         repeats=_repeats(path, metrics),
         predictions=read_predictions(path / "predictions.csv", scale, manifest),
-        training=dict(training),
+        training=dict(training), settings=run_settings(str(metrics["head"]), metrics),
     )  # fmt: skip

@@ -2,7 +2,9 @@
 
 ``DistillConfig`` defaults to the DP-IQA preset (arXiv 2405.19996, §IV-B, Table I;
 ``RomGai/DP-IQA`` ``train_student.py`` and ``build.py``): Adam 1e-4, batch 24, 30 epochs,
-``MultiStepLR`` gamma 0.2 at the per-dataset milestones of ``MILESTONES``, loss weights
+``MultiStepLR`` gamma 0.2 at the per-dataset milestones of ``MILESTONES`` (keyed by the
+importers' dataset keys, ``pipelines.importers.IMPORTERS``; the reference's ``clive``,
+``koniq`` and ``livefb`` are our ``livec``, ``koniq10k`` and ``flive``), loss weights
 1 : 1. ``StudentRun`` holds the model, optimiser, scheduler and history of one run, and
 writes ``model.pt`` (best validation SRCC so far), ``last.pt`` (for resuming) and
 ``curves.csv`` into the run folder. Pipeline: ``pipelines.distill``.
@@ -25,10 +27,11 @@ from extract.forward import autocast
 from heads.metrics import compute_metrics
 from heads.student import DPIQAStudent, StudentLoss, read_student, save_student
 
-MILESTONES: dict[str, tuple[int, ...]] = {  # paper Table I, student row
-    "clive": (10, 25),
-    "koniq": (5,),
-    "livefb": (4,),
+# paper Table I, student row (= build.py build_student_optmizer), by our dataset keys
+MILESTONES: dict[str, tuple[int, ...]] = {
+    "livec": (10, 25),
+    "koniq10k": (5,),
+    "flive": (4,),
     "spaq": (6,),
 }
 SCORE_TARGETS = ("gt", "teacher")
@@ -90,10 +93,16 @@ class DistillConfig:
 
 
 def milestones_for(cfg: DistillConfig, dataset: str) -> tuple[int, ...]:
-    """The configured milestones, else the paper's for ``dataset``, else none."""
+    """The configured milestones, else the paper's for ``dataset``, else none.
+
+    ``dataset`` is a manifest's dataset name: an importer key (``livec``) or one of the
+    aliases of ``pipelines/published.yaml`` (``clive``, ``koniq``, ``livefb``).
+    """
+    from pipelines.published import canonical_dataset
+
     if cfg.milestones is not None:
         return tuple(cfg.milestones)
-    return MILESTONES.get(dataset.lower(), ())
+    return MILESTONES.get(canonical_dataset(dataset), ())
 
 
 def metrics_of(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:

@@ -59,8 +59,7 @@ def _paper_cells(pub: Published | None) -> list[str]:
 
 def _row_cells(table: DatasetTable, row: Row, std: bool) -> list[str]:
     s = row.summary
-    method = row.method if row.protocol == "per_dataset" else f"{row.method} ({row.protocol})"
-    cells = [method, row.backbone or DASH, _corr(s, "srcc", std), _corr(s, "plcc", std)]
+    cells = [row.name, row.backbone or DASH, _corr(s, "srcc", std), _corr(s, "plcc", std)]
     if table.logistic:
         cells.append(_corr(s, "plcc_logistic", std))
     cells += [_rmse(s), str(len(row.repeats))]

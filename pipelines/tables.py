@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from heads.metrics import compute_metrics, summarize
-from pipelines.published import Published, lookup
+from pipelines.published import Published, lookup, matching_entries, variant_label
+from pipelines.run_kinds import merge_students
 from pipelines.runs import LabelScale, Predictions, RunFolder, RunFolderError, find_manifest
 
 MIN_PER_TYPE = 3  # test images of one distortion type needed for its SRCC
@@ -44,6 +45,8 @@ class Row:
     published: Published | None = None
     folder: RunFolder | None = None
     protocol: str = "per_dataset"
+    entries: tuple[str, ...] = ()  # every published row this one meets (paper tables)
+    variant: str = ""  # the ablation settings that set the row apart (``branches=...``)
 
     @property
     def summary(self) -> dict[str, dict[str, float]]:
@@ -51,7 +54,16 @@ class Row:
 
     @property
     def label(self) -> str:
-        return self.method if self.backbone is None else f"{self.method} ({self.backbone})"
+        """Method, variant, protocol and backbone: one column of the overview tables."""
+        return self.name if self.backbone is None else f"{self.name} ({self.backbone})"
+
+    @property
+    def name(self) -> str:
+        """The method as a table shows it: with its variant and protocol."""
+        name = f"{self.method} [{self.variant}]" if self.variant else self.method
+        if self.protocol == "cross_dataset" and self.folder is not None:
+            return f"{name} (trained on {self.folder.trained_on})"
+        return name if self.protocol == "per_dataset" else f"{name} ({self.protocol})"
 
 
 @dataclass
@@ -119,18 +131,21 @@ def per_type_srcc(p: Predictions) -> dict[str, dict[str, float]]:
 
 def head_row(run: RunFolder, logistic: int | None, notes: list[str]) -> Row:
     """The row of one run folder (metrics.json's own test metrics when no predictions)."""
-    pub = lookup(run.head, run.backbone, run.dataset, run.protocol)
+    pub = lookup(run.head, run.backbone, run.dataset, run.protocol, run.facts)
+    meets = matching_entries(run.head, run.backbone, run.dataset, run.protocol, run.facts)
+    tags: dict[str, Any] = {
+        "published": pub, "folder": run, "protocol": run.protocol, "entries": tuple(meets),
+        "variant": variant_label(run.head, run.settings),
+    }
     if run.predictions is None:
         notes.append(f"{run.path}: no predictions.csv; metrics.json's test metrics used "
                      "(no RMSE, logistic PLCC or per-distortion SRCC)")
         keys = ("srcc", "plcc", "krcc")
         repeats = [{k: float(r.test[k]) for k in keys if k in r.test}
                    for r in run.repeats if r.test]
-        return Row(run.head, run.backbone, "head", repeats, published=pub, folder=run,
-                   protocol=run.protocol)
+        return Row(run.head, run.backbone, "head", repeats, **tags)
     repeats = _per_repeat(run.predictions, logistic, notes, str(run.path))
-    return Row(run.head, run.backbone, "head", repeats, per_type_srcc(run.predictions),
-               pub, run, run.protocol)
+    return Row(run.head, run.backbone, "head", repeats, per_type_srcc(run.predictions), **tags)
 
 
 def baseline_rows(runs: Sequence[RunFolder], data_dir: str | None, logistic: int | None,
@@ -169,7 +184,7 @@ def build_tables(
 ) -> dict[str, DatasetTable]:
     """One :class:`DatasetTable` per dataset, in the order the runs first name them."""
     by_dataset: dict[str, list[RunFolder]] = {}
-    for run in runs:
+    for run in merge_students(runs):
         by_dataset.setdefault(run.dataset, []).append(run)
     tables = {}
     for dataset, members in by_dataset.items():

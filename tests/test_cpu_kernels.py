@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from cache.create import create_store
+from cache.layout import StoreLayout
 from cache.manifest import (
     DatasetInfo,
     Manifest,
@@ -64,8 +65,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_split(Split(train, val, test, manifest_sha256=file_sha256(root / "manifest.csv")),
                 root / "split.json")
     ids = REFS + DIST
-    store = create_store(str(root / "f.zarr"), arrays=[ArraySpec("embed", (24, 8, 8))],
-                         image_ids=ids, fingerprint_fields={"backbone": "toy"}, shard_size=8)
+    layout = StoreLayout([ArraySpec("embed", (24, 8, 8))], ids, shard_size=8)
+    store = create_store(str(root / "f.zarr"), layout, fingerprint_fields={"backbone": "toy"})
     for k in range(store.n_shards):
         part = list(store.shard_rows(k))
         embed = rng.normal(size=(len(part), 24, 8, 8))

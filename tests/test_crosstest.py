@@ -71,6 +71,12 @@ def test_train_on_one_dataset_test_on_another(tmp_path: Path) -> None:
                                          str(dmos / "splits" / "split_00.json"), "--out",
                                          str(tmp_path / "cross2")])  # fmt: skip
     assert res.exit_code == 0 and "4 images" in res.output
+    from pipelines.runs import read_runs  # the report reads the folder as a cross row
+
+    (row,) = read_runs(out)
+    assert (row.protocol, row.trained_on, row.dataset, row.backbone) == (
+        "cross_dataset", "mos", "dm", "nss")
+    assert len(row.repeats) == 2 and len(row.predictions.ids) == 40
 
 
 def test_another_backbones_store_is_refused(tmp_path: Path) -> None:

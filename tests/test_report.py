@@ -67,7 +67,8 @@ def _dataset(root: Path, name: str, lower_better: bool = False,
 
 def _write_run(out: Path, manifest_path: Path, head: str, backbone: str, *,
                noise: float = 0.05, constant: float | None = None, repeats: int = 3,
-               protocol: str | None = None, with_val: bool = True) -> Path:
+               protocol: str | None = None, with_val: bool = True,
+               head_config: dict | None = None) -> Path:
     """A run folder in the iqa-train-head layout, predictions = target + noise."""
     from cache.manifest import read_manifest, read_split
 
@@ -108,6 +109,8 @@ def _write_run(out: Path, manifest_path: Path, head: str, backbone: str, *,
     }  # fmt: skip
     if protocol:
         metrics["protocol"] = protocol
+    if head_config is not None:
+        metrics["head_config"] = head_config
     (out / "metrics.json").write_text(json.dumps(metrics))
     (out / ".iqa-output.json").write_text(json.dumps({"kind": "train-run"}))
     with open(out / "predictions.csv", "w", newline="") as fh:
@@ -473,3 +476,150 @@ def test_overview_of_several_datasets(tiny: dict, tmp_path: Path) -> None:
     assert overview[1][:2] == ["sfem_fr (nss)", f"{tiny_srcc:.3f}"]
     assert overview[2][0] == "prompt (nss)" and overview[2][3:] == ["-", "-"]
     assert r"\label{tab:iqa-overview}" in (out / "table.tex").read_text()
+
+
+def _paper(out: Path) -> dict[str, list[str]]:
+    """The rows of a report's paper table: label -> cells."""
+    data = json.loads((out / "paper.json").read_text())
+    return {r["method"]: [r["cells"][d] for d in data["datasets"]] for r in data["rows"]}
+
+
+def test_ablation_runs_meet_their_own_paper_rows(tmp_path: Path) -> None:
+    """SAM-IQA Tables 4 and 5: a one-branch or an L2 run sits beside its ablation row,
+    never beside Table 1's full model (which only the full run fills)."""
+    manifest = _dataset(tmp_path / "data" / "live", "live", lower_better=True,
+                        score_range=(0, 100))
+    full = _write_run(tmp_path / "full", manifest, "sfem_fr", "sam_vit_b", noise=0.01)
+    spatial = _write_run(tmp_path / "spatial", manifest, "sfem_fr", "sam_vit_b", noise=0.3,
+                         head_config={"branches": ["spatial"], "width": 8})
+    l2 = _write_run(tmp_path / "l2", manifest, "sfem_fr", "sam_vit_b", noise=0.2,
+                    head_config={"distance": "l2"})
+    runs = [str(full), str(spatial), str(l2)]
+    got = {}
+    for table in ("sam_iqa_table1", "sam_iqa_table4", "sam_iqa_table5"):
+        out = tmp_path / table
+        res = _eval([*runs, "--out", str(out), "--no-plots", "--no-baselines", "--paper", table])
+        assert res.exit_code == 0, res.output
+        got[table] = _paper(out)
+    rows = {r["variant"]: r for r in _table(tmp_path / "sam_iqa_table4", "live")["rows"]}
+    assert set(rows) == {"", "branches=spatial", "distance=l2"}
+    assert rows[""]["published"]["table"] == "Table 1"
+    assert rows["branches=spatial"]["published"]["entry"] == "sam_iqa_branches_spatial"
+    assert rows["distance=l2"]["published"]["entry"] == "sam_iqa_distance_l2"
+    ours = {v: f"{r['test']['srcc']['median']:.3f}" for v, r in rows.items()}
+    fr = next(c for k, c in got["sam_iqa_table1"].items() if k.startswith("sfem_fr"))
+    assert fr[0].startswith(ours[""] + "/") and fr[0].endswith("0.996/0.997")
+    t4 = got["sam_iqa_table4"]
+    b_only = next(c for k, c in t4.items() if k.startswith("B only"))
+    f_only = next(c for k, c in t4.items() if k.startswith("F only"))
+    both = next(c for k, c in t4.items() if k.startswith("B + F"))
+    assert b_only[0].startswith(ours["branches=spatial"] + "/") and "0.985/-" in b_only[0]
+    assert f_only[0].startswith("- \\|") and both[0].startswith(ours[""] + "/")
+    t5 = got["sam_iqa_table5"]
+    assert next(c for k, c in t5.items() if k.startswith("L2"))[0].startswith(
+        ours["distance=l2"] + "/")
+    assert next(c for k, c in t5.items() if k.startswith("Sub."))[1] == "- \\| 0.950/0.950"
+    md = (tmp_path / "sam_iqa_table4" / "table.md").read_text()
+    assert "| sfem_fr [branches=spatial] " in md
+    assert "| sfem_fr [distance=l2] (sam_vit_b) " in md  # the per-distortion columns
+
+
+def test_dp_iqa_rows_for_cross_tests_and_students(tmp_path: Path) -> None:
+    """Table V beside an iqa-test-head folder, Tables IV and XI beside student folders
+    (one split each, merged into one row); the fine-tuned teacher is shown as n/c."""
+    from pipelines.published import RunFacts
+
+    livec = _dataset(tmp_path / "data" / "livec", "livec", score_range=(0, 100))
+    koniq = _dataset(tmp_path / "data" / "koniq10k", "koniq10k", score_range=(0, 100))
+    cross = _cross_folder(tmp_path / "cross", livec, trained_on="koniq10k")
+    students = [_student_folder(tmp_path / f"st{k}", koniq, k, map_weight=1.0) for k in range(2)]
+    plain = _student_folder(tmp_path / "plain", koniq, 0, map_weight=0.0)
+    runs = [str(cross), *map(str, students), str(plain)]
+    papers = {}
+    for table in ("dp_iqa_table4", "dp_iqa_table5", "dp_iqa_table11"):
+        out = tmp_path / table
+        res = _eval([*runs, "--out", str(out), "--no-plots", "--no-baselines", "--paper", table])
+        assert res.exit_code == 0, res.output
+        papers[table] = _paper(out)
+    rows = _table(tmp_path / "dp_iqa_table4", "koniq10k")["rows"]
+    assert [(r["method"], r["variant"], r["runs"]) for r in rows] == [
+        ("student", "", 2), ("student", "map_weight=0.0", 1)]
+    assert rows[0]["published"]["entry"] == "dp_iqa_student"
+    assert rows[1]["published"]["entry"] == "dp_iqa_student_no_distillation"
+    cross_row = _table(tmp_path / "dp_iqa_table5", "livec")["rows"][0]
+    assert cross_row["protocol"] == "cross_dataset" and cross_row["runs"] == 3
+    assert cross_row["published"]["srcc"] == 0.833  # KonIQ -> CLIVE, 'Ours (teacher)'
+    t5 = papers["dp_iqa_table5"]
+    from_koniq = [c for k, c in t5.items() if "trained on koniq10k" in k]
+    assert from_koniq[0][1].endswith("0.833/-") and not from_koniq[0][1].startswith("-")
+    assert from_koniq[1][1].startswith("n/c")  # the student: no cross test here
+    t4 = papers["dp_iqa_table4"]
+    teacher = next(c for k, c in t4.items() if k.startswith("Ours (teacher)"))
+    assert all(c.startswith("n/c") for c in teacher)
+    assert "not comparable" in (tmp_path / "dp_iqa_table4" / "table.md").read_text()
+    t11 = papers["dp_iqa_table11"]
+    assert next(c for k, c in t11.items() if k.startswith("w/o"))[1].endswith("0.841/0.881")
+    assert lookup("qfd", "sd15_unet", "livec", "cross_dataset",
+                  RunFacts({}, "flive")).score.srcc == 0.770
+    assert lookup("qfd", "sd15_unet", "livec", "cross_dataset") is None  # no training set
+
+
+def _cross_folder(out: Path, manifest_path: Path, trained_on: str) -> Path:
+    """A folder in the iqa-test-head layout (heads.crosstest): qfd on SD 1.5 features."""
+    from cache.manifest import read_manifest
+
+    manifest = read_manifest(manifest_path)
+    info = manifest.info
+    scale = LabelScale(*info.score_range, info.lower_better, info.score_kind)
+    rng = np.random.default_rng(3)
+    rows, records = [], []
+    for k in range(3):
+        target = scale.to_target(np.array([r.score for r in manifest.rows]))
+        pred = target + rng.normal(0, 0.1, len(target))
+        rows += [{"run": k, "id": r.image, "target": t, "prediction": p,
+                  "predicted_score": float(scale.to_raw(np.array(p)))}
+                 for r, t, p in zip(manifest.rows, target, pred, strict=True)]
+        records.append({"run": k, "checkpoint": f"run_{k:02d}/model.pt",
+                        "test": {"srcc": 0.0, "plcc": 0.0}})
+    out.mkdir()
+    metrics = {"head": "qfd", "trained_on": trained_on, "tested_on": info.name,
+               "manifest": str(manifest_path), "label_norm": {
+                   "low": info.score_range[0], "high": info.score_range[1],
+                   "lower_better": info.lower_better}, "runs": records,
+               "protocol": "cross_dataset", "backbone": "sd15_unet", "head_config": {},
+               "training": {"epochs": 60}}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    (out / ".iqa-output.json").write_text(json.dumps({"kind": "cross-test"}))
+    with open(out / "predictions.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
+def _student_folder(out: Path, manifest_path: Path, k: int, map_weight: float) -> Path:
+    """A folder in the iqa-distill train layout (pipelines.distill): one split's student."""
+    from cache.manifest import read_manifest, read_split
+
+    manifest = read_manifest(manifest_path)
+    info, by_id = manifest.info, manifest.by_id()
+    scale = LabelScale(*info.score_range, info.lower_better, info.score_kind)
+    split = manifest_path.parent / "splits" / f"split_{k:02d}.json"
+    ids = read_split(split).test
+    target = scale.to_target(np.array([by_id[i].score for i in ids]))
+    pred = target + np.random.default_rng(k).normal(0, 0.05 + map_weight / 10, len(ids))
+    out.mkdir()
+    train = {"trunk": "efficientnet_b7", "map_weight": map_weight, "score_weight": 1.0,
+             "epochs": 30, "split": str(split), "seed": k}
+    metrics = {"student": {"test": {"srcc": 0.0}}, "dataset": info.name,
+               "trunk": "efficientnet_b7", "manifest": str(manifest_path),
+               "label_norm": {"low": info.score_range[0], "high": info.score_range[1],
+                              "lower_better": info.lower_better},
+               "split": str(split), "training": train, "selection": "epoch 3"}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    (out / ".iqa-output.json").write_text(json.dumps({"kind": "dpiqa-student"}))
+    with open(out / "predictions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "part", "target", "student", "teacher"])
+        w.writerows([i, "test", t, p, t] for i, t, p in zip(ids, target, pred, strict=True))
+    return out

@@ -49,6 +49,7 @@ from pipelines.distill_data import DistillDataset, split_parts
 from pipelines.score_cli import main as score_main
 from pipelines.score_kinds import checkpoint_kind
 from pipelines.student_score import load_student, preprocess
+from pipelines.student_train import milestones_for
 from pipelines.teacher_maps import TeacherMapsConfig, write_teacher_maps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -283,6 +284,21 @@ def test_student_trains_with_both_losses_decreasing(world: dict, trained: Path) 
     assert metrics["milestones"] == []  # "toy" has no paper preset
 
 
+def test_the_report_reads_a_student_folder(world: dict, trained: Path) -> None:
+    """iqa-eval takes the student's folder as a row: its test metrics, its trunk."""
+    from pipelines.runs import read_runs
+    from pipelines.tables import build_tables
+
+    metrics = json.loads((trained.parent / "metrics.json").read_text())
+    (run,) = read_runs(trained.parent)
+    assert (run.head, run.backbone, run.dataset) == ("student", "efficientnet_tiny", "toy")
+    assert run.settings["training.map_weight"] == 1.0
+    row = build_tables([run], baselines=False)["toy"].rows[0]
+    srcc = row.summary["srcc"]["median"]
+    assert srcc == pytest.approx(metrics["student"]["test"]["srcc"], abs=1e-6)
+    assert row.published is None  # the paper's rows are for EfficientNet-B7
+
+
 def test_augmented_items_pair_flipped_pixels_with_the_flipped_teacher_row(
     world: dict, maps: str
 ) -> None:
@@ -350,6 +366,15 @@ def test_iqa_score_takes_a_student_checkpoint(world: dict, trained: Path) -> Non
     assert out["about"] == {"head": "dpiqa_student", "mode": "no-reference"}
     want = load_student(trained).score(paths, batch_size=2)
     assert [(r["image"], r["score"]) for r in out["scores"]] == [(w.image, w.score) for w in want]
+
+
+def test_the_papers_milestones_apply_to_the_importers_dataset_names() -> None:
+    """Manifests are named by importer key (``livec``, not the reference's ``clive``)."""
+    cfg = DistillConfig()
+    got = {d: milestones_for(cfg, d) for d in ("livec", "koniq10k", "flive", "spaq", "live")}
+    assert got == {"livec": (10, 25), "koniq10k": (5,), "flive": (4,), "spaq": (6,), "live": ()}
+    assert milestones_for(cfg, "CLIVE") == (10, 25)  # an alias of published.yaml
+    assert milestones_for(DistillConfig(milestones=(3,)), "livec") == (3,)
 
 
 def test_denormalise_inverts_normalise() -> None:
