@@ -24,7 +24,8 @@ from cache.manifest import (
     write_split,
 )
 from cache.overlap import read_audit
-from extract.run import ExtractConfig, arch_overrides, run_extract
+from extract.config import ExtractConfig, arch_overrides
+from extract.run import run_extract
 from heads.cli import main as train_main
 from heads.cli import test_main as cross_main
 from pipelines.data_cli import main as data_main
