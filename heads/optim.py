@@ -10,6 +10,18 @@ stepped once per epoch. The config is recorded in every checkpoint and ``metrics
 
 ``patience`` adds early stopping on the validation SRCC (off by default, as in the
 papers): training ends when the best epoch is ``patience`` epochs old.
+
+``label_norm`` and ``label_orientation`` say how ``heads.experiment`` maps raw scores to
+targets (``heads.data.label_norm_of``); they are applied where the data is loaded and
+recorded here with everything else. PromptIQA's "cosine annealing for every 50 epochs"
+(sec. 4.1 C, 100 epochs) has two readings: warm restarts every 50 epochs
+(``cosine_restarts``, the head's default) and the reference code's one half-cosine over
+its 50 epochs (``chencn2020/PromptIQA`` ``toolkit.adjust_learning_rate``: ``schedule:
+cosine, epochs: 50``, which ``CosineAnnealingLR`` reproduces epoch for epoch).
+
+The Table 5 prompt probes of PromptIQA (inverted or random prompts) are not training
+options: they are test-time options of a trained model (``iqa-test-head --probe``), so
+they never change which epoch is selected.
 """
 
 from __future__ import annotations
@@ -23,8 +35,10 @@ import torch
 
 SCHEDULES = ("constant", "cosine", "cosine_restarts", "multistep")
 PROMPT_SELECTIONS = ("interval", "random")
-PROMPT_TRANSFORMS = ("none", "invert", "random_scores", "random_features")
 SCALE_MODES = ("paper", "code")
+LABEL_NORMS = ("score_range", "train_minmax")
+ORIENTATIONS = ("higher_better", "native")
+_MOVED = {"prompt_transform": "a test-time probe of a trained model now: iqa-test-head --probe"}
 
 
 class TrainConfigError(ValueError):
@@ -53,9 +67,10 @@ class TrainConfig:
         scale_mode: ``paper`` (divide by the maximum) or ``code`` (by U(max, 1)).
         prompt_size: grouped heads: image-score pairs in the evaluation prompt.
         prompt_select: ``interval`` (PromptIQA's default) or ``random`` (its Table 4).
-        prompt_transform: the evaluation prompt as given (``none``), with scores reversed
-            (``invert``: ``1 - s``) or replaced by random numbers (``random_scores``,
-            ``random_features``): PromptIQA's Table 5 probes.
+        label_norm: ``score_range`` (the manifest's nominal range) or ``train_minmax``
+            (each split's train min and max, PromptIQA's per-split min-max).
+        label_orientation: ``higher_better`` (DMOS reversed; every head) or ``native``
+            (each dataset's own orientation; prompted heads only, PromptIQA's default).
     """
 
     epochs: int = 100
@@ -74,7 +89,8 @@ class TrainConfig:
     scale_mode: str = "paper"
     prompt_size: int = 10
     prompt_select: str = "interval"
-    prompt_transform: str = "none"
+    label_norm: str = "score_range"
+    label_orientation: str = "higher_better"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
@@ -91,7 +107,8 @@ class TrainConfig:
         self._check_choice("schedule", SCHEDULES)
         self._check_choice("prompt_select", PROMPT_SELECTIONS)
         self._check_choice("scale_mode", SCALE_MODES)
-        self._check_choice("prompt_transform", PROMPT_TRANSFORMS)
+        self._check_choice("label_norm", LABEL_NORMS)
+        self._check_choice("label_orientation", ORIENTATIONS)
         for name in ("scale_p", "flip_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise TrainConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -103,6 +120,8 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``; unknown names are an error naming the known ones."""
         known = {f.name for f in dataclasses.fields(self)}
+        for name in sorted(set(changes) & set(_MOVED)):
+            raise TrainConfigError(f"{name} is not a training option: it is {_MOVED[name]}")
         unknown = sorted(set(changes) - known)
         if unknown:
             raise TrainConfigError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
@@ -115,7 +134,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        return cls().replace(**dict(data))
+        """A config from ``to_dict`` output (older records' moved fields are dropped)."""
+        return cls().replace(**{k: v for k, v in data.items() if k not in _MOVED})
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
