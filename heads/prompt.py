@@ -23,6 +23,11 @@ Input: the cached image feature. A vector feature of width ``dim`` is used as is
 width gets a linear projection to ``dim``; a (C, H, W) map is first reduced by global
 average pooling over its valid region (then projected if C != dim). Deviation from the
 reference: MoNet is frozen and cached, so only this head trains.
+
+Targets keep each dataset's own orientation by default (``label_orientation="native"`` in
+``PROMPT_IQA_TRAINING``): PromptIQA mixes MOS and DMOS sets "without making any
+modifications" (sec. 4.1 C); the prompt's scores tell the head which way they run, and it
+predicts in that orientation.
 """
 
 from __future__ import annotations
