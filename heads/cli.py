@@ -299,10 +299,10 @@ def test_main(
     dataset's labels mapped as the head was trained. Writes OUT/metrics.json and
     OUT/predictions.csv.
     """
-    from heads.crosstest import TestOptions, cross_test
+    from heads.crosstest import CrossTestOptions, cross_test
 
     files = tuple(f for s in splits for f in _split_files(s))
-    options = TestOptions(splits=files, part=part, **opts)
+    options = CrossTestOptions(splits=files, part=part, **opts)
     result = cross_test(run, features, manifest, out, options)
     if as_json:
         click.echo(json.dumps(result, indent=1, sort_keys=True))

@@ -16,14 +16,15 @@ is given (PromptIQA adapts to a dataset through its prompt), else under the prom
 checkpoint recorded for that dataset. With a split, ``probe`` alters that prompt as in
 PromptIQA's Table 5 (``heads.evaluate.PROBES``), at test time only: a trained model is
 probed, training and model selection never see it. Split files are given once for every
-repeat or one per repeat (a repeat must be tested on the test part of its own split when
-the dataset is the one it trained on).
+repeat or one per repeat; a repeat tested on its own dataset with another split than the
+one it trained on (whose test part may hold its training images) gets a warning.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 
 from cache.fingerprint import describe_diff, diff_fields
-from cache.manifest import Manifest, Split, read_manifest, read_split
+from cache.manifest import Manifest, Split, file_sha256, read_manifest, read_split
 from cache.outputs import atomic_write_text, check_output_dir, prepare_output_dir
 from cache.reader import load_arrays, select_rows
 from cache.store import FeatureStore, open_store
@@ -47,7 +48,7 @@ KIND = "cross-test"
 
 
 @dataclass(frozen=True)
-class TestOptions:
+class CrossTestOptions:
     """How ``cross_test`` tests a run.
 
     Attributes:
@@ -78,7 +79,7 @@ def _checkpoints(run: Path) -> list[Path]:
 
 
 def _splits_per_repeat(
-    opts: TestOptions, manifest: Manifest, repeats: int
+    opts: CrossTestOptions, manifest: Manifest, repeats: int
 ) -> list[tuple[str, Split] | None]:
     """The split (path and contents) each repeat is tested on; None: every image."""
     if len(opts.splits) > 1 and len(opts.splits) < repeats:
@@ -101,7 +102,7 @@ def cross_test(
     features: str,
     manifest_path: str,
     out: str | Path,
-    options: TestOptions | None = None,
+    options: CrossTestOptions | None = None,
 ) -> dict[str, Any]:
     """Test every repeat of ``run`` on the store ``features`` (see the module docstring).
 
@@ -114,11 +115,12 @@ def cross_test(
     Returns:
         What ``OUT/metrics.json`` holds.
     """
-    opts = options or TestOptions()
+    opts = options or CrossTestOptions()
     check_output_dir(out, KIND)
     manifest = read_manifest(manifest_path)
     ckpts = _checkpoints(Path(run))
     per_repeat = _splits_per_repeat(opts, manifest, len(ckpts))
+    _warn_other_splits(Path(run), manifest.info.name, per_repeat)
     target = _Target(open_store(features, verify=True), manifest, opts)
     records, rows = [], []
     for k, (path, chosen) in enumerate(zip(ckpts, per_repeat, strict=True)):
@@ -130,13 +132,37 @@ def cross_test(
     return result
 
 
+class OtherSplitWarning(UserWarning):
+    """A repeat is tested on its own dataset but not on the test part of its own split."""
+
+
+def _warn_other_splits(run: Path, name: str, per_repeat: list[tuple[str, Split] | None]) -> None:
+    """Warn when a repeat meets images it may have trained on (its dataset, another split)."""
+    path = run / "metrics.json"
+    trained = json.loads(path.read_text()) if path.is_file() else {}
+    for k, (rec, chosen) in enumerate(zip(trained.get("runs") or [], per_repeat, strict=False)):
+        own = ((rec.get("datasets") or {}).get(name) or {}).get("split") or (
+            rec.get("split") if trained.get("dataset") == name else None
+        )
+        if not own or not Path(own).is_file():
+            continue
+        if chosen is None or file_sha256(chosen[0]) != file_sha256(own):
+            given = chosen[0] if chosen else "every image"
+            warnings.warn(
+                f"repeat {k} trained on {name} with {own} and is tested on {given}: its test "
+                "images may include training images; give the run's own splits",
+                OtherSplitWarning,
+                stacklevel=2,
+            )
+
+
 @dataclass
 class _Target:
     """The tested store and manifest, and the random images once read."""
 
     store: FeatureStore
     manifest: Manifest
-    opts: TestOptions
+    opts: CrossTestOptions
     random_images: TrainData | None = None
 
 
@@ -177,7 +203,7 @@ def _test_repeat(
     return record, rows, ckpt
 
 
-def _check_probe(model: Any, opts: TestOptions, chosen: tuple[str, Split] | None) -> None:
+def _check_probe(model: Any, opts: CrossTestOptions, chosen: tuple[str, Split] | None) -> None:
     if opts.probe == "none":
         return
     if not protocols.is_grouped(model):
@@ -272,7 +298,7 @@ def _result(
     manifest: Manifest,
     features: str,
     manifest_path: str,
-    opts: TestOptions,
+    opts: CrossTestOptions,
     records: list[dict[str, Any]],
 ) -> dict[str, Any]:
     trained = (

@@ -28,6 +28,7 @@ HEAD_TINY = {"sfem_fr": {"width": 4, "scales": [1, 2], "pool_size": 2},
              "sfem_nr": {"width": 4, "scales": [1, 2], "pool_size": 2},
              "qfd": {"width": 8, "se_reduction": 2, "reduce": [4, 2], "hidden": 8},
              "linear": {}, "prompt": dict(PROMPT_TINY)}  # fmt: skip
+KEEP_ARCH = ("resize",)  # arch keys of a preset that apply at toy scale too
 
 
 def _weights(backbone: str, folder: Path) -> tuple[str, dict]:
@@ -58,7 +59,8 @@ def _toy(params: dict, folder: Path) -> dict:
     params["extract"].update(device="cpu", dtype="fp32", batch_size=4)
     for backbone in params["extract"]["backbones"]:
         params["checkpoints"][backbone], tiny = _weights(backbone, folder)
-        params["arch"][backbone] = {**(params["arch"].get(backbone) or {}), **tiny}
+        kept = {k: v for k, v in (params["arch"].get(backbone) or {}).items() if k in KEEP_ARCH}
+        params["arch"][backbone] = {**kept, **tiny}  # the preset's preprocessing choices
     heads = set(params["train"]["heads"]) | {m["head"] for m in params["mixed"].values()}
     for head in heads:  # the preset's settings, at toy size
         grouped = head_class(head).kind == "grouped"
