@@ -83,6 +83,9 @@ class TrainConfig:
             (each split's train min and max, PromptIQA's per-split min-max).
         label_orientation: ``higher_better`` (DMOS reversed; every head) or ``native``
             (each dataset's own orientation; prompted heads only, PromptIQA's default).
+        ema: decay of an exponential moving average of the weights, updated after every
+            step (0: none, the papers' setting). The average is what is validated, selected
+            and saved; a short run on little data varies far less from epoch to epoch.
     """
 
     epochs: int = 100
@@ -105,6 +108,7 @@ class TrainConfig:
     milestones_by_dataset: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     label_norm: str = "score_range"
     label_orientation: str = "higher_better"
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
@@ -125,6 +129,8 @@ class TrainConfig:
         self._check_choice("loss", ("", *LOSSES))
         self._check_choice("label_norm", LABEL_NORMS)
         self._check_choice("label_orientation", ORIENTATIONS)
+        if not 0.0 <= self.ema < 1.0:
+            raise TrainConfigError(f"ema must be in [0, 1) (0: no average), got {self.ema}")
         for name in ("scale_p", "flip_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise TrainConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")

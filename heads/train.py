@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cache.console import UsageProblem, progress
 from heads import protocols
@@ -102,6 +103,12 @@ class _State:
     best_score: float = -math.inf
     best_epoch: int = -1
     best_state: dict[str, Tensor] | None = None
+    ema: AveragedModel | None = None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights validated, selected and saved: the moving average when there is one."""
+        return self.model if self.ema is None else self.ema.module
 
 
 def _as_list(data: TrainData | Sequence[TrainData]) -> list[TrainData]:
@@ -152,6 +159,8 @@ def _train_epoch(
             total, count = total + value.item() * len(rows), count + len(rows)
             bar.update(len(rows))
         st.optimizer.step()
+        if st.ema is not None:
+            st.ema.update_parameters(st.model)
     if st.scheduler is not None:
         st.scheduler.step()
     return total / max(count, 1)
@@ -227,6 +236,14 @@ def check_trainable(head: str, trains: list[TrainData], vals: list[TrainData],
             )
 
 
+def _average(model: nn.Module, training: TrainConfig) -> AveragedModel | None:
+    """The exponential moving average of the weights (and BatchNorm buffers), if asked."""
+    if not training.ema:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(training.ema),
+                         use_buffers=True)  # fmt: skip
+
+
 def _resume(st: _State, path: Path, fingerprint: str) -> int:
     ckpt = read_checkpoint(path, store_fingerprint=fingerprint)
     st.model.load_state_dict(ckpt["model"])
@@ -236,6 +253,10 @@ def _resume(st: _State, path: Path, fingerprint: str) -> int:
     extra = ckpt["extra"]
     if st.scheduler is not None and extra.get("scheduler") is not None:
         st.scheduler.load_state_dict(extra["scheduler"])
+    if st.ema is not None:
+        if extra.get("ema") is None:
+            raise CheckpointError(f"{path}: trained without the weight average (ema) asked for")
+        st.ema.load_state_dict(extra["ema"])
     st.generator.set_state(extra["generator"])
     torch.set_rng_state(extra["torch_rng"])
     st.history = [dict(r) for r in extra["history"]]
@@ -291,7 +312,7 @@ def fit(
     model = build_from_config(head_name, cfg).to(device)
     optimizer = make_optimizer(model, training)
     st = _State(model, optimizer, make_scheduler(optimizer, training),
-                torch.Generator().manual_seed(seed))  # fmt: skip
+                torch.Generator().manual_seed(seed), ema=_average(model, training))  # fmt: skip
     out = Path(out_dir) if out_dir is not None else None
     start = _resume(st, out / "last.pt", store_fingerprint) if resume and out else 0
     save = _saver(out, head_name, trains[0], store_fingerprint, label_norm, record, training)
@@ -323,7 +344,7 @@ def _one_epoch(
 ) -> dict[str, float]:  # fmt: skip
     lr = float(st.optimizer.param_groups[0]["lr"])
     train_loss = _train_epoch(st, trains, cfg, device, loss, bar)
-    metrics = _validate(st.model, trains, vals, cfg, device)
+    metrics = _validate(st.evaluated, trains, vals, cfg, device)
     scored = [m for m in metrics if m]
     score = sum(m["srcc"] for m in scored) if scored else math.nan
     row = {
@@ -337,7 +358,7 @@ def _one_epoch(
     if not scored or score > st.best_score:
         st.best_score = score if scored else -math.inf
         st.best_epoch = epoch
-        st.best_state = {k: v.detach().clone() for k, v in st.model.state_dict().items()}
+        st.best_state = {k: v.detach().clone() for k, v in st.evaluated.state_dict().items()}
     return row
 
 
@@ -362,9 +383,11 @@ def _saver(
                 "torch_rng": torch.get_rng_state(),
                 "history": st.history,
                 "scheduler": None if st.scheduler is None else st.scheduler.state_dict(),
+                "ema": None if st.ema is None else st.ema.state_dict(),
             }
+        weights = st.model if full else st.evaluated  # last.pt resumes; model.pt is scored
         save_checkpoint(
-            out / name, st.model, head=head, feature_specs=train.feature_specs,
+            out / name, weights, head=head, feature_specs=train.feature_specs,
             store_fingerprint=fingerprint, epoch=epoch, label_norm=label_norm,
             optimizer=st.optimizer if full else None, extra=extra,
         )  # fmt: skip

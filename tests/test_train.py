@@ -11,7 +11,7 @@ import torch
 import heads.train as train_mod
 from heads.checkpoint import CheckpointError, load_head, read_checkpoint, save_atomic
 from heads.evaluate import evaluate, make_prompt
-from heads.optim import TrainConfig
+from heads.optim import TrainConfig, TrainConfigError
 from heads.registry import build_head
 from heads.train import fit
 from heads.traindata import TrainData, TrainDataError
@@ -211,3 +211,30 @@ def test_train_data_validation() -> None:
         TrainData(
             {"f": torch.zeros(2, 1, 2), "g": torch.zeros(2, 2, 2)}, torch.zeros(2), ["a", "b"]
         )
+
+
+def test_a_weight_average_is_what_is_validated_selected_saved_and_resumed(tmp_path) -> None:
+    """``ema``: the moving average of the weights is validated and saved as model.pt (the
+    raw weights, with the average, go to last.pt), and a resumed run continues it exactly."""
+    train, val = _maps(24, 0, "train", views=2), _maps(8, 1, "val")
+    kw = {"seed": 1, "store_fingerprint": "fp"}
+    three, two = (TrainConfig(epochs=n, batch_size=4, lr=1e-3, ema=0.9) for n in (3, 2))
+    plain = fit("sfem_nr", SFEM, train, val, training=TrainConfig(epochs=3, batch_size=4,
+                lr=1e-3), out_dir=tmp_path / "plain", **kw)  # fmt: skip
+    straight = fit("sfem_nr", SFEM, train, val, training=three, out_dir=tmp_path / "a", **kw)
+    assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in plain.history]
+    assert [r["val_srcc"] for r in straight.history] != [r["val_srcc"] for r in plain.history]
+    saved, _ = load_head(tmp_path / "a" / "model.pt", store_fingerprint="fp")
+    assert evaluate(saved, val)["metrics"]["srcc"] == pytest.approx(
+        straight.history[straight.best_epoch]["val_srcc"])
+    raw = read_checkpoint(tmp_path / "a" / "last.pt")
+    averaged = read_checkpoint(tmp_path / "a" / "model.pt")["model"]
+    assert raw["extra"]["ema"] is not None
+    assert not torch.equal(raw["model"]["sfem.stem.0.weight"], averaged["sfem.stem.0.weight"])
+    fit("sfem_nr", SFEM, train, val, training=two, out_dir=tmp_path / "b", **kw)
+    resumed = fit("sfem_nr", SFEM, train, val, training=three, out_dir=tmp_path / "b",
+                  resume=True, **kw)  # fmt: skip
+    assert resumed.history == straight.history
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+    with pytest.raises(TrainConfigError, match="ema"):
+        TrainConfig(ema=1.0)
