@@ -119,6 +119,18 @@ def pil_resize(image: np.ndarray, hw: tuple[int, int], method: str = "bilinear")
     return np.asarray(resized)
 
 
+def opencv_resize_cubic(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize an ``(H, W, 3)`` uint8 image to ``hw`` with OpenCV's ``INTER_CUBIC`` (no
+    antialiasing when shrinking), as ``cv2.resize`` does in PromptIQA's loaders."""
+    import cv2  # opencv-python-headless; imported here so other backbones never load it
+
+    if tuple(image.shape[:2]) == tuple(hw):
+        return image
+    return np.asarray(
+        cv2.resize(np.ascontiguousarray(image), (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC)
+    )
+
+
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """``(x - mean) / std`` with per-channel ``(3, 1, 1)`` constants."""
     return (x - mean) / std

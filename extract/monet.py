@@ -8,6 +8,14 @@ four 768x28x28 views; three MAL(n=4) modules give three "opinions"; a MAL(n=3) f
 them; one transformer block (768, 12 heads, no qkv bias, LayerNorm eps 1e-5); a CNN to a
 128-d image feature. The ViT and the block are timm's (``VisionTransformer``, ``Block``).
 
+Preprocessing: the whole image is squashed to 224x224 (aspect ratio not kept, no crop), to
+[0, 1], normalised with mean = std = 0.5. The resize is PIL's antialiased bicubic by
+default (``resize="pil_bicubic"``); ``resize="opencv_cubic"`` is OpenCV's ``INTER_CUBIC``,
+which the reference uses (``PromptIQA/utils/dataset/loader_tools.py`` ``load_image``:
+``cv2.resize(..., interpolation=cv2.INTER_CUBIC)``, no antialiasing) and which the released
+weights were trained with. The choice is part of ``preprocessing()``, so of the store
+fingerprint; the default's fingerprint fields are the same as before the option existed.
+
 Deviations: intermediate blocks come from timm's ``forward_intermediates`` instead of
 forward hooks appending to a shared list; the view of block ``i`` is its token sequence
 transposed to channels-first (``(B, 784, 768) -> (B, 768, 28, 28)``, tokens row-major),
@@ -36,6 +44,7 @@ from extract.base import (
     BackboneError,
     check_rgb,
     normalize,
+    opencv_resize_cubic,
     pil_resize,
     require_checkpoint,
     to_chw_uint8,
@@ -44,6 +53,7 @@ from extract.monet_parts import MAL
 from extract.weights import load_weights, weights_sha256
 
 MEAN = STD = (0.5, 0.5, 0.5)
+RESIZES = {"pil_bicubic": "squash_pil_bicubic", "opencv_cubic": "squash_opencv_inter_cubic"}
 _KEEP = ("vit.", "MALs.", "fusion_mal.", "block.", "cnn.")
 _RENAMES = (
     (r"^MALs\.", "mals."),
@@ -66,6 +76,13 @@ class MoNetConfig:
     n_opinions: int = 3
     cnn: tuple[tuple[int, int, int], ...] = ((256, 5, 2), (128, 3, 2), (128, 3, 3))
     tokens: bool = False
+    resize: str = "pil_bicubic"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZES:
+            raise BackboneError(
+                f"monet: resize must be one of {sorted(RESIZES)}, got {self.resize!r}"
+            )
 
     @property
     def grid(self) -> int:
@@ -116,22 +133,30 @@ class MoNet(Backbone):
             self.outputs["tokens"] = (n_views, s * s, c)
 
     def arch_config(self) -> dict[str, Any]:
-        return asdict(self.config)
+        arch = asdict(self.config)
+        del arch["resize"]  # preprocessing, recorded there
+        return arch
 
     def preprocessing(self) -> dict[str, Any]:
         size = self.config.img_size
         return {
             "input_size": [size, size],
-            "resize": "squash_pil_bicubic",
+            "resize": RESIZES[self.config.resize],
             "input_range": [0, 1],
             "mean": list(MEAN),
             "std": list(STD),
         }
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """Squash-resize (PIL bicubic) to uint8; ``valid_hw`` is the whole patch grid."""
+        """Squash-resize (PIL bicubic or OpenCV cubic) to uint8; ``valid_hw`` is the whole
+        patch grid."""
         size, grid = self.config.img_size, self.config.grid
-        resized = pil_resize(check_rgb(image), (size, size), "bicubic")
+        rgb = check_rgb(image)
+        resized = (
+            opencv_resize_cubic(rgb, (size, size))
+            if self.config.resize == "opencv_cubic"
+            else pil_resize(rgb, (size, size), "bicubic")
+        )
         return to_chw_uint8(resized), np.array([grid, grid], np.int64)
 
     def finish(self, inputs: list[torch.Tensor]) -> torch.Tensor:
@@ -140,7 +165,7 @@ class MoNet(Backbone):
         return normalize(x, self.mean.float(), self.std.float())
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """Squash-resize (bicubic) and normalise; ``valid_hw`` is the whole patch grid."""
+        """Squash-resize and normalise; ``valid_hw`` is the whole patch grid."""
         x, valid = self.prepare(image)
         return self.finish([x])[0].cpu(), valid
 
@@ -182,7 +207,8 @@ def build_monet(
     Args:
         checkpoint: the PromptIQA ``best_model.pth.tar`` (or any file of that layout).
         random_init: random weights instead of a checkpoint (tests, benchmarks).
-        **arch_overrides: fields of :class:`MoNetConfig` (e.g. ``tokens=True``).
+        **arch_overrides: fields of :class:`MoNetConfig` (e.g. ``tokens=True``,
+            ``resize="opencv_cubic"``).
     """
     require_checkpoint(checkpoint, random_init, "monet")
     known = {f.name for f in fields(MoNetConfig)}

@@ -21,7 +21,16 @@ from cache.console import Command, UsageProblem, cpu_kernels_option, parse_assig
 from heads.registry import HEADS
 
 ROOT_ENV = "IQA_CACHE_ROOT"
-FLAG_TRAINING = ("epochs", "batch_size", "lr", "weight_decay", "schedule")
+FLAG_TRAINING = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "schedule",
+    "label_norm",
+    "label_orientation",
+)
+PARAMS_MARKER = "# iqa-params: preset "
 
 
 def _split_files(path: str) -> list[str]:
@@ -46,6 +55,20 @@ def _params_section(path: str | None, section: str, head: str) -> dict[str, Any]
     if not isinstance(values, dict):
         raise click.BadParameter(f"{section}.{head} must be a mapping", param_hint="--params")
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _preset_of(path: str | None) -> dict[str, str]:
+    """The preset a params file was written from (its marker line) and its paper table."""
+    if path is None:
+        return {}
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    first = text.splitlines()[0] if text else ""
+    name = first[len(PARAMS_MARKER):].strip() if first.startswith(PARAMS_MARKER) else ""
+    paper = (yaml.safe_load(text) or {}).get("paper") or ""
+    return {"name": name, "paper": str(paper)} if name or paper else {}
 
 
 def _training(opts: dict[str, Any]) -> Any:
@@ -152,9 +175,13 @@ def _from_cache_root(opts: dict[str, Any]) -> str:
               help="Output folder: new, empty, or an earlier iqa-train-head output.")
 @click.option("--resume", is_flag=True, help="Continue each run from its last.pt.")
 @click.option("--label-norm", type=click.Choice(["score_range", "train_minmax"]),
-              default="score_range", show_default=True,
               help="Scores -> targets: the manifest's nominal range, or each split's train "
-                   "min/max (PromptIQA's per-dataset min-max, applied to every part).")
+                   "min/max (PromptIQA's per-dataset min-max, applied to every part). "
+                   "Default: head_train.<head>.label_norm, else score_range.")
+@click.option("--label-orientation", type=click.Choice(["native", "higher_better"]),
+              help="DMOS sets: kept lower-is-better (native: PromptIQA's training, the "
+                   "prompt head's default) or reversed so higher is better (every other "
+                   "head). Recorded in metrics.json and the checkpoints.")
 @click.option("--written-only", is_flag=True,
               help="Leave out images whose rows are not written (they are listed).")
 @click.option("--cache-root", help=f"Find the store in a shared cache root (or ${ROOT_ENV}) "
@@ -202,7 +229,8 @@ def main(**opts: Any) -> None:
     spec = ExperimentSpec(
         head=opts["head"], sources=_sources(opts), out=opts["out"], training=training,
         seeds=opts["seeds"], seed=opts["seed"], device=opts["device"], resume=opts["resume"],
-        written_only=opts["written_only"], overrides=overrides, label_norm=opts["label_norm"],
+        written_only=opts["written_only"], overrides=overrides,
+        preset=_preset_of(opts["params_file"]),
         exclude_overlap=opts["exclude_overlap"], cpu_kernels=opts["cpu_kernels"],
         jobs=opts["jobs"],
     )  # fmt: skip
@@ -248,14 +276,23 @@ def _report(result: dict[str, Any], out: str, as_json: bool) -> None:
 
 @click.command(cls=Command)
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--features", required=True, help="The other dataset's store (same backbone).")
+@click.option("--features", required=True, help="The tested dataset's store (same backbone).")
 @click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="The other dataset's manifest.")
-@click.option("--split", type=click.Path(exists=True, dir_okay=False),
-              help="Test on one part of this split (and prompt from its train part); "
-                   "default: every image.")
+              help="The tested dataset's manifest.")
+@click.option("--split", "splits", multiple=True, type=click.Path(exists=True),
+              help="Test on one part of this split (and prompt from its train part): a "
+                   "file for every repeat, or a folder / repeated files, one per repeat "
+                   "(a run's own dataset: its own splits). Default: every image.")
 @click.option("--part", type=click.Choice(["test", "val", "train"]), default="test",
               show_default=True)
+@click.option("--probe", type=click.Choice(["none", "invert", "random_scores", "random_images",
+                                            "random_images_scores"]),
+              default="none", show_default=True,
+              help="PromptIQA Table 5: the prompt's scores inverted (1 - s) or random, its "
+                   "images random (--random-images), or both; at test time only.")
+@click.option("--random-images", help="Store of random images' features (same backbone), for "
+              "the random_images probes: iqa-data random-images, then iqa-extract.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the probes' random draws.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--audit", type=click.Path(exists=True, dir_okay=False), metavar="AUDIT.json",
               help="A content audit (iqa-data audit): warn about near duplicates too.")
@@ -265,35 +302,47 @@ def _report(result: dict[str, Any], out: str, as_json: bool) -> None:
 @cpu_kernels_option()
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def test_main(run: str, features: str, manifest: str, split: str | None, part: str,
-              device: str, audit: str | None, exclude_overlap: str | None, cpu_kernels: str,
-              out: str, as_json: bool) -> None:  # fmt: skip
-    """Test the heads of training RUN (every repeat) on another dataset's store.
+def test_main(
+    run: str,
+    features: str,
+    manifest: str,
+    splits: tuple[str, ...],
+    part: str,
+    out: str,
+    as_json: bool,
+    audit: str | None,
+    exclude_overlap: str | None,
+    cpu_kernels: str,
+    **opts: Any,
+) -> None:
+    """Test the heads of training RUN (every repeat) on a dataset's store.
 
     Cross-dataset generalisation (DP-IQA Table V: train on KonIQ-10k, test on LIVE
-    Challenge): SRCC, PLCC, KRCC, RMSE per repeat and their median, against the other
-    dataset's own labels (its orientation handled). Warns when tested images share content
+    Challenge) and PromptIQA's prompt probes (Table 5: --probe on the run's own dataset
+    and splits): SRCC, PLCC, KRCC, RMSE per repeat and their median, against the tested
+    dataset's labels mapped as the head was trained. Warns when tested images share content
     with the head's training images (equal file hashes; near duplicates with --audit).
     Writes OUT/metrics.json and OUT/predictions.csv.
     """
     from cache.kernels import cpu_kernels as kernels
-    from heads.crosstest import cross_test
+    from heads.crosstest import CrossTestOptions, cross_test
 
     if audit and exclude_overlap and audit != exclude_overlap:
         raise UsageProblem("--audit and --exclude-overlap name two audits: give one")
-    exclude = exclude_overlap is not None
-    with kernels(cpu_kernels, device):
-        result = cross_test(run, features, manifest, out, split=split, part=part,
-                            device=device, audit=exclude_overlap or audit,
-                            exclude_overlap=exclude)  # fmt: skip
+    files = tuple(f for s in splits for f in _split_files(s))
+    options = CrossTestOptions(splits=files, part=part, audit=exclude_overlap or audit,
+                               exclude_overlap=exclude_overlap is not None, **opts)
+    with kernels(cpu_kernels, options.device):
+        result = cross_test(run, features, manifest, out, options)
     _overlap_lines(result["overlap"], result["n_images"], out)
     if as_json:
         click.echo(json.dumps(result, indent=1, sort_keys=True))
         return
     test = result["summary"]["test"]
+    probe = f", probe {result['probe']}" if result["probe"] != "none" else ""
     click.echo(f"{result['head']} trained on {result['trained_on']}, tested on "
                f"{result['tested_on']} ({result['n_images']} images, {len(result['runs'])} "
-               f"runs): median SRCC {test['srcc']['median']:.4f}, PLCC "
+               f"runs{probe}): median SRCC {test['srcc']['median']:.4f}, PLCC "
                f"{test['plcc']['median']:.4f}; wrote {out}")
 
 

@@ -10,10 +10,18 @@ A part with unwritten rows is refused unless ``written_only`` (then images with 
 unwritten view or reference are dropped, and named in ``SplitData.dropped``).
 
 Targets: raw scores mapped to [0, 1] with the manifest's nominal ``score_range``
-(``(s - low) / (high - low)``), reversed for lower-is-better (DMOS) sets so that higher is
-always better; the same map for every part (no statistics of any part are used, so the
-test labels never shape the training). Scores outside the nominal range map outside
-[0, 1]; they are not clipped. The map is recorded as ``label_norm`` in checkpoints.
+(``(s - low) / (high - low)``) or the train part's own min and max (``train_minmax``); the
+same map for every part (no statistic of the val or test part is used, so the test labels
+never shape the training). Scores outside the range map outside [0, 1]; they are not
+clipped. Orientation (``orientation``): ``higher_better`` reverses a lower-is-better
+(DMOS) set so that higher is always better (every head but PromptIQA's); ``native`` keeps
+each dataset's own orientation, min-max scaled but not flipped, as PromptIQA trains
+(paper sec. 4.1 C: the 12 datasets are combined "without making any modifications to
+accommodate ... MOS and DMOS"; the reference's loaders keep LIVE's and CSIQ's DMOS): the
+prompt tells the head which way its scores run. The map, with ``flip`` (whether the
+targets were reversed), is recorded as ``label_norm`` in checkpoints and ``metrics.json``;
+metrics compare predictions with targets of the same map, so a DMOS set trained natively
+gets a positive SRCC when the head ranks it well.
 """
 
 from __future__ import annotations
@@ -57,10 +65,14 @@ class SplitData:
 
 
 LABEL_NORMS = ("score_range", "train_minmax")
+ORIENTATIONS = ("higher_better", "native")
 
 
 def label_norm_of(
-    manifest: Manifest, method: str = "score_range", train_ids: Sequence[str] = ()
+    manifest: Manifest,
+    method: str = "score_range",
+    train_ids: Sequence[str] = (),
+    orientation: str = "higher_better",
 ) -> dict[str, Any]:
     """The score -> target map of a dataset (see the module docstring).
 
@@ -69,9 +81,14 @@ def label_norm_of(
             train part's own min and max, PromptIQA's per-split min-max; the same map is
             applied to every part, so no test statistic is used).
         train_ids: the train part's images (``train_minmax``).
+        orientation: ``higher_better`` (DMOS reversed) or ``native`` (kept as it is).
     """
     if method not in LABEL_NORMS:
         raise StoreDataError(f"label normalisation must be one of {LABEL_NORMS}, got {method!r}")
+    if orientation not in ORIENTATIONS:
+        raise StoreDataError(
+            f"label orientation must be one of {ORIENTATIONS}, got {orientation!r}"
+        )
     low, high = manifest.info.score_range
     if method == "train_minmax":
         scores = manifest.scores(list(train_ids))
@@ -79,21 +96,29 @@ def label_norm_of(
         if not high > low:
             raise StoreDataError("train_minmax needs train scores that differ")
     lower = manifest.info.lower_better
-    return {"method": method, "low": low, "high": high, "lower_better": lower}
+    flip = lower and orientation == "higher_better"
+    return {"method": method, "low": low, "high": high, "lower_better": lower, "flip": flip}
+
+
+def flipped(norm: dict[str, Any]) -> bool:
+    """Whether a map reverses the scores (maps recorded before ``flip`` existed reversed
+    every lower-is-better set)."""
+    return bool(norm.get("flip", norm.get("lower_better", False)))
 
 
 def normalise(scores: Sequence[float], norm: dict[str, Any]) -> Tensor:
-    """Targets in [0, 1], higher is better, from raw scores."""
+    """Targets in [0, 1] from raw scores (reversed when the map says ``flip``)."""
     t = (torch.tensor(scores, dtype=torch.float64) - norm["low"]) / (norm["high"] - norm["low"])
-    return (1 - t if norm["lower_better"] else t).float()
+    return (1 - t if flipped(norm) else t).float()
 
 
 def denormalise(quality: Any, norm: dict[str, Any]) -> Any:
-    """Inverse of :func:`normalise`: quality (a float or an array) back on the dataset's
-    scale and orientation. An empty ``norm`` (no map recorded) returns it unchanged."""
+    """Inverse of :func:`normalise`: a prediction (a float or an array) back on the
+    dataset's scale and orientation. An empty ``norm`` (no map recorded) returns it
+    unchanged."""
     if not norm:
         return quality
-    t = 1 - np.asarray(quality) if norm.get("lower_better") else np.asarray(quality)
+    t = 1 - np.asarray(quality) if flipped(norm) else np.asarray(quality)
     raw = norm["low"] + t * (norm["high"] - norm["low"])
     return float(raw) if np.ndim(raw) == 0 else raw
 
@@ -147,9 +172,10 @@ def load_split(
     written_only: bool = False,
     preload: bool | None = None,
     label_norm: str = "score_range",
+    orientation: str = "higher_better",
 ) -> SplitData:
     """The train, val and test ``TrainData`` of one split of ``manifest`` from ``store``
-    (targets mapped with ``label_norm``: see :func:`label_norm_of`)."""
+    (targets mapped with ``label_norm`` and ``orientation``: see :func:`label_norm_of`)."""
     split.check_against(manifest)
     if ref_store is not None and ref_store.fingerprint != store.fingerprint:
         raise StoreDataError(
@@ -159,7 +185,7 @@ def load_split(
         )
     parts: dict[str, TrainData] = {}
     dropped: dict[str, list[str]] = {}
-    norm = label_norm_of(manifest, label_norm, split.train)
+    norm = label_norm_of(manifest, label_norm, split.train, orientation)
     for part in PARTS:
         parts[part], dropped[part] = load_part(
             store, manifest, split.part(part), part=part, ref_store=ref_store,

@@ -16,7 +16,12 @@ number of runs::
 
 ``summary`` holds the median / mean / std over runs (``heads.metrics.summarize``; papers
 report the median over repeats). ``score``/``predicted_score`` are on the dataset's own
-scale and orientation; ``target``/``prediction`` are normalised (higher is better).
+scale and orientation; ``target``/``prediction`` are normalised with the run's label map
+(``label_norm``, whose ``flip`` says whether a DMOS set was reversed: higher is better for
+every head, the dataset's own orientation for the prompt head by default, see
+``heads.data``). ``training`` holds the settings the head really trained with (after its
+``adjust_training``), ``label_orientation`` and ``target_norm`` how scores became targets,
+and ``preset`` the params file's preset and paper table, which reports match on.
 
 Several datasets (``Source`` each: store, manifest, splits) train one model together
 (PromptIQA's mixed training): run ``k`` uses the ``k``-th split of every dataset, and
@@ -51,7 +56,15 @@ from heads.losses import loss_name
 from heads.metrics import summarize
 from heads.optim import TrainConfig
 from heads.registry import head_class, make_config
-from heads.train import FitResult, TrainError, check_trainable, fit, loss_for
+from heads.train import (
+    FitResult,
+    TrainError,
+    adjusted_training,
+    check_orientation,
+    check_trainable,
+    fit,
+    loss_for,
+)
 
 SCHEMA = 2
 PRED_FIELDS = ("run", "dataset", "id", "part", "distortion", "score", "target", "prediction",
@@ -75,7 +88,8 @@ class ExperimentSpec:
     Attributes:
         sources: one per dataset (several: mixed training of one model).
         seeds: runs per split file, with seeds ``seed, seed + 1, ...``.
-        label_norm: ``score_range`` or ``train_minmax`` (``heads.data.label_norm_of``).
+        preset: ``{"name", "paper"}`` of the params file the settings came from (recorded,
+            so a report puts the run in its own paper table); empty when none.
         exclude_overlap: a content audit (``iqa-data audit``): the images it pairs with
             content outside their group are left out of every train and val part.
         cpu_kernels: ``portable`` (the same bits on every x86-64 CPU) or ``native``
@@ -95,7 +109,7 @@ class ExperimentSpec:
     written_only: bool = False
     preload: bool | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
-    label_norm: str = "score_range"
+    preset: dict[str, str] = field(default_factory=dict)
     exclude_overlap: str | None = None
     cpu_kernels: str = "portable"
     jobs: int = 1
@@ -148,6 +162,7 @@ def prepare(spec: ExperimentSpec) -> list[_Dataset]:
         The project's errors naming what is wrong (stores, manifests, splits, the head).
     """
     plan_runs(spec)
+    check_orientation(spec.head, spec.training)
     check_output_dir(spec.out, "train-run")
     datasets = _open_all(spec)
     specs = {n: a.shape for n, a in datasets[0].store.arrays.items()}
@@ -210,7 +225,8 @@ def _check_rows(spec: ExperimentSpec, d: _Dataset) -> None:
 def _load(spec: ExperimentSpec, d: _Dataset, k: int) -> SplitData:
     return load_split(d.store, d.manifest, d.splits[k], ref_store=d.ref_store,
                       written_only=spec.written_only, preload=spec.preload,
-                      label_norm=spec.label_norm)  # fmt: skip
+                      label_norm=spec.training.label_norm,
+                      orientation=spec.training.label_orientation)  # fmt: skip
 
 
 def _predictions(
@@ -251,7 +267,7 @@ def _one_run(
                                "split": d.source.splits[k], "label_norm": data.label_norm,
                                "excluded_overlap": d.left_out[k] if d.left_out else 0}  # fmt: skip
         preds += rows
-    _record_prompts(res, datasets, run_dir)
+    _record_prompts(res, datasets, parts, run_dir)
     record = {
         "run": run, "dir": run_dir.name, "split": first.source.splits[k], "seed": seed,
         "best_epoch": res.best_epoch, "epochs_run": len(res.history),
@@ -267,13 +283,18 @@ def _one_run(
     return record, preds
 
 
-def _record_prompts(res: FitResult, datasets: list[_Dataset], run_dir: Path) -> None:
-    """Keep each evaluation prompt (ids and embedding) in the selected checkpoint."""
+def _record_prompts(
+    res: FitResult, datasets: list[_Dataset], parts: list[SplitData], run_dir: Path
+) -> None:
+    """Keep each evaluation prompt (ids, embedding, the dataset's label map) in the
+    selected checkpoint."""
     if res.prompt is None or not (run_dir / "model.pt").is_file():
         return
-    prompts = [{"dataset": d.name, "ids": ids, "embedding": p.detach().cpu()}
-               for d, ids, p in zip(datasets, res.prompt_ids, res.prompts, strict=True)
-               if p is not None]  # fmt: skip
+    prompts = [
+        {"dataset": d.name, "ids": ids, "embedding": p.detach().cpu(), "label_norm": s.label_norm}
+        for d, s, ids, p in zip(datasets, parts, res.prompt_ids, res.prompts, strict=True)
+        if p is not None
+    ]
     update_extra(run_dir / "model.pt", prompts=prompts)
 
 
@@ -303,6 +324,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _header(spec: ExperimentSpec, datasets: list[_Dataset]) -> dict[str, Any]:
     first = datasets[0]
+    orientation = spec.training.label_orientation
     return {
         "schema": SCHEMA,
         "head": spec.head,
@@ -318,8 +340,11 @@ def _header(spec: ExperimentSpec, datasets: list[_Dataset]) -> dict[str, Any]:
         "manifest": first.source.manifest,
         "manifest_sha256": file_sha256(first.source.manifest),
         "score_kind": first.manifest.info.score_kind,
-        "label_norm": label_norm_of(first.manifest),  # the dataset's scale (for reports)
-        "target_norm": spec.label_norm,  # how training mapped scores (per run: its records)
+        # the dataset's scale and orientation (for reports); per run: its own records
+        "label_norm": label_norm_of(first.manifest, orientation=orientation),
+        "target_norm": spec.training.label_norm,
+        "label_orientation": orientation,
+        "preset": dict(spec.preset),
         "training": spec.training.to_dict(),
         "exclude_overlap": _audit_record(spec),
         "loss": _loss_record(spec),
@@ -352,7 +377,8 @@ def _source_record(d: _Dataset, spec: ExperimentSpec) -> dict[str, Any]:
     return {
         "dataset": d.name, "features": d.source.features, "manifest": d.source.manifest,
         "manifest_sha256": file_sha256(d.source.manifest),
-        "score_kind": d.manifest.info.score_kind, "label_norm": label_norm_of(d.manifest),
+        "score_kind": d.manifest.info.score_kind,
+        "label_norm": label_norm_of(d.manifest, orientation=spec.training.label_orientation),
     }  # fmt: skip
 
 
@@ -402,6 +428,9 @@ def _in_processes(
 def run_experiment(spec: ExperimentSpec) -> dict[str, Any]:
     """Check, train and evaluate every planned run; returns what ``OUT/metrics.json`` holds."""
     datasets = prepare(spec)
+    specs = {n: a.shape for n, a in datasets[0].store.arrays.items()}
+    config = make_config(spec.head, specs, **spec.overrides)
+    spec = replace(spec, training=adjusted_training(spec.head, config, spec.training))
     spec = _for_datasets(spec, datasets)
     runs = plan_runs(spec)
     out = prepare_output_dir(spec.out, "train-run")

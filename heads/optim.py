@@ -16,6 +16,18 @@ keys, e.g. ``livec``: DP-IQA's ``build.py`` decays CLIVE at epoch 10, KonIQ at 5
 :meth:`TrainConfig.for_dataset` applies it to a one-dataset run, and a dataset it does not
 list keeps ``milestones``. ``iqa-train-head`` given ``milestones`` without a table drops the
 head's default table, so the milestones asked for apply to every dataset.
+
+``label_norm`` and ``label_orientation`` say how ``heads.experiment`` maps raw scores to
+targets (``heads.data.label_norm_of``); they are applied where the data is loaded and
+recorded here with everything else. PromptIQA's "cosine annealing for every 50 epochs"
+(sec. 4.1 C, 100 epochs) has two readings: warm restarts every 50 epochs
+(``cosine_restarts``, the head's default) and the reference code's one half-cosine over
+its 50 epochs (``chencn2020/PromptIQA`` ``toolkit.adjust_learning_rate``: ``schedule:
+cosine, epochs: 50``, which ``CosineAnnealingLR`` reproduces epoch for epoch).
+
+The Table 5 prompt probes of PromptIQA (inverted or random prompts) are not training
+options: they are test-time options of a trained model (``iqa-test-head --probe``), so
+they never change which epoch is selected.
 """
 
 from __future__ import annotations
@@ -31,8 +43,10 @@ from heads.losses import LOSSES
 
 SCHEDULES = ("constant", "cosine", "cosine_restarts", "multistep")
 PROMPT_SELECTIONS = ("interval", "random")
-PROMPT_TRANSFORMS = ("none", "invert", "random_scores", "random_features")
 SCALE_MODES = ("paper", "code")
+LABEL_NORMS = ("score_range", "train_minmax")
+ORIENTATIONS = ("higher_better", "native")
+_MOVED = {"prompt_transform": "a test-time probe of a trained model now: iqa-test-head --probe"}
 
 
 class TrainConfigError(ValueError):
@@ -61,13 +75,14 @@ class TrainConfig:
         scale_mode: ``paper`` (divide by the maximum) or ``code`` (by U(max, 1)).
         prompt_size: grouped heads: image-score pairs in the evaluation prompt.
         prompt_select: ``interval`` (PromptIQA's default) or ``random`` (its Table 4).
-        prompt_transform: the evaluation prompt as given (``none``), with scores reversed
-            (``invert``: ``1 - s``) or replaced by random numbers (``random_scores``,
-            ``random_features``): PromptIQA's Table 5 probes.
         loss: a key of ``heads.losses.LOSSES`` (``l1``, ``mse``, ``mse_rank``); "" for
             the head's ``default_loss``.
         milestones_by_dataset: dataset key -> ``multistep`` milestones of a run on that
             dataset (:meth:`for_dataset`); datasets not listed use ``milestones``.
+        label_norm: ``score_range`` (the manifest's nominal range) or ``train_minmax``
+            (each split's train min and max, PromptIQA's per-split min-max).
+        label_orientation: ``higher_better`` (DMOS reversed; every head) or ``native``
+            (each dataset's own orientation; prompted heads only, PromptIQA's default).
     """
 
     epochs: int = 100
@@ -86,9 +101,10 @@ class TrainConfig:
     scale_mode: str = "paper"
     prompt_size: int = 10
     prompt_select: str = "interval"
-    prompt_transform: str = "none"
     loss: str = ""
     milestones_by_dataset: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    label_norm: str = "score_range"
+    label_orientation: str = "higher_better"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
@@ -106,8 +122,9 @@ class TrainConfig:
         self._check_choice("schedule", SCHEDULES)
         self._check_choice("prompt_select", PROMPT_SELECTIONS)
         self._check_choice("scale_mode", SCALE_MODES)
-        self._check_choice("prompt_transform", PROMPT_TRANSFORMS)
         self._check_choice("loss", ("", *LOSSES))
+        self._check_choice("label_norm", LABEL_NORMS)
+        self._check_choice("label_orientation", ORIENTATIONS)
         for name in ("scale_p", "flip_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise TrainConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -139,6 +156,8 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``; unknown names are an error naming the known ones."""
         known = {f.name for f in dataclasses.fields(self)}
+        for name in sorted(set(changes) & set(_MOVED)):
+            raise TrainConfigError(f"{name} is not a training option: it is {_MOVED[name]}")
         unknown = sorted(set(changes) - known)
         if unknown:
             raise TrainConfigError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
@@ -154,7 +173,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        return cls().replace(**dict(data))
+        """A config from ``to_dict`` output (older records' moved fields are dropped)."""
+        return cls().replace(**{k: v for k, v in data.items() if k not in _MOVED})
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -23,6 +23,11 @@ Input: the cached image feature. A vector feature of width ``dim`` is used as is
 width gets a linear projection to ``dim``; a (C, H, W) map is first reduced by global
 average pooling over its valid region (then projected if C != dim). Deviation from the
 reference: MoNet is frozen and cached, so only this head trains.
+
+Targets keep each dataset's own orientation by default (``label_orientation="native"`` in
+``PROMPT_IQA_TRAINING``): PromptIQA mixes MOS and DMOS sets "without making any
+modifications" (sec. 4.1 C); the prompt's scores tell the head which way they run, and it
+predicts in that orientation.
 """
 
 from __future__ import annotations
@@ -59,7 +64,8 @@ class PromptConfig:
         dropout: dropout in the regression.
         sigmoid: squash the score to (0, 1) as the reference does.
         use_prompt: False gives PromptIQA's "w/o prompt" ablation (Table 6): the fusion
-            blocks see the image token alone, so prompts are accepted and ignored.
+            blocks see the image token alone, so prompts are accepted and ignored, and
+            training turns random label scaling and flipping off (``prompt_training``).
     """
 
     in_dim: int = 128
@@ -108,11 +114,20 @@ def prompt_input_fields(specs: FeatureSpecs, overrides: Any) -> dict[str, Any]:
 
 
 # PromptIQA §4.1 C: Adam 1e-5, weight decay 1e-5, cosine annealing every 50 epochs, 100
-# epochs, batch 66 on 6 GPUs = 6 groups of 11 (10 prompts + 1 target) per step.
+# epochs, batch 66 on 6 GPUs = 6 groups of 11 (10 prompts + 1 target) per step; labels in
+# each dataset's own orientation (MOS and DMOS mixed "without making any modifications").
 PROMPT_IQA_TRAINING = TrainConfig(
     epochs=100, batch_size=11, groups_per_step=6, lr=1e-5, weight_decay=1e-5,
-    schedule="cosine_restarts", restart_every=50,
+    schedule="cosine_restarts", restart_every=50, label_orientation="native",
 )  # fmt: skip
+
+
+def prompt_training(config: PromptConfig, training: TrainConfig) -> TrainConfig:
+    """The training a config really gets: "w/o prompt" (Table 6) trains without random
+    scaling and flipping, which a head that sees no prompt cannot infer from its input."""
+    if config.use_prompt:
+        return training
+    return training.replace(scale_p=0.0, flip_p=0.0)
 
 
 class PromptHead(nn.Module):
@@ -121,6 +136,7 @@ class PromptHead(nn.Module):
     kind = GROUPED
     config_cls = PromptConfig
     input_fields = staticmethod(prompt_input_fields)
+    adjust_training = staticmethod(prompt_training)
     default_loss = L1
     train_defaults = PROMPT_IQA_TRAINING
     # The smallest sensible instance (contract tests, examples) and store specs it reads.

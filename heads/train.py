@@ -14,6 +14,9 @@ Heads are driven through ``heads.protocols`` by their declared kind. Grouped hea
 dataset, the last incomplete group of each dataset is dropped, labels are augmented per
 group (random scaling and flipping, ``scale_p``/``flip_p``/``scale_mode``), each member's
 prompt is the rest of its group, and ``groups_per_step`` groups make one optimiser step.
+A head class may declare ``adjust_training(config, training)``: the training its config
+really gets (PromptIQA's "w/o prompt" turns label augmentation off); checkpoints record
+the adjusted settings.
 
 Several training sets (one per dataset, e.g. PromptIQA's mixed training) may be given:
 each batch or group comes from one of them, validation metrics are kept per dataset and
@@ -33,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cache.console import progress
+from cache.console import UsageProblem, progress
 from heads import protocols
 from heads.augment import augment_labels
 from heads.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
@@ -48,6 +51,10 @@ CURVE_FIELDS = ("epoch", "train_loss", "val_srcc", "val_plcc", "lr")
 
 class TrainError(ValueError):
     """The data cannot train this head as asked (too few rows, missing references)."""
+
+
+class OrientationError(TrainError, UsageProblem):
+    """A head that predicts quality was asked to train on DMOS kept lower-is-better."""
 
 
 @dataclass
@@ -185,10 +192,26 @@ def loss_for(head: str, training: TrainConfig) -> LossConfig:
     return LOSSES[training.loss] if training.loss else head_class(head).default_loss
 
 
+def adjusted_training(head: str, config: Any, training: TrainConfig) -> TrainConfig:
+    """The settings head ``head`` with ``config`` trains with (its ``adjust_training``)."""
+    adjust = getattr(head_class(head), "adjust_training", None)
+    return training if adjust is None else adjust(config, training)
+
+
+def check_orientation(head: str, cfg: TrainConfig) -> None:
+    """Only a prompted head may train on each dataset's own orientation."""
+    if cfg.label_orientation == "native" and not protocols.is_grouped(head_class(head)):
+        raise OrientationError(
+            f"{head}: label_orientation native keeps DMOS sets lower-is-better, which only a "
+            "prompted head can tell apart; use higher_better"
+        )
+
+
 def check_trainable(head: str, trains: list[TrainData], vals: list[TrainData],
                     cfg: TrainConfig) -> None:  # fmt: skip
     """Fail with one clear line when the data cannot train ``head`` as asked."""
     cls = head_class(head)
+    check_orientation(head, cfg)
     if len(trains) != len(vals):
         raise TrainError(f"{head}: {len(trains)} training sets but {len(vals)} validation sets")
     for part in [*trains, *vals]:
@@ -263,6 +286,7 @@ def fit(
     trains, vals = _as_list(train), _as_list(val)
     check_trainable(head_name, trains, vals, training)
     cfg = _resolve_config(head_name, config, trains[0])
+    training = adjusted_training(head_name, cfg, training)
     torch.manual_seed(seed)
     model = build_from_config(head_name, cfg).to(device)
     optimizer = make_optimizer(model, training)

@@ -390,6 +390,35 @@ def demo_cmd(out: Path, distortions: str, **opts: Any) -> None:
     click.echo(f"wrote {out}: {len(manifest.rows)} images, {len(manifest.ref_ids)} references")
 
 
+@main.command("random-images")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (images/, manifest.csv).",
+)
+@click.option("--count", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--size",
+    default="224,224",
+    show_default=True,
+    callback=_numbers(int, (2,)),
+    metavar="H,W",
+    help="Image size in pixels.",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+def random_images_cmd(out: Path, count: int, size: tuple[int, int], seed: int) -> None:
+    """Images of uniform random pixels and their manifest: extract them with the trained
+    head's backbone for PromptIQA's "random images" probe (iqa-test-head --probe)."""
+    from pipelines.random_images import write_random_images
+
+    if min(size) < 1:
+        raise click.BadParameter(f"sizes must be positive, got {size}", param_hint="'--size'")
+    manifest = write_random_images(out, count, size, seed)
+    click.echo(f"wrote {out}: {len(manifest.rows)} random images; next: iqa-extract "
+               f"--manifest {out}/manifest.csv with the head's backbone and arch")
+
+
 main.add_command(info_cmd)
 main.add_command(audit_cmd)
 main.add_command(preset_cmd)

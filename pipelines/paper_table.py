@@ -11,6 +11,9 @@ backbone family, protocol, training set of a cross test, and the entry's ``match
 settings), so an ablation row shows the ablation run and a per-dataset row never shows a
 mixed or cross-dataset run. Entries marked ``comparable: false`` show ``n/c`` and say why
 below the table.
+A run that records the preset it was made with (``metrics.json`` ``preset.paper``) fills
+only the tables of that preset's paper. An entry with no ``methods`` is a published baseline (e.g.
+MoNet beside PromptIQA): its row shows the paper's figures only, under its ``label``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from tabulate import tabulate
 
 from pipelines.published import Published, canonical_dataset, load_published
-from pipelines.tables import DatasetTable
+from pipelines.tables import DatasetTable, Row
 
 # preset / paper-table name -> the published.yaml entries that make up its rows
 PAPER_TABLES: dict[str, tuple[str, ...]] = {
@@ -38,7 +41,7 @@ PAPER_TABLES: dict[str, tuple[str, ...]] = {
                       "dp_iqa_cross_from_koniq10k_student"),
     "dp_iqa_table11": ("dp_iqa_student", "dp_iqa_student_no_distillation"),
     "dp_iqa_table13": ("dp_iqa_qfd_only", "dp_iqa_linear_probe"),
-    "promptiqa_table2": ("promptiqa_monet",),
+    "promptiqa_table2": ("promptiqa_wo_mixed", "promptiqa_monet"),
     "promptiqa_table2_mixed": ("promptiqa_mixed",),
 }
 
@@ -55,7 +58,22 @@ def _entries(paper: str) -> list[dict[str, Any]]:
     return [by_id[i] for i in PAPER_TABLES[paper]]
 
 
-def _ours(tables: Mapping[str, DatasetTable], entry: dict[str, Any], dataset: str) -> str:
+def _papers(table: str) -> set[str]:
+    """The papers (``sam_iqa``, ``promptiqa``, ...) a paper table's rows come from."""
+    return {e["paper"] for e in _entries(table)} if table in PAPER_TABLES else set()
+
+
+def _made_for(row: Row, paper: str) -> bool:
+    """A run made with a paper's preset fills only that paper's tables (its ablation tables
+    too: the SAM-IQA preset's branch and distance runs fill Tables 4 and 5); the row's
+    protocol and settings decide which of them (``row.entries``)."""
+    made_for = row.folder.paper if row.folder is not None else ""
+    return not made_for or made_for == paper or bool(_papers(made_for) & _papers(paper))
+
+
+def _ours(
+    tables: Mapping[str, DatasetTable], entry: dict[str, Any], dataset: str, paper: str
+) -> str:
     """Our median test SRCC/PLCC of the run that meets this entry, "-", or "n/c"."""
     if entry.get("comparable", True) is False:
         return NOT_COMPARABLE
@@ -63,7 +81,7 @@ def _ours(tables: Mapping[str, DatasetTable], entry: dict[str, Any], dataset: st
         if canonical_dataset(name) != dataset:
             continue
         for row in table.rows:
-            if entry["id"] in row.entries and row.repeats:
+            if entry["id"] in row.entries and row.repeats and _made_for(row, paper):
                 test = row.summary
                 plcc = test.get("plcc", {}).get("median")
                 return f"{test['srcc']['median']:.3f}/" + ("-" if plcc is None else f"{plcc:.3f}")
@@ -85,7 +103,7 @@ def paper_rows(paper: str, tables: Mapping[str, DatasetTable]) -> tuple[list[str
     datasets = list(PAPER_DATASETS.get(paper) or _all_datasets(entries))
     rows = []
     for entry in entries:
-        cells = [f"{_ours(tables, entry, d)} \\| {_published(entry, d)}" for d in datasets]
+        cells = [f"{_ours(tables, entry, d, paper)} \\| {_published(entry, d)}" for d in datasets]
         rows.append([_label(entry), *cells])
     return datasets, rows
 
@@ -96,6 +114,8 @@ def _all_datasets(entries: list[dict[str, Any]]) -> list[str]:
 
 def _label(entry: dict[str, Any]) -> str:
     """The paper's row and what of ours stands beside it."""
+    if entry.get("label"):
+        return str(entry["label"])
     ours = ", ".join(entry["methods"]) or "nothing here"
     label = f"{ours} ({entry.get('family') or 'baseline'})"
     match = entry.get("match") or {}
@@ -114,7 +134,6 @@ def paper_markdown(paper: str, tables: Mapping[str, DatasetTable]) -> str:
     """The paper table in Markdown, with its source and how to read a cell."""
     entries = _entries(paper)
     datasets, rows = paper_rows(paper, tables)
-    first = _build_source(entries[0])
     headers = ["method", *[f"{d} SRCC/PLCC" for d in datasets]]
     body = tabulate(rows, headers=headers, tablefmt="github")
     why = [
@@ -123,20 +142,26 @@ def paper_markdown(paper: str, tables: Mapping[str, DatasetTable]) -> str:
         if e.get("comparable", True) is False
     ]
     notes = "\n" + "\n".join(why) + "\n" if why else ""
-    return (f"## {first}\n\nEach cell: ours (median test over the repeats here) \\| "
+    return (f"## {_sources(paper)}\n\nEach cell: ours (median test over the repeats here) \\| "
             f"published. \"-\": not run here, or not in the paper; \"{NOT_COMPARABLE}\": "
             f"nothing here can reproduce it (below).\n\n{body}\n{notes}")
 
 
+def _sources(paper: str) -> str:
+    """Where the rows of a paper table are printed, in row order, each once."""
+    return "; ".join(dict.fromkeys(_build_source(e) for e in _entries(paper)))
+
+
 def _build_source(entry: dict[str, Any]) -> str:
     paper = load_published()["papers"][entry["paper"]]["short"]
-    page = f", p. {entry['page']}" if entry.get("page") else ""
-    return f"{paper} {entry['table']}{page}"
+    where = str(entry.get("where") or "").split(";")[0].strip()
+    place = f", p. {entry['page']}" if entry.get("page") else (f", {where}" if where else "")
+    return f"{paper} {entry['table']}{place}"
 
 
 def paper_json(paper: str, tables: Mapping[str, DatasetTable]) -> dict[str, Any]:
     datasets, rows = paper_rows(paper, tables)
-    return {"paper": paper, "source": _build_source(_entries(paper)[0]), "datasets": datasets,
+    return {"paper": paper, "source": _sources(paper), "datasets": datasets,
             "rows": [{"method": r[0], "cells": dict(zip(datasets, r[1:], strict=True))}
                      for r in rows]}  # fmt: skip
 

@@ -9,11 +9,14 @@ The current layout (``metrics.json`` schema 2) is::
     OUT/run_NN/curves.csv epoch,train_loss,val_srcc,val_plcc,lr
 
 ``score`` / ``predicted_score`` are on the dataset's own scale and orientation; ``target`` /
-``prediction`` are normalised to [0, 1], higher is better. Older folders (one flat run, no
-``runs`` list, no raw-scale columns, no dataset or backbone) are read too: what is missing
-comes from the feature store the run names and from its manifest (``label_norm`` is then
-rebuilt from the manifest's score range, as training built it). ``iqa-test-head`` and
-``iqa-distill train`` folders are read by :mod:`pipelines.run_kinds`.
+``prediction`` are normalised to [0, 1], higher is better, unless the run kept the
+dataset's own orientation (``label_norm.flip`` false for a DMOS set: the prompt head).
+``preset.paper`` names the paper table the run's preset follows (reports match on it).
+Older folders (one flat run, no ``runs`` list, no raw-scale columns, no dataset or
+backbone) are read too: what is missing comes from the feature store the run names and from
+its manifest (``label_norm`` is then rebuilt from the manifest's score range, as training
+built it). ``iqa-test-head`` and ``iqa-distill train`` folders are read by
+:mod:`pipelines.run_kinds`.
 
 Each folder's ``settings`` (``head_config.*`` with the head's defaults filled in,
 ``training.*``) decide which published row it is compared with
@@ -46,16 +49,21 @@ class LabelScale:
     high: float
     lower_better: bool
     score_kind: str = "MOS"
+    flip: bool | None = None  # targets reversed; None: as lower_better (older runs)
+
+    @property
+    def flipped(self) -> bool:
+        return self.lower_better if self.flip is None else self.flip
 
     def to_raw(self, t: np.ndarray) -> np.ndarray:
         """Normalised values back on the dataset's scale and orientation."""
-        t = 1.0 - t if self.lower_better else t
+        t = 1.0 - t if self.flipped else t
         return self.low + t * (self.high - self.low)
 
     def to_target(self, score: np.ndarray) -> np.ndarray:
-        """Raw scores to normalised targets (higher is better)."""
+        """Raw scores to normalised targets (higher is better unless kept native)."""
         t = (score - self.low) / (self.high - self.low)
-        return 1.0 - t if self.lower_better else t
+        return 1.0 - t if self.flipped else t
 
     @property
     def label(self) -> str:
@@ -120,6 +128,7 @@ class RunFolder:
     training: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     trained_on: str | None = None
+    paper: str = ""
 
     @property
     def facts(self) -> RunFacts:
@@ -158,16 +167,23 @@ def _store_facts(metrics: dict[str, Any]) -> tuple[str, str]:
             store.backbone or "unknown")
 
 
+def _paper_of(metrics: dict[str, Any]) -> str:
+    """The paper table of the preset a run was made with ("" when it records none)."""
+    return str((metrics.get("preset") or {}).get("paper") or "")
+
+
 def label_scale(metrics: dict[str, Any], manifest: Manifest | None) -> LabelScale | None:
     norm = metrics.get("label_norm") or {}
     kind = str(metrics.get("score_kind") or (manifest.info.score_kind if manifest else "MOS"))
     if {"low", "high", "lower_better"} <= set(norm):
-        return LabelScale(float(norm["low"]), float(norm["high"]),
-                          bool(norm["lower_better"]), kind)
+        lower = bool(norm["lower_better"])
+        flip = bool(norm.get("flip", lower))
+        return LabelScale(float(norm["low"]), float(norm["high"]), lower, kind, flip)
     if manifest is None:
         return None
     low, high = manifest.info.score_range
-    return LabelScale(float(low), float(high), manifest.info.lower_better, kind)
+    lower = manifest.info.lower_better
+    return LabelScale(float(low), float(high), lower, kind, lower)  # as training mapped it
 
 
 def _repeats(path: Path, metrics: dict[str, Any]) -> list[Repeat]:
@@ -282,7 +298,7 @@ def _dataset_of_mixed(path: Path, metrics: dict[str, Any], src: dict[str, Any],
         dataset=name, manifest=src.get("manifest"),
         manifest_sha256=str(src.get("manifest_sha256", "")), scale=scale, protocol="mixed",
         repeats=_repeats(path, {"runs": runs}), predictions=preds,
-        training=dict(metrics.get("training") or {}),
+        training=dict(metrics.get("training") or {}), paper=_paper_of(metrics),
         settings=run_settings(str(metrics["head"]), metrics),
     )  # fmt: skip
 
@@ -305,5 +321,6 @@ def read_run(path: str | Path, data_dir: str | Path | None = None) -> RunFolder:
         protocol=str(metrics.get("protocol") or training.get("protocol") or "per_dataset"),
         repeats=_repeats(path, metrics),
         predictions=read_predictions(path / "predictions.csv", scale, manifest),
-        training=dict(training), settings=run_settings(str(metrics["head"]), metrics),
+        training=dict(training), paper=_paper_of(metrics),
+        settings=run_settings(str(metrics["head"]), metrics),
     )  # fmt: skip

@@ -18,6 +18,7 @@ every row when the test images carry more than one distortion type.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -163,6 +164,7 @@ def baseline_rows(runs: Sequence[RunFolder], data_dir: str | None, logistic: int
         return []
     scale = first.scale or LabelScale(*manifest.info.score_range, manifest.info.lower_better,
                                       manifest.info.score_kind)
+    scale = dataclasses.replace(scale, flip=None)  # baselines are quality: DMOS reversed
     splits = list(dict.fromkeys(r.split for run in runs for r in run.repeats if r.split))
     if len({frozenset(r.split for r in run.repeats) for run in runs}) > 1:
         notes.append(f"the runs use different split files; PSNR/SSIM are over the test "
@@ -192,7 +194,7 @@ def build_tables(
         rows = [head_row(run, logistic, notes) for run in members]
         if baselines:
             rows += baseline_rows(members, data_dir, logistic, notes)
-        scales = {r.scale for r in members if r.scale is not None}
+        scales = {dataclasses.replace(r.scale, flip=None) for r in members if r.scale}
         if len(scales) > 1:
             notes.append("the runs disagree on the label scale; RMSE columns are not comparable")
         tables[dataset] = DatasetTable(dataset, members[0].scale, rows, logistic, notes)

@@ -95,3 +95,36 @@ def test_bad_cnn_or_option() -> None:
         build_monet(random_init=True, **{**TINY, "cnn": ((8, 3, 3),)})
     with pytest.raises(BackboneError, match=r"unknown option\(s\) \['heads'\]"):
         build_monet(random_init=True, heads=3)
+
+
+def test_the_opencv_resize_matches_cv2_and_is_in_the_fingerprint() -> None:
+    """PromptIQA's loaders resize with cv2.resize(..., INTER_CUBIC); PIL's bicubic
+    antialiases when shrinking, so the two give other pixels (measured on a photograph)."""
+    import cv2
+    from skimage import data as skdata
+
+    from extract.config import ExtractConfig, build_backbone, fingerprint_fields
+
+    photo = np.ascontiguousarray(skdata.astronaut())  # (512, 512, 3) uint8
+    small = {**TINY, "img_size": 224, "cnn": ((8, 5, 4), (8, 3, 4))}
+    cv = build_monet(random_init=True, resize="opencv_cubic", **small)
+    pil = build_monet(random_init=True, **small)
+    want = cv2.resize(photo, (224, 224), interpolation=cv2.INTER_CUBIC)
+    got = cv.prepare(photo)[0].permute(1, 2, 0).numpy()  # (224, 224, 3) uint8
+    assert np.array_equal(got, want)  # exactly OpenCV's pixels
+    other = pil.prepare(photo)[0].permute(1, 2, 0).numpy().astype(np.int16)
+    diff = np.abs(other - want.astype(np.int16))
+    assert diff.mean() > 2.0 and diff.max() > 60  # measured: mean 3.04, max 94 levels
+    rect = np.ascontiguousarray(photo[:300, :450])  # a squash of a non-square image too
+    want = cv2.resize(rect, (224, 224), interpolation=cv2.INTER_CUBIC)
+    assert np.array_equal(cv.prepare(rect)[0].permute(1, 2, 0).numpy(), want)
+    assert pil.preprocessing()["resize"] == "squash_pil_bicubic"  # unchanged default
+    assert cv.preprocessing()["resize"] == "squash_opencv_inter_cubic"
+    assert "resize" not in pil.arch_config()  # older stores keep their fingerprints
+    configs = [ExtractConfig(backbone="monet", random_init=True,
+                             arch=tuple(sorted({**small, **extra}.items())))
+               for extra in ({}, {"resize": "opencv_cubic"})]
+    a, b = (fingerprint_fields(build_backbone(c), c) for c in configs)
+    assert a["preprocessing"] != b["preprocessing"] and a["arch"] == b["arch"]
+    with pytest.raises(BackboneError, match="resize must be one of"):
+        build_monet(random_init=True, resize="lanczos", **TINY)

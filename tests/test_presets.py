@@ -126,11 +126,12 @@ PAPER_SOURCE = re.compile(
     r"(Sec(tion|\.)?\s*[0-9IVX]|§\s*[0-9IVX]|Table\s+[0-9IVX]+|eq\.\s*\(?[0-9]|Fig\.\s*[0-9]"
     r"|\bp\.\s*[0-9]|page\s+[0-9])"
 )
-REFERENCE_SOURCE = re.compile(r"\b[\w.-]+/[\w.-]+\b.*\b[\w./-]+\.(py|yaml|yml|json|sh|txt|md)\b")
+REFERENCE_SOURCE = re.compile(
+    r"\b[\w.-]+/[\w.-]+\b.*\b[\w./-]+\.(py|yaml|yml|json|sh|txt|md|pth|tar|pt|ckpt|safetensors)\b"
+)
 KINDS = ("paper:", "reference:", "ours:")
-# presets whose provenance comes with the PromptIQA part of issue 20 (another branch); the
-# strict xfail turns into a failure once they carry one: then drop them from here
-PENDING = {"promptiqa_table2", "promptiqa_table2_mixed"}
+# presets whose provenance is still to be written (a strict xfail: it fails once they have one)
+PENDING: set[str] = set()
 
 
 def _has(params: dict[str, Any], key: str) -> bool:

@@ -115,7 +115,7 @@ def _trained_prompt_head(flip_p: float) -> tuple[PromptHead, TrainData]:
 def test_a_reversed_prompt_reverses_the_ranking() -> None:
     model, val = _trained_prompt_head(flip_p=0.5)
     forward, _ = make_prompt(model, val, 10)
-    backward, _ = make_prompt(model, val, 10, transform="invert")
+    backward, _ = make_prompt(model, val, 10, probe="invert")
     feats, valid, _ = val.batch(torch.arange(len(val)))
     with torch.no_grad():
         up = protocols.predict(model, feats, valid, prompt=forward).numpy()

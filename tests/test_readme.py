@@ -27,7 +27,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = _tiny(yaml.safe_load((ROOT / "params.yaml").read_text()))
     # the images the README names: astronaut and coffee references, jpeg up to level 5
     params["demo"].update(distortions="jpeg,gaussian_blur", levels=5)
-    params["train"].update(heads=["sfem_fr", "sfem_nr"])
+    params["train"].update(heads=["sfem_fr", "sfem_nr", "prompt"])  # prompt: the probes
     repo = new_repo(tmp_path_factory.mktemp("readme") / "demo", params)
     run(repo, "dvc", "repro")
     return repo

@@ -289,10 +289,14 @@ QUOTED = [
     ("qfd", "sd15_unet", "per_dataset", {"livec": (0.849, 0.884), "koniq10k": (0.908, 0.929)}),
     ("linear", "sd15_unet", "per_dataset", {"livec": (0.817, 0.869),
                                              "koniq10k": (0.908, 0.929)}),
+    # PromptIQA per dataset: Table 6 'w/o mixed training' (PLCC only), not MoNet's Table 2 row
     ("prompt", "monet", "per_dataset", {
-        "live": (0.9555, 0.9595), "csiq": (0.9549, 0.9613), "tid2013": (0.8738, 0.8923),
-        "kadid10k": (0.9208, 0.9226), "livec": (0.8998, 0.9169), "spaq": (0.9227, 0.9256),
-        "koniq10k": (0.9284, 0.9450)}),
+        "tid2013": (None, 0.8849), "spaq": (None, 0.9228), "gfiqa20k": (None, 0.9696),
+        "uwiqa": (None, 0.8781)}),
+    ("prompt", "monet", "mixed", {
+        "live": (0.9359, 0.9344), "koniq10k": (0.9287, 0.9430), "gfiqa20k": (0.9698, 0.9702),
+        "agiqa3k": (0.8509, 0.9013), "aigciqa2023": (0.8508, 0.8743),
+        "uwiqa": (0.8766, 0.8839)}),
 ]
 
 

@@ -115,7 +115,10 @@ def test_score_a_folder_against_a_reference_folder_into_a_csv(dataset: Path,
         rows = list(csv.DictReader(fh))
     assert [Path(r["image"]).name for r in rows] == ["a.png", "b.png", "c.png"]
     assert all(Path(r["ref"]).suffix == ".bmp" for r in rows)
-    assert len({r["score"] for r in rows}) == 1  # same pixels, same score, batch or not
+    scores = [float(r["score"]) for r in rows]
+    # same pixels, same score, batch or not: equal up to float rounding (a batch of two and
+    # a batch of one run through other gemm blockings, ~1e-7 apart with any CPU kernels)
+    assert max(scores) - min(scores) < 1e-5 * max(1.0, abs(scores[0]))
     assert all(0 <= float(r["quality"]) <= 1 for r in rows)
     (tmp_path / "mine.csv").write_text("my,own\n")
     res = CliRunner().invoke(score_main, [str(dist), "-r", str(refs), "--head",

@@ -134,6 +134,7 @@ def test_single_split_writes_every_output(files) -> None:
         "low": 1.0,
         "high": 5.0,
         "lower_better": False,
+        "flip": False,
     }
 
 
