@@ -19,6 +19,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -31,8 +32,8 @@ DOCS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 SCENARIOS = ("ci", "demo", "live", "releases", "gpu")
 SHELLS = ("bash", "sh", "shell", "console")
 MARKED = (*SHELLS, "python")
-_FENCE = re.compile(r"^```(\S*)\s*$")
-_MARKER = re.compile(r"^<!-- test: (.*?) -->$")
+_FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*([^\s`]*)")  # any indentation, ``` or ~~~
+_MARKER = re.compile(r"^\s*<!-- test: (.*?) -->\s*$")
 _OPERATORS = {"&&", "||", "|", ";", "&"}
 # The environment a block runs in, besides PATH: no hub, no analytics, no progress bars,
 # one OpenMP thread per process (the suite runs on shared cores; the commands' own
@@ -85,11 +86,15 @@ def blocks(paths: tuple[Path, ...] = DOCS) -> list[Block]:
             if fence is None:
                 k += 1
                 continue
-            end = next(j for j in range(k + 1, len(lines)) if lines[j].startswith("```"))
+            close = fence.group(1)
+            end = next(
+                (j for j in range(k + 1, len(lines)) if lines[j].strip().startswith(close)),
+                len(lines),
+            )
             marker = _MARKER.match(lines[k - 1]) if k else None
-            text = "\n".join(lines[k + 1 : end]) + "\n"
+            text = textwrap.dedent("\n".join(lines[k + 1 : end]) + "\n")
             note = marker.group(1).strip() if marker else None
-            found.append(Block(doc, k + 1, fence.group(1), note, text))
+            found.append(Block(doc, k + 1, fence.group(2), note, text))
             k = end + 1
     return found
 

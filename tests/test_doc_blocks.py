@@ -75,6 +75,7 @@ def test_an_unmarked_or_unknown_block_is_reported(tmp_path: Path) -> None:
     doc.write_text(
         "intro\n```bash\nls\n```\n<!-- test: nope -->\n```python\npass\n```\n"
         "```\nplain\n```\n<!-- test: live data/raw/x -->\n```bash\nls\n```\n"
+        "- a list\n\n  ~~~sh\n  ls\n  ~~~\n"
     )
     found = problems(blocks((doc,)))
     assert [p.split(": ", 1)[1][:20] for p in found] == [
@@ -82,6 +83,7 @@ def test_an_unmarked_or_unknown_block_is_reported(tmp_path: Path) -> None:
         "unknown scenario 'no",
         "a fence without a la",
         "only gpu blocks name",
+        "```sh block without ",
     ]
 
 
@@ -226,6 +228,17 @@ def _parse_python(block: Block) -> None:
             module = importlib.import_module(node.module)
             for alias in node.names:
                 assert hasattr(module, alias.name), f"{block.id}: {node.module}.{alias.name}"
+
+
+def test_the_gpu_workspace_holds_what_the_gpu_blocks_read(gpu: Path) -> None:
+    """Built here too, so that a machine with CUDA and weights finds it working."""
+    read = ("data/live/manifest.csv", "data/live/splits/split_00.json", "my_prompt.csv")
+    for path in (*read, "data/raw/mine/dist", "dvc.yaml", "pipelines/importers", ".dvc"):
+        assert (gpu / path).exists(), path
+    assert (gpu / "models").resolve() == models_dir().resolve()
+    prompt = (gpu / "my_prompt.csv").read_text().splitlines()
+    assert prompt[0] == "image,score" and len(prompt) == 11
+    assert all((gpu / line.split(",")[0]).is_file() for line in prompt[1:])
 
 
 @pytest.mark.parametrize("block", _of("gpu", (*SHELLS, "python")))
