@@ -14,6 +14,8 @@ parsed through their click command instead (:func:`parse_command`).
 
 from __future__ import annotations
 
+import configparser
+import importlib
 import os
 import re
 import shlex
@@ -22,7 +24,6 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
@@ -168,11 +169,15 @@ def run_python(block: Block, cwd: Path, timeout: float = 600) -> str:
 
 
 def console_commands() -> dict[str, click.Command]:
-    """The project's console scripts (setup.cfg) -> their click commands."""
+    """The project's console scripts (setup.cfg's entry points) -> their click commands."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
     out = {}
-    for ep in entry_points(group="console_scripts"):
-        if ep.name.startswith("iqa-"):
-            out[ep.name] = ep.load()
+    for line in cfg["options.entry_points"]["console_scripts"].split("\n"):
+        if "=" in line:
+            name, target = (part.strip() for part in line.split("=", 1))
+            module, attr = target.split(":")
+            out[name] = getattr(importlib.import_module(module), attr)
     return out
 
 
