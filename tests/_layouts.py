@@ -128,6 +128,16 @@ def make_csiq(root: Path, blank: Path) -> None:
     tree(root, blank, names)
 
 
+def make_csiq_flat(root: Path, blank: Path) -> None:
+    """The flat copy hyperIQA and PromptIQA use: csiq_label.txt and one dst_imgs_all/."""
+    entries = csiq_entries()
+    names = [f"{ref}.{CSIQ_SHEET_TYPES[kind][2]}.{lv}.png" for ref, kind, lv in entries]
+    lines = [f"{n} {d:.6f}" for n, d in zip(names, scores(len(names), 0.0, 1.0), strict=True)]
+    (root / "csiq_label.txt").write_text("\n".join(lines) + "\n")
+    refs = [f"src_imgs/{r}.png" for r in CSIQ_REFS]
+    tree(root, blank, refs + [f"dst_imgs_all/{n}" for n in names])
+
+
 def make_tid2013(root: Path, blank: Path) -> None:
     """mos_with_names.txt names 'I01_01_1.bmp'; the files on disk are lower case 'i01_...'."""
     names = [f"I{r:02d}_{t:02d}_{lv}.bmp" for r in range(1, 26) for t in range(1, 25)

@@ -1,42 +1,25 @@
-"""The README's demo tour and Python API run as written, on a small demo pipeline.
+"""The ``demo`` blocks of README.md and docs/*.md run as written, on a small demo pipeline.
 
 The pipeline (the project's ``dvc.yaml``, ``params.yaml`` shrunk to toy sizes but keeping
-the images the README names) runs once in a temporary git repository; then every command
-of the "Command-line tour" block after ``dvc repro`` and the "Python API" block run there
-unchanged.
+the images the README names) runs once in a temporary git repository; then every block
+marked ``<!-- test: demo -->`` (tests/_doc_blocks.py: the quick start's ``dvc repro``, the
+command-line tour, the Python API, docs/REPORTS.md's commands) runs unchanged in its own
+copy of that repository, as a bash script or with this interpreter.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline_dvc import ENV, ROOT, _tiny, new_repo, run
+from _doc_blocks import SHELLS, Block, blocks, run_bash, run_python
+from test_pipeline_dvc import ROOT, _tiny, new_repo, run
 
 pytestmark = pytest.mark.skipif(shutil.which("dvc") is None, reason="dvc is not installed")
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-
-
-def _block(heading: str, lang: str, after: str = "") -> str:
-    """The first ``lang`` code block under ``## heading`` (after the text ``after``)."""
-    section = README.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    if after:
-        section = section.split(after, 1)[1]
-    found = re.search(rf"```{lang}\n(.*?)```", section, re.S)
-    assert found, f"no {lang} block under {heading!r}"
-    return found.group(1)
-
-
-TOUR = _block("Command-line tour", "bash", after="After `dvc repro`, on the demo:")
-API = _block("Python API", "python")
+DEMO = [pytest.param(b, id=b.id) for b in blocks() if b.scenario == "demo"]
 
 
 @pytest.fixture(scope="module")
@@ -50,25 +33,31 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def test_the_tour_block_is_what_this_test_runs() -> None:
-    commands = [line for line in TOUR.splitlines() if line.strip()]
-    assert len(commands) >= 8 and all(c.split()[0].startswith("iqa-") for c in commands)
-
-
-@pytest.mark.parametrize("line", [c for c in TOUR.splitlines() if c.strip()])
-def test_tour_command_runs(demo: Path, line: str) -> None:
-    out = run(demo, *shlex.split(line))
-    if "--csv" in line:
-        csv = (demo / shlex.split(line)[shlex.split(line).index("--csv") + 1]).read_text()
+def _check(block: Block, copy: Path, out: str) -> None:
+    """What the blocks' commands promise, beyond exiting 0."""
+    if "dvc repro" in block.text:
+        assert "Running stage" not in out, out  # a repository after dvc repro is up to date
+    if "--csv scores.csv" in block.text:
+        csv = (copy / "scores.csv").read_text()
         assert csv.count("\n") > 10 and "score" in csv.splitlines()[0]
-    if line.startswith("iqa-cache verify"):
+    if "iqa-cache verify" in block.text:
         assert ": ok;" in out
+    if "jq '.datasets.demo.rows[0]'" in block.text:
+        assert '"srcc"' in out and '"method": "sfem_fr"' in out, out[-2000:]
+    if "from cache import open_store" in block.text:
+        assert "no-reference" in out  # the scorer describes what its scores mean
+        assert (copy / "runs/api/run_00/model.pt").is_file()
 
 
-def test_python_api_block_runs(demo: Path) -> None:
-    env = {**os.environ, **ENV}
-    done = subprocess.run([sys.executable, "-c", API], cwd=demo, env=env, capture_output=True,
-                          text=True)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "no-reference" in done.stdout  # the scorer describes what its scores mean
-    assert (demo / "runs/api/run_00/model.pt").is_file()
+@pytest.mark.parametrize("block", DEMO)
+def test_demo_block_runs(demo: Path, block: Block, tmp_path: Path) -> None:
+    copy = tmp_path / "demo"
+    shutil.copytree(demo, copy, symlinks=True)
+    out = run_bash(block, copy) if block.lang in SHELLS else run_python(block, copy)
+    _check(block, copy, out)
+
+
+def test_the_checked_demo_blocks_are_there() -> None:
+    texts = [p.values[0].text for p in DEMO]
+    assert any("dvc repro" in t for t in texts) and any("iqa-cache verify" in t for t in texts)
+    assert sum("from cache import open_store" in t for t in texts) == 1
