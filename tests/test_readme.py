@@ -37,8 +37,8 @@ def _check(block: Block, copy: Path, out: str) -> None:
     """What the blocks' commands promise, beyond exiting 0."""
     if "dvc repro" in block.text:
         assert "Running stage" not in out, out  # a repository after dvc repro is up to date
-    if "--csv scores.csv" in block.text:
-        csv = (copy / "scores.csv").read_text()
+    if "--csv try/scores.csv" in block.text:
+        csv = (copy / "try/scores.csv").read_text()
         assert csv.count("\n") > 10 and "score" in csv.splitlines()[0]
     if "iqa-cache verify" in block.text:
         assert ": ok;" in out
@@ -46,7 +46,10 @@ def _check(block: Block, copy: Path, out: str) -> None:
         assert '"srcc"' in out and '"method": "sfem_fr"' in out, out[-2000:]
     if "from cache import open_store" in block.text:
         assert "no-reference" in out  # the scorer describes what its scores mean
-        assert (copy / "runs/api/run_00/model.pt").is_file()
+        assert (copy / "try/api/run_00/model.pt").is_file()
+    if block.text.startswith("iqa-"):  # the tour writes under try/ only: the pipeline is as it was
+        status = run(copy, "dvc", "status")
+        assert "up to date" in status, status
 
 
 @pytest.mark.parametrize("block", DEMO)
