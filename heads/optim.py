@@ -84,8 +84,10 @@ class TrainConfig:
         label_orientation: ``higher_better`` (DMOS reversed; every head) or ``native``
             (each dataset's own orientation; prompted heads only, PromptIQA's default).
         ema: decay of an exponential moving average of the weights, updated after every
-            step (0: none, the papers' setting). The average is what is validated, selected
-            and saved; a short run on little data varies far less from epoch to epoch.
+            step (0: none, the papers' setting), warmed up as ``min(ema, (1 + n) / (10 + n))``
+            after n updates so that a short run averages its recent weights. The average
+            is what is validated, selected and saved; a short run on little data varies far
+            less from epoch to epoch.
     """
 
     epochs: int = 100

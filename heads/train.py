@@ -236,12 +236,28 @@ def check_trainable(head: str, trains: list[TrainData], vals: list[TrainData],
             )
 
 
+def ema_decay(decay: float, updates: int) -> float:
+    """The decay of the weight average after ``updates`` updates: ``decay``, warmed up as
+    ``min(decay, (1 + n) / (10 + n))`` (TensorFlow's ExponentialMovingAverage with
+    ``num_updates``), so a short run averages its recent weights, not its first ones."""
+    return min(decay, (1.0 + updates) / (10.0 + updates))
+
+
+def _warm_ema(decay: float) -> Callable[..., None]:
+    """``AveragedModel``'s multi-tensor update with the warmed-up decay."""
+
+    @torch.no_grad()
+    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
+        get_ema_multi_avg_fn(ema_decay(decay, int(num_averaged)))(averaged, current, num_averaged)
+
+    return update
+
+
 def _average(model: nn.Module, training: TrainConfig) -> AveragedModel | None:
     """The exponential moving average of the weights (and BatchNorm buffers), if asked."""
     if not training.ema:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(training.ema),
-                         use_buffers=True)  # fmt: skip
+    return AveragedModel(model, multi_avg_fn=_warm_ema(training.ema), use_buffers=True)
 
 
 def _resume(st: _State, path: Path, fingerprint: str) -> int:
