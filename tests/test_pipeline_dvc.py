@@ -8,6 +8,8 @@ stages depend on; the commands are the installed ``iqa-*`` ones.
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import shutil
 import subprocess
@@ -168,3 +170,132 @@ def test_the_params_header_example_runs(repo: Path, tmp_path: Path) -> None:
     run(c, "git", "commit", "-qam", f"train {head}")
     out = run(c, "dvc", "exp", "run", "-S", f"{key}=2")
     assert f"Running stage 'train@{head}-nss-demo'" in out
+
+
+# ---------------------------------------------------------------- what a stage depends on
+
+# Modules an extraction or training run imports that do not decide its numbers, and why.
+NOT_DECIDING = {
+    "cache/console.py": "command-line conventions and messages",
+    "cache/outputs.py": "the output markers of commands",
+    "cache/content.py": "refuses a split that leaks content; selects nothing",
+    "cache/claims.py": "which writer computes which shard",
+    "cache/root.py": "the cache root: rows copied from stores of the same fingerprint",
+    "cache/transfer.py": "copies between backends, verified",
+}
+NOT_DECIDING_EXTRACTION = {
+    **NOT_DECIDING,
+    "cache/split_file.py": "an extraction reads no split",
+    "extract/cli.py": "options and messages; the stage passes every option",
+    "extract/fill.py": "which missing shard to compute next, interrupts",
+    "extract/job.py": "carries the run's settings and donor rows down the fill path",
+    "extract/distributed.py": "where shards are computed (a dask cluster)",
+}
+NOT_DECIDING_TRAINING = {
+    **NOT_DECIDING,
+    "cache/shard_writer.py": "writes stores (a training run reads one)",
+}
+
+
+def _module_file(name: str) -> Path | None:
+    path = ROOT.joinpath(*name.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _imported(path: Path, name: str) -> set[str]:
+    """The project modules ``path`` (module ``name``) imports, at its top or in functions."""
+    found: set[str] = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*up, base] if base else up)
+            names = [base, *(f"{base}.{a.name}" for a in node.names)]
+        for full in names:
+            while full and full.split(".")[0] in CODE and _module_file(full) is None:
+                full = full.rpartition(".")[0]
+            if full and full.split(".")[0] in CODE:
+                found.add(full)
+    return found
+
+
+def _closure(roots: list[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += _imported(_module_file(name), name)  # type: ignore[arg-type]
+    return seen
+
+
+def _code_deps(stage: dict) -> list[str]:
+    return [d for d in stage["deps"] if d.split("/")[0] in CODE]
+
+
+def _uncovered(roots: list[str], deps: list[str], exempt: dict[str, str]) -> list[str]:
+    """Modules in the import closure of ``roots`` that ``deps`` leaves out and ``exempt``
+    gives no reason for (a package's ``__init__`` only names things lazily)."""
+    out = []
+    for name in sorted(_closure(roots)):
+        rel = _module_file(name).relative_to(ROOT).as_posix()  # type: ignore[union-attr]
+        listed = any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
+        if not (listed or rel in exempt or rel.endswith("/__init__.py")):
+            out.append(rel)
+    return out
+
+
+def test_every_module_that_decides_a_stages_numbers_is_its_dependency() -> None:
+    from extract.registry import BACKBONES
+    from heads.registry import HEADS
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    extract = _code_deps(stages["extract"])
+    families = sorted({v.partition(":")[0] for v in BACKBONES.values()})
+    assert _uncovered(["extract.run", *families], extract, NOT_DECIDING_EXTRACTION) == []
+    heads = sorted({v.partition(":")[0] for v in HEADS.values()})
+    for name in ("train", "mixed"):
+        deps = _code_deps(stages[name] if name == "train" else stages[name]["do"])
+        assert _uncovered(["heads.experiment", *heads], deps, NOT_DECIDING_TRAINING) == [], name
+    train = _code_deps(stages["train"])
+    pairs = ((extract, NOT_DECIDING_EXTRACTION), (train, NOT_DECIDING_TRAINING))
+    for deps, exempt in pairs:
+        assert [d for d in deps if not (ROOT / d).exists()] == []
+        covers = [m for m in exempt if any(m == d or m.startswith(d + "/") for d in deps)]
+        assert covers == [], f"a dependency covers modules that decide nothing: {covers}"
+
+
+def _changed(repo: Path) -> dict[str, list[str]]:
+    """Stage -> the dependencies ``dvc status`` reports as changed."""
+    status = json.loads(run(repo, "dvc", "status", "--json"))
+    out: dict[str, list[str]] = {}
+    for stage, entries in status.items():
+        for entry in entries:
+            if isinstance(entry, dict) and "changed deps" in entry:
+                out[stage] = sorted(entry["changed deps"])
+    return out
+
+
+def test_an_edit_reruns_only_the_stages_it_decides(repo: Path, tmp_path: Path) -> None:
+    """A message module edited: no extraction or training stage changes (with folder
+    dependencies on ``cache`` every stage did); a backbone module edited: its extraction."""
+    c = tmp_path / "c"
+    shutil.copytree(repo, c, symlinks=True)
+    assert _changed(c) == {}
+    with (c / "cache" / "console.py").open("a") as f:
+        f.write("\n# a reworded message\n")
+    with (c / "cache" / "outputs.py").open("a") as f:
+        f.write("\n# a reworded message\n")
+    assert _changed(c) == {}
+    with (c / "extract" / "nss.py").open("a") as f:
+        f.write("\n# a change to the backbone\n")
+    assert _changed(c) == {"extract@nss-demo": ["extract/nss.py"]}
