@@ -221,7 +221,7 @@ def with_file_hashes(manifest: Manifest) -> Manifest:
         replace(r, extra={**r.extra, "sha256": digests[r.image],
                           **({"ref_sha256": digests[r.ref]} if r.ref else {})})
         for r in manifest.rows
-    )  # fmt: skip
+    )
     return replace(manifest, rows=rows)
 
 
@@ -343,7 +343,7 @@ def _manifest_row(fields: list[str], columns: list[str], where: str) -> Manifest
     return ManifestRow(
         image=rec["image"], ref=rec["ref"], score=score, group=rec["group"],
         distortion=rec["distortion"], extra=extra,
-    )  # fmt: skip
+    )
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
@@ -378,4 +378,4 @@ __all__ = [
     "file_sha256", "id_problem", "manifest_digest", "manifest_text", "read_manifest",
     "with_file_hashes",
     "read_split", "split_files", "validate_rows", "write_manifest", "write_split",
-]  # fmt: skip
+]

@@ -394,5 +394,5 @@ def _not_found(url: str, backend: str | None, storage_options: dict[str, Any] | 
             return str(err)
     if cls.occupied(url, storage_options):
         return (f"{url} is not a feature store (no store attributes: an interrupted "
-                "creation, or another kind of data)")  # fmt: skip
+                "creation, or another kind of data)")
     return f"no feature store at {url} (check the path, or run iqa-extract first)"

@@ -96,23 +96,23 @@ def _sources(opts: dict[str, Any]) -> tuple[Any, ...]:
         feats = (_from_cache_root(opts),)
     if len(manifests) != len(feats):
         raise click.UsageError(f"give one --manifest per --features ({len(feats)} stores, "
-                               f"{len(manifests)} manifests)")  # fmt: skip
+                               f"{len(manifests)} manifests)")
     if len(feats) > 1 and len(splits) != len(feats):
         raise click.UsageError("mixed training: give one --split (file or folder) per store")
     per = [_split_files(s) for s in splits] if len(feats) > 1 else [
-        [f for s in splits for f in _split_files(s)]]  # fmt: skip
+        [f for s in splits for f in _split_files(s)]]
     repeats = opts["repeats"]
     if repeats is not None:
         short = [len(p) for p in per if len(p) < repeats]
         if short:
             raise click.BadParameter(f"--repeats {repeats} but only {short[0]} split files",
-                                     param_hint="--repeats")  # fmt: skip
+                                     param_hint="--repeats")
         per = [p[:repeats] for p in per]
     refs = opts["ref_features"] or (None,) * len(feats)
     if len(refs) != len(feats):
         raise click.UsageError("give one --ref-features per --features, or none")
     return tuple(Source(f, m, tuple(p), r)
-                 for f, m, p, r in zip(feats, manifests, per, refs, strict=True))  # fmt: skip
+                 for f, m, p, r in zip(feats, manifests, per, refs, strict=True))
 
 
 def _from_cache_root(opts: dict[str, Any]) -> str:
@@ -120,7 +120,7 @@ def _from_cache_root(opts: dict[str, Any]) -> str:
     root = opts["cache_root"] or os.environ.get(ROOT_ENV)
     if not root or not opts["backbone"]:
         raise click.UsageError("give --features, or --backbone with --cache-root "
-                               f"(or ${ROOT_ENV}) to find the store")  # fmt: skip
+                               f"(or ${ROOT_ENV}) to find the store")
     from cache.manifest import read_manifest
     from cache.root import CacheRoot
 
@@ -217,7 +217,7 @@ def main(**opts: Any) -> None:
         torch.set_num_threads(opts["threads"])
     training = _training(opts)
     overrides = {**_params_section(opts["params_file"], "head_config", opts["head"]),
-                 **parse_assignments(opts["sets"], "--set")}  # fmt: skip
+                 **parse_assignments(opts["sets"], "--set")}
     if opts["show_config"]:
         config = {**_config_defaults(opts["head"]), **overrides}
         click.echo(json.dumps({"training": training.to_dict(), "head_config": {
@@ -233,7 +233,7 @@ def main(**opts: Any) -> None:
         preset=_preset_of(opts["params_file"]),
         exclude_overlap=opts["exclude_overlap"], cpu_kernels=opts["cpu_kernels"],
         jobs=opts["jobs"],
-    )  # fmt: skip
+    )
     result = run_experiment(spec)
     _report(result, opts["out"], opts["as_json"])
 
@@ -267,7 +267,7 @@ def _report(result: dict[str, Any], out: str, as_json: bool) -> None:
     if dropped:
         click.echo(f"left out {dropped} images with unwritten rows over "
                    f"{len(result['runs'])} runs (listed in {out}/run_NN/metrics.json)",
-                   err=True)  # fmt: skip
+                   err=True)
     test = result["summary"].get("test", {})
     line = ", ".join(f"{k} {v['median']:.4f}" for k, v in test.items() if k in ("srcc", "plcc"))
     click.echo(f"{result['head']} on {result['dataset']} ({result['backbone']}): "

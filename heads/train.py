@@ -136,7 +136,7 @@ def _unit_loss(
     y = data.targets[rows]
     if protocols.is_grouped(st.model):
         y = augment_labels(y, st.generator, scale_p=cfg.scale_p, flip_p=cfg.flip_p,
-                           scale_mode=cfg.scale_mode).to(device)  # fmt: skip
+                           scale_mode=cfg.scale_mode).to(device)
         return head_loss(protocols.group_forward(st.model, feats, y, valid), y, loss)
     return head_loss(protocols.predict(st.model, feats, valid, ref), y.to(device), loss)
 
@@ -144,7 +144,7 @@ def _unit_loss(
 def _train_epoch(
     st: _State, trains: list[TrainData], cfg: TrainConfig, device: str, loss: LossConfig,
     bar: Any,
-) -> float:  # fmt: skip
+) -> float:
     st.model.train()
     grouped = protocols.is_grouped(st.model)
     per_step = cfg.groups_per_step if grouped else 1
@@ -169,7 +169,7 @@ def _train_epoch(
 def _validate(
     model: nn.Module, trains: list[TrainData], vals: list[TrainData], cfg: TrainConfig,
     device: str,
-) -> list[dict[str, float]]:  # fmt: skip
+) -> list[dict[str, float]]:
     out: list[dict[str, float]] = []
     for train, val in zip(trains, vals, strict=True):
         if len(val) < 2:
@@ -217,7 +217,7 @@ def check_orientation(head: str, cfg: TrainConfig) -> None:
 
 
 def check_trainable(head: str, trains: list[TrainData], vals: list[TrainData],
-                    cfg: TrainConfig) -> None:  # fmt: skip
+                    cfg: TrainConfig) -> None:
     """Fail with one clear line when the data cannot train ``head`` as asked."""
     cls = head_class(head)
     check_orientation(head, cfg)
@@ -241,7 +241,7 @@ def _average(model: nn.Module, training: TrainConfig) -> AveragedModel | None:
     if not training.ema:
         return None
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(training.ema),
-                         use_buffers=True)  # fmt: skip
+                         use_buffers=True)
 
 
 def _resume(st: _State, path: Path, fingerprint: str) -> int:
@@ -312,7 +312,7 @@ def fit(
     model = build_from_config(head_name, cfg).to(device)
     optimizer = make_optimizer(model, training)
     st = _State(model, optimizer, make_scheduler(optimizer, training),
-                torch.Generator().manual_seed(seed), ema=_average(model, training))  # fmt: skip
+                torch.Generator().manual_seed(seed), ema=_average(model, training))
     out = Path(out_dir) if out_dir is not None else None
     start = _resume(st, out / "last.pt", store_fingerprint) if resume and out else 0
     save = _saver(out, head_name, trains[0], store_fingerprint, label_norm, record, training)
@@ -324,7 +324,7 @@ def fit(
         for epoch in range(start, training.epochs):
             row = _one_epoch(st, trains, vals, epoch, training, device, loss_cfg, bar)
             bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.4f}",
-                            val_srcc=f"{row['val_srcc']:.4f}")  # fmt: skip
+                            val_srcc=f"{row['val_srcc']:.4f}")
             if save is not None and out is not None:
                 if st.best_epoch == epoch:
                     save("model.pt", st, epoch)
@@ -341,7 +341,7 @@ def fit(
 def _one_epoch(
     st: _State, trains: list[TrainData], vals: list[TrainData], epoch: int,
     cfg: TrainConfig, device: str, loss: LossConfig, bar: Any,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     lr = float(st.optimizer.param_groups[0]["lr"])
     train_loss = _train_epoch(st, trains, cfg, device, loss, bar)
     metrics = _validate(st.evaluated, trains, vals, cfg, device)
@@ -365,7 +365,7 @@ def _one_epoch(
 def _saver(
     out: Path | None, head: str, train: TrainData, fingerprint: str, label_norm: Any,
     record: Mapping[str, Any] | None, training: TrainConfig,
-) -> Callable[..., None] | None:  # fmt: skip
+) -> Callable[..., None] | None:
     if out is None:
         return None
     out.mkdir(parents=True, exist_ok=True)
@@ -390,7 +390,7 @@ def _saver(
             out / name, weights, head=head, feature_specs=train.feature_specs,
             store_fingerprint=fingerprint, epoch=epoch, label_norm=label_norm,
             optimizer=st.optimizer if full else None, extra=extra,
-        )  # fmt: skip
+        )
 
     return save
 
@@ -398,7 +398,7 @@ def _saver(
 def _finish(
     st: _State, head: str, cfg: Any, trains: list[TrainData], vals: list[TrainData],
     device: str, training: TrainConfig, out: Path | None, stopped: bool,
-) -> FitResult:  # fmt: skip
+) -> FitResult:
     if st.best_state is not None:
         st.model.load_state_dict(st.best_state)
     st.model.eval()
@@ -409,7 +409,7 @@ def _finish(
             selection += f" (early stop after {epochs_run} epochs)"
     else:
         selection = (f"last epoch ({st.best_epoch}): no validation part, a fixed "
-                     f"{training.epochs} epochs and no model selection")  # fmt: skip
+                     f"{training.epochs} epochs and no model selection")
     prompts, prompt_ids = [], []
     for train in trains:
         prompt, ids = prompt_for(st.model, train, training, device)
@@ -418,4 +418,4 @@ def _finish(
     metrics = _validate(st.model, trains, vals, training, device)
     ckpt = out / "model.pt" if out is not None else None
     return FitResult(st.model, cfg, st.best_epoch, st.history, metrics, selection, prompts,
-                     prompt_ids, ckpt, stopped)  # fmt: skip
+                     prompt_ids, ckpt, stopped)

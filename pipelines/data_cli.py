@@ -269,11 +269,11 @@ def _import_list(
         "ref_dir": opts["ref_dir"] or "", "score_kind": opts["kind"],
         "lower_better": opts["lower_better"], "score_range": opts["score_range"],
         "unusual_orientation": opts["unusual_orientation"], "not_content": opts["not_content"],
-    }  # fmt: skip
+    }
     if name == "csv":
         manifest = with_file_hashes(import_csv(
             opts["label_file"], columns=opts["columns"], authentic=opts["authentic"], **common
-        ))  # fmt: skip
+        ))
         write_manifest(manifest, out)
         return manifest, ""
     return _write_pyiqa(opts["label_file"], out, opts["splits_out"], no_count_check, common)

@@ -147,7 +147,7 @@ DISTORTIONS: dict[str, Distortion] = {
                          (0.05, 0.14, 0.28, 0.45, 0.65)),
     "quantization": Distortion(_quantize, (5, 4, 3, 2, 1), (0.06, 0.15, 0.30, 0.55, 0.85),
                                NOISE_LIKE),
-}  # fmt: skip
+}
 
 # reference name -> (skimage.data loader, group, horizontal half or None)
 REFERENCES: dict[str, tuple[str, str, int | None]] = {
@@ -251,7 +251,7 @@ def _distorted_rows(
             image=image, score=round(pseudo_mos(strength, kind.masking, busy), 6),
             group=REFERENCES[ref_name][1], ref=f"refs/{ref_name}.png", distortion=dname,
             extra={"level": str(level), "strength": f"{strength:g}", "activity": f"{busy:.4f}"},
-        ))  # fmt: skip
+        ))
     return rows
 
 

@@ -45,7 +45,7 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[st
 @click.option("--json", "as_json", is_flag=True, help="Print table.json instead of Markdown.")
 def main(runs: tuple[str, ...], out: str, logistic: int | None, formats: tuple[str, ...],
          no_baselines: bool, no_plots: bool, data_dir: str | None, paper: str,
-         as_json: bool) -> None:  # fmt: skip
+         as_json: bool) -> None:
     """Tabulate the test SRCC/PLCC of iqa-train-head RUNS, one table per dataset.
 
     A row per run folder (median over its repeats, with the std), then PSNR and SSIM on
@@ -60,7 +60,7 @@ def main(runs: tuple[str, ...], out: str, logistic: int | None, formats: tuple[s
 
     tables = write_report(runs, out, logistic=logistic, baselines=not no_baselines,
                           data_dir=data_dir, formats=() if no_plots else formats,
-                          paper=paper or None)  # fmt: skip
+                          paper=paper or None)
     if as_json:
         click.echo(json.dumps(table_json(tables), indent=1))
         return

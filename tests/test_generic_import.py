@@ -112,7 +112,7 @@ def test_file_names_match_in_any_case_like_tid2013(tmp_path: Path) -> None:
     ("first", "second"),
     [("LIVE/jp2k/img2.bmp", "LIVE/../LIVE/jp2k/img2.bmp"), ("a.jpg", "./a.jpg"),
      ("a.jpg", "A.JPG"), ("sub/a.jpg", "sub\\a.jpg")],
-)  # fmt: skip
+)
 def test_two_spellings_of_one_file_are_a_duplicate(tmp_path: Path, first: str, second: str) -> None:
     text = f"{first},1\n{second},2\n"
     with pytest.raises(ManifestError, match=r"meta.csv:3: image .* already listed at .*meta.csv:2"):
@@ -123,7 +123,7 @@ def test_two_spellings_of_one_file_are_a_duplicate(tmp_path: Path, first: str, s
     ("name", "message"),
     [("/data/a.jpg", "is absolute"), ("C:/data/a.jpg", "is absolute"),
      ("../a.jpg", "leaves the dataset root"), ("x/../../a.jpg", "leaves the dataset root")],
-)  # fmt: skip
+)
 def test_absolute_and_escaping_paths_are_refused(tmp_path: Path, name: str, message: str) -> None:
     (tmp_path / "ds").mkdir()
     path = _csv(tmp_path / "ds", f"img_name,mos\n{name},1\n")
@@ -179,7 +179,7 @@ def test_unmapped_columns_are_kept_and_prefixes_apply(tmp_path: Path) -> None:
 def test_pyiqa_nr_meta_keeps_official_split(tmp_path: Path) -> None:
     lines = ["img_name,mos,std,official_split,ratio802_seed123_split_01"]
     lines += [f"{k}.jpg,{k},0.5,{('train', 'val', 'test')[k % 3]},{'train' if k < 8 else 'val'}"
-              for k in range(10)]  # fmt: skip
+              for k in range(10)]
     files = [f"1024x768/{k}.jpg" for k in range(10)]
     path = _csv(tmp_path, "\n".join(lines) + "\n", *files)
     got = import_pyiqa(path, name="koniq10k", root=tmp_path, image_dir="1024x768")

@@ -97,7 +97,7 @@ def test_checkpoint_round_trip(name: str, tmp_path) -> None:
     with torch.no_grad():
         want = protocols.predict(model, feats, valid, ref, prompt)
     save_checkpoint(tmp_path / "m.pt", model, head=name, feature_specs=cls.example_specs,
-                    store_fingerprint="fp", epoch=0)  # fmt: skip
+                    store_fingerprint="fp", epoch=0)
     again, ckpt = load_head(tmp_path / "m.pt", store_fingerprint="fp")
     with torch.no_grad():
         got = protocols.predict(again.eval(), feats, valid, ref, prompt)

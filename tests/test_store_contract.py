@@ -318,7 +318,7 @@ class TestHDF5Store(StoreContract):
         self.make(url).close()
         with h5py.File(url, "r") as fh:  # a plain h5py reader, libhdf5's file locking on
             assert [d.label for d in fh["features/embed"].dims] == [
-                "row", "embed_channel", "embed_y", "embed_x"]  # fmt: skip
+                "row", "embed_channel", "embed_y", "embed_x"]
 
 
 class TestZarrLocalOutputs:

@@ -61,7 +61,7 @@ def test_fit_improves_val_srcc_and_writes_curves(tmp_path) -> None:
     torch.manual_seed(0)
     before = evaluate(build_head("sfem_nr", train.feature_specs, **SFEM), val)["metrics"]["srcc"]
     res = fit("sfem_nr", SFEM, train, val, training=TrainConfig(epochs=6, batch_size=8, lr=3e-3),
-              seed=0, out_dir=tmp_path)  # fmt: skip
+              seed=0, out_dir=tmp_path)
     srccs = [row["val_srcc"] for row in res.history]
     assert res.val_metrics[0]["srcc"] == pytest.approx(max(srccs))
     assert res.val_metrics[0]["srcc"] > max(before, 0.0) + 0.3  # 0.14 untrained -> 0.78
@@ -108,7 +108,7 @@ def test_deterministic_for_a_seed() -> None:
 def test_empty_validation_keeps_the_last_epoch() -> None:
     empty = TrainData({"embed": torch.zeros(0, 1, 4, 8, 8)}, torch.zeros(0), [], name="val")
     res = fit("sfem_nr", SFEM, _maps(16, 0, "train"), empty,
-              training=TrainConfig(epochs=2, batch_size=8, lr=1e-3), seed=0)  # fmt: skip
+              training=TrainConfig(epochs=2, batch_size=8, lr=1e-3), seed=0)
     assert res.best_epoch == 1 and "last epoch" in res.selection and res.val_metrics == [{}]
 
 
@@ -157,7 +157,7 @@ def test_resume_continues_exactly(tmp_path) -> None:
     straight = fit("sfem_nr", SFEM, train, val, training=three, out_dir=tmp_path / "a", **kw)
     fit("sfem_nr", SFEM, train, val, training=two, out_dir=tmp_path / "b", **kw)
     resumed = fit("sfem_nr", SFEM, train, val, training=three, out_dir=tmp_path / "b",
-                  resume=True, **kw)  # fmt: skip
+                  resume=True, **kw)
     assert resumed.history == straight.history
     with pytest.raises(CheckpointError, match="fingerprint"):
         fit(
@@ -199,7 +199,7 @@ def test_qfd_and_fr_need_the_right_data() -> None:
     assert len(res.history) == 1
     with pytest.raises(ValueError, match="no reference features"):
         fit("sfem_fr", SFEM, data, data, training=TrainConfig(epochs=1, batch_size=4, lr=1e-3),
-            seed=0)  # fmt: skip
+            seed=0)
 
 
 def test_train_data_validation() -> None:
@@ -220,7 +220,7 @@ def test_a_weight_average_is_what_is_validated_selected_saved_and_resumed(tmp_pa
     kw = {"seed": 1, "store_fingerprint": "fp"}
     three, two = (TrainConfig(epochs=n, batch_size=4, lr=1e-3, ema=0.9) for n in (3, 2))
     plain = fit("sfem_nr", SFEM, train, val, training=TrainConfig(epochs=3, batch_size=4,
-                lr=1e-3), out_dir=tmp_path / "plain", **kw)  # fmt: skip
+                lr=1e-3), out_dir=tmp_path / "plain", **kw)
     straight = fit("sfem_nr", SFEM, train, val, training=three, out_dir=tmp_path / "a", **kw)
     assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in plain.history]
     assert [r["val_srcc"] for r in straight.history] != [r["val_srcc"] for r in plain.history]
@@ -233,7 +233,7 @@ def test_a_weight_average_is_what_is_validated_selected_saved_and_resumed(tmp_pa
     assert not torch.equal(raw["model"]["sfem.stem.0.weight"], averaged["sfem.stem.0.weight"])
     fit("sfem_nr", SFEM, train, val, training=two, out_dir=tmp_path / "b", **kw)
     resumed = fit("sfem_nr", SFEM, train, val, training=three, out_dir=tmp_path / "b",
-                  resume=True, **kw)  # fmt: skip
+                  resume=True, **kw)
     assert resumed.history == straight.history
     assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
     with pytest.raises(TrainConfigError, match="ema"):

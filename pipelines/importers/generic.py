@@ -85,7 +85,7 @@ def label_spec(
     lower = lower_better if lower_better is not None else k_lower
     low_high = score_range or k_range
     missing = [opt for opt, v in (("--kind", kind), ("--lower-better or --higher-better", lower),
-                                  ("--range LOW,HIGH", low_high)) if v is None]  # fmt: skip
+                                  ("--range LOW,HIGH", low_high)) if v is None]
     if missing:
         raise LabelSpecError(
             f"say how to read the scores of {name!r}: {', '.join(missing)} (or --name one of the"
@@ -183,7 +183,7 @@ def _row(
         image=image, ref=ref, score=parse_float(rec[columns["score"]], where), group=group,
         distortion=rec.get(columns.get("distortion", ""), ""),
         extra={**extra, PROMPT_GROUP: prompt} if prompt else extra,
-    )  # fmt: skip
+    )
 
 
 def import_csv(

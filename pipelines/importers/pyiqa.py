@@ -39,7 +39,7 @@ SPLIT_VALUES = {
     "train": "train", "training": "train", "0": "train",
     "val": "val", "valid": "val", "validation": "val", "1": "val",
     "test": "test", "testing": "test", "2": "test",
-}  # fmt: skip
+}
 _SEED = re.compile(r"seed(\d+)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -91,7 +91,7 @@ def column_split(manifest: Manifest, column: str, where: str) -> Split:
     split = Split(
         tuple(parts["train"]), tuple(parts["val"]), tuple(parts["test"]),
         seed=int(seed.group(1)) if seed else 0, ratios=ratios,
-    )  # fmt: skip
+    )
     leak = shared_content(manifest.rows, split_parts(split))
     if leak:
         raise ManifestError(
@@ -140,7 +140,7 @@ def import_pyiqa(
         lower_better=lower_better, score_range=score_range, expected=expected,
         image_dir=image_dir, ref_dir=ref_dir, authentic=not is_fr,
         unusual_orientation=unusual_orientation, not_content=not_content,
-    )  # fmt: skip
+    )
     splits = {c: column_split(manifest, c, str(path)) for c in split_columns(header)}
     return PyiqaImport(manifest, splits)
 
