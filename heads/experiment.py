@@ -57,6 +57,7 @@ from heads.metrics import summarize
 from heads.optim import TrainConfig
 from heads.registry import head_class, make_config
 from heads.train import (
+    FitOptions,
     FitResult,
     TrainError,
     adjusted_training,
@@ -255,10 +256,13 @@ def _one_run(
     first = datasets[0]
     res = fit(
         spec.head, spec.overrides, [p.train for p in parts], [p.val for p in parts],
-        training=spec.training, seed=seed, device=spec.device, out_dir=run_dir,
-        store_fingerprint=parts[0].fingerprint, label_norm=parts[0].label_norm,
-        resume=spec.resume and (run_dir / "last.pt").is_file(),
-        record=store_record(first.store), desc=f"{spec.head} run {run}",
+        training=spec.training, seed=seed, device=spec.device,
+        options=FitOptions(
+            out_dir=run_dir, store_fingerprint=parts[0].fingerprint,
+            label_norm=parts[0].label_norm,
+            resume=spec.resume and (run_dir / "last.pt").is_file(),
+            record=store_record(first.store), desc=f"{spec.head} run {run}",
+        ),
     )
     per_dataset, preds = {}, []
     for i, (d, data) in enumerate(zip(datasets, parts, strict=True)):

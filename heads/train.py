@@ -40,7 +40,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from cache.console import UsageProblem, progress
 from heads import protocols
 from heads.augment import augment_labels
-from heads.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from heads.checkpoint import CheckpointError, TrainedOn, read_checkpoint, save_checkpoint
 from heads.evaluate import evaluate, prompt_for
 from heads.losses import LOSSES, LossConfig, head_loss
 from heads.optim import TrainConfig, make_optimizer, make_scheduler
@@ -91,6 +91,32 @@ class FitResult:
     def prompt(self) -> Tensor | None:
         """The prompt of the first (often only) training set."""
         return self.prompts[0] if self.prompts else None
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """What a ``fit`` run does besides training: output, checkpoint contents, reporting.
+
+    Attributes:
+        out_dir: where ``model.pt`` (selected epoch), ``last.pt`` and ``curves.csv`` go.
+        on_epoch: called with (epoch, curve row) after every epoch.
+        loss: loss terms; when None, ``training.loss`` (:func:`loss_for`).
+        store_fingerprint: recorded in checkpoints; checked on resume.
+        label_norm: how targets were normalised, recorded in checkpoints.
+        resume: continue from ``out_dir/last.pt``.
+        record: what else checkpoints keep under ``extra`` (the store's fingerprint fields
+            and extraction record, so ``iqa-score`` can rebuild the backbone).
+        desc: progress label.
+    """
+
+    out_dir: str | Path | None = None
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    loss: LossConfig | None = None
+    store_fingerprint: str = ""
+    label_norm: Mapping[str, Any] | None = None
+    resume: bool = False
+    record: Mapping[str, Any] | None = None
+    desc: str | None = None
 
 
 @dataclass
@@ -275,14 +301,7 @@ def fit(
     training: TrainConfig,
     seed: int,
     device: str = "cpu",
-    out_dir: str | Path | None = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    loss: LossConfig | None = None,
-    store_fingerprint: str = "",
-    label_norm: Mapping[str, Any] | None = None,
-    resume: bool = False,
-    record: Mapping[str, Any] | None = None,
-    desc: str | None = None,
+    options: FitOptions = FitOptions(),
 ) -> FitResult:
     """Train head ``head_name``; select the epoch by validation SRCC.
 
@@ -294,15 +313,8 @@ def fit(
         training: optimiser, schedule, epochs, batch and (grouped heads) prompt settings.
         seed: seeds the model init, shuffling, view draws and label augmentation.
         device: torch device.
-        out_dir: where ``model.pt`` (selected epoch), ``last.pt`` and ``curves.csv`` go.
-        on_epoch: called with (epoch, curve row) after every epoch.
-        loss: loss terms; when None, ``training.loss`` (:func:`loss_for`).
-        store_fingerprint: recorded in checkpoints; checked on resume.
-        label_norm: how targets were normalised, recorded in checkpoints.
-        resume: continue from ``out_dir/last.pt``.
-        record: what else checkpoints keep under ``extra`` (the store's fingerprint fields
-            and extraction record, so ``iqa-score`` can rebuild the backbone).
-        desc: progress label.
+        options: output, checkpoint contents, resuming, loss and reporting
+            (:class:`FitOptions`).
     """
     trains, vals = _as_list(train), _as_list(val)
     check_trainable(head_name, trains, vals, training)
@@ -313,14 +325,16 @@ def fit(
     optimizer = make_optimizer(model, training)
     st = _State(model, optimizer, make_scheduler(optimizer, training),
                 torch.Generator().manual_seed(seed), ema=_average(model, training))
-    out = Path(out_dir) if out_dir is not None else None
-    start = _resume(st, out / "last.pt", store_fingerprint) if resume and out else 0
-    save = _saver(out, head_name, trains[0], store_fingerprint, label_norm, record, training)
-    loss_cfg = loss or loss_for(head_name, training)
+    opts = options
+    out = Path(opts.out_dir) if opts.out_dir is not None else None
+    start = _resume(st, out / "last.pt", opts.store_fingerprint) if opts.resume and out else 0
+    save = _saver(out, head_name, trains[0], opts.store_fingerprint, opts.label_norm,
+                  opts.record, training)
+    loss_cfg = opts.loss or loss_for(head_name, training)
     rows = sum(len(t) for t in trains)
     has_val = any(len(v) >= 2 for v in vals)
     stopped = False
-    with progress((training.epochs - start) * rows, desc or head_name, "rows") as bar:
+    with progress((training.epochs - start) * rows, opts.desc or head_name, "rows") as bar:
         for epoch in range(start, training.epochs):
             row = _one_epoch(st, trains, vals, epoch, training, device, loss_cfg, bar)
             bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.4f}",
@@ -330,12 +344,12 @@ def fit(
                     save("model.pt", st, epoch)
                 _write_curves(out / "curves.csv", st.history)
                 save("last.pt", st, epoch, full=True)
-            if on_epoch is not None:
-                on_epoch(epoch, row)
+            if opts.on_epoch is not None:
+                opts.on_epoch(epoch, row)
             if has_val and training.patience and epoch - st.best_epoch >= training.patience:
                 stopped = epoch + 1 < training.epochs
                 break
-    return _finish(st, head_name, cfg, trains, vals, device, training, out, stopped)
+    return _finish(st, cfg, trains, vals, device, training, out, stopped)
 
 
 def _one_epoch(
@@ -369,6 +383,7 @@ def _saver(
     if out is None:
         return None
     out.mkdir(parents=True, exist_ok=True)
+    trained_on = TrainedOn(train.feature_specs, fingerprint, label_norm)
 
     def save(name: str, st: _State, epoch: int, full: bool = False) -> None:
         extra: dict[str, Any] = {
@@ -387,8 +402,7 @@ def _saver(
             }
         weights = st.model if full else st.evaluated  # last.pt resumes; model.pt is scored
         save_checkpoint(
-            out / name, weights, head=head, feature_specs=train.feature_specs,
-            store_fingerprint=fingerprint, epoch=epoch, label_norm=label_norm,
+            out / name, weights, head=head, trained_on=trained_on, epoch=epoch,
             optimizer=st.optimizer if full else None, extra=extra,
         )
 
@@ -396,7 +410,7 @@ def _saver(
 
 
 def _finish(
-    st: _State, head: str, cfg: Any, trains: list[TrainData], vals: list[TrainData],
+    st: _State, cfg: Any, trains: list[TrainData], vals: list[TrainData],
     device: str, training: TrainConfig, out: Path | None, stopped: bool,
 ) -> FitResult:
     if st.best_state is not None:

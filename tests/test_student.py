@@ -33,7 +33,7 @@ from cache.manifest import (
 from cache.store import ArraySpec, open_store
 from extract.loader import VIEWS
 from extract.weights import WeightsError
-from heads.checkpoint import CheckpointError, save_checkpoint
+from heads.checkpoint import CheckpointError, TrainedOn, save_checkpoint
 from heads.data import denormalise, label_norm_of, normalise
 from heads.registry import build_head
 from heads.student import (
@@ -112,9 +112,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     source = _sd_store(root / "sd.zarr", root, ids)
     torch.manual_seed(0)
     teacher = build_head("qfd", SPECS, **TINY_QFD)
-    save_checkpoint(root / "teacher.pt", teacher, head="qfd", feature_specs=SPECS,
-                    store_fingerprint=source.fingerprint, epoch=0,
-                    label_norm=label_norm_of(manifest))
+    save_checkpoint(root / "teacher.pt", teacher, head="qfd",
+                    trained_on=TrainedOn(SPECS, source.fingerprint, label_norm_of(manifest)),
+                    epoch=0)
     return {"root": root, "ids": ids, "source": source.url, "teacher": teacher.eval()}
 
 
@@ -245,8 +245,8 @@ def test_teacher_maps_resume_after_a_kill_fills_only_missing_shards(
 
 def test_teacher_must_fit_its_store_and_be_a_qfd(world: dict, tmp_path: Path) -> None:
     root = world["root"]
-    save_checkpoint(tmp_path / "other.pt", world["teacher"], head="qfd", feature_specs=SPECS,
-                    store_fingerprint="0" * 64, epoch=0)
+    save_checkpoint(tmp_path / "other.pt", world["teacher"], head="qfd",
+                    trained_on=TrainedOn(SPECS, "0" * 64), epoch=0)
     with pytest.raises(CheckpointError, match="trained on store fingerprint"):
         write_teacher_maps(world["source"], tmp_path / "other.pt", out=str(tmp_path / "x.zarr"))
     (tmp_path / "busy").mkdir()
