@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cache.console import Command, UsageProblem, cpu_kernels_option, parse_assignments
 from heads.registry import HEADS
+
+if TYPE_CHECKING:
+    from heads.crosstest import CrossTestOptions
 
 ROOT_ENV = "IQA_CACHE_ROOT"
 FLAG_TRAINING = (
@@ -303,16 +306,7 @@ def _report(result: dict[str, Any], out: str, as_json: bool) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def test_main(
-    run: str,
-    features: str,
-    manifest: str,
-    splits: tuple[str, ...],
-    part: str,
-    out: str,
-    as_json: bool,
-    audit: str | None,
-    exclude_overlap: str | None,
-    cpu_kernels: str,
+    run: str, features: str, manifest: str, out: str, as_json: bool, cpu_kernels: str,
     **opts: Any,
 ) -> None:
     """Test the heads of training RUN (every repeat) on a dataset's store.
@@ -325,13 +319,9 @@ def test_main(
     Writes OUT/metrics.json and OUT/predictions.csv.
     """
     from cache.kernels import cpu_kernels as kernels
-    from heads.crosstest import CrossTestOptions, cross_test
+    from heads.crosstest import cross_test
 
-    if audit and exclude_overlap and audit != exclude_overlap:
-        raise UsageProblem("--audit and --exclude-overlap name two audits: give one")
-    files = tuple(f for s in splits for f in _split_files(s))
-    options = CrossTestOptions(splits=files, part=part, audit=exclude_overlap or audit,
-                               exclude_overlap=exclude_overlap is not None, **opts)
+    options = _cross_test_options(opts)
     with kernels(cpu_kernels, options.device):
         result = cross_test(run, features, manifest, out, options)
     _overlap_lines(result["overlap"], result["n_images"], out)
@@ -344,6 +334,19 @@ def test_main(
                f"{result['tested_on']} ({result['n_images']} images, {len(result['runs'])} "
                f"runs{probe}): median SRCC {test['srcc']['median']:.4f}, PLCC "
                f"{test['plcc']['median']:.4f}; wrote {out}")
+
+
+def _cross_test_options(opts: dict[str, Any]) -> CrossTestOptions:
+    """The ``CrossTestOptions`` of ``iqa-test-head``'s options (all but the run, stores and
+    output)."""
+    from heads.crosstest import CrossTestOptions
+
+    audit, exclude_overlap = opts.pop("audit"), opts.pop("exclude_overlap")
+    if audit and exclude_overlap and audit != exclude_overlap:
+        raise UsageProblem("--audit and --exclude-overlap name two audits: give one")
+    files = tuple(f for s in opts.pop("splits") for f in _split_files(s))
+    return CrossTestOptions(splits=files, audit=exclude_overlap or audit,
+                            exclude_overlap=exclude_overlap is not None, **opts)
 
 
 def _overlap_lines(overlap: dict[str, Any], n_images: int, out: str) -> None:
