@@ -28,7 +28,7 @@ from cache.manifest import (
 )
 from cache.outputs import prepare_output_dir
 from pipelines.audit_cli import audit_cmd
-from pipelines.demo import DISTORTIONS, REFERENCES, build_demo
+from pipelines.demo import DISTORTIONS, REFERENCES, DemoSplits, build_demo
 from pipelines.importers import (
     IMPORTERS,
     KNOWN,
@@ -386,7 +386,8 @@ def demo_cmd(out: Path, distortions: str, **opts: Any) -> None:
         raise click.BadParameter(
             f"unknown {unknown}; known: {list(DISTORTIONS)}", param_hint="'--distortions'"
         )
-    manifest = build_demo(out, distortions=names, progress=True, **opts)
+    splits = DemoSplits(opts.pop("splits"), opts.pop("ratios"))
+    manifest = build_demo(out, distortions=names, splits=splits, progress=True, **opts)
     click.echo(f"wrote {out}: {len(manifest.rows)} images, {len(manifest.ref_ids)} references")
 
 
