@@ -39,7 +39,7 @@ from pipelines.importers import (
     range_note,
     write_with_splits,
 )
-from pipelines.importers.generic import MAPPABLE
+from pipelines.importers.generic import MAPPABLE, ImageFolders, LabelSpec
 from pipelines.importers.known import help_table
 from pipelines.importers.pyiqa import column_split
 from pipelines.info_cli import info_cmd
@@ -264,11 +264,13 @@ def _import_list(
     if given:
         raise UsageProblem(f"{', '.join(given)}: not an option of 'import {name}'")
     image_dir = _image_dirs(name, opts["image_dir"]) or ""
+    assert isinstance(image_dir, str)  # csv and pyiqa take one --image-dir
     common = {
-        "name": opts["dataset"], "root": root, "image_dir": image_dir,
-        "ref_dir": opts["ref_dir"] or "", "score_kind": opts["kind"],
-        "lower_better": opts["lower_better"], "score_range": opts["score_range"],
-        "unusual_orientation": opts["unusual_orientation"], "not_content": opts["not_content"],
+        "name": opts["dataset"],
+        "folders": ImageFolders(root, image_dir, opts["ref_dir"] or ""),
+        "labels": LabelSpec(opts["kind"], opts["lower_better"], opts["score_range"],
+                            opts["unusual_orientation"]),
+        "not_content": opts["not_content"],
     }
     if name == "csv":
         manifest = with_file_hashes(import_csv(
