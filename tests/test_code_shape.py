@@ -34,3 +34,15 @@ def test_no_formatter_skip_markers() -> None:
         if MARKER in line
     ]
     assert not found, f"formatter markers left in: {found}"
+
+
+def test_no_function_takes_more_than_eight_parameters() -> None:
+    found = []
+    for path in _files(PARAM_DIRS):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = _n_params(node.args)
+                if n > MAX_PARAMS:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n})")
+    assert not found, f"functions with more than {MAX_PARAMS} parameters: {found}"
