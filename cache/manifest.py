@@ -147,9 +147,6 @@ class Manifest:
         table = self.by_id()
         return [table[i].score for i in ids]
 
-    def with_root(self, root: str) -> Manifest:
-        return replace(self, info=replace(self.info, root=root))
-
     def sha256(self) -> str:
         """sha256 of the manifest file (or of its CSV text when it was never written)."""
         if self.path is not None and Path(self.path).is_file():
