@@ -13,8 +13,6 @@ import click
 
 from cache.console import Group, UsageProblem
 
-PRESET_NOTE = "Defaults are the DP-IQA preset (docs/student.md)."
-
 
 @click.group(cls=Group)
 def main() -> None:
