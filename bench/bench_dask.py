@@ -36,7 +36,7 @@ from extract.run import open_output
 def config_of(args: argparse.Namespace) -> ExtractConfig:
     name, arch = PRESETS.get(args.backbone, (args.backbone, {}))
     return ExtractConfig(backbone=name, random_init=True, arch=tuple(sorted(arch.items())),
-                         batch_size=args.batch_size, shard_size=args.shard_size)  # fmt: skip
+                         batch_size=args.batch_size, shard_size=args.shard_size)
 
 
 def _worker_cpu(address: str) -> float:
@@ -87,7 +87,7 @@ def main() -> None:
     res = {"backbone": args.backbone, "images": args.images, "shard_size": args.shard_size,
            "one_worker_img_s": args.images / best[1], "two_workers_img_s": args.images / best[2],
            "speedup": best[1] / best[2], "cpu_s_per_img_1": cpu[1] / args.images,
-           "cpu_s_per_img_2": cpu[2] / args.images}  # fmt: skip
+           "cpu_s_per_img_2": cpu[2] / args.images}
     if args.json:
         print(json.dumps(res))
         return

@@ -47,7 +47,7 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "sam_small": ("sam_vit_b", {"img_size": 512, "embed_dim": 256, "depth": 4, "num_heads": 4,
                                 "window_size": 8, "global_attn_indexes": (1, 3)}),
-}  # fmt: skip
+}
 
 
 def make_dataset(root: Path, n: int, size: tuple[int, int]) -> Path:
@@ -120,7 +120,7 @@ def measure(args: argparse.Namespace, cfg: ExtractConfig, tmp: Path) -> dict[str
     rounds = []
     for r in range(args.repeats):
         rounds.append((bare_forward(backbone, batches, cfg.dtype),
-                       end_to_end(cfg, backbone, manifest, tmp / f"r{r}.zarr")))  # fmt: skip
+                       end_to_end(cfg, backbone, manifest, tmp / f"r{r}.zarr")))
     bare, e2e = [b[0] for b, _ in rounds], [e[0] for _, e in rounds]
     cpu_bare, cpu_e2e = min(b[1] for b, _ in rounds), min(e[1] for _, e in rounds)
     n = args.images
@@ -133,7 +133,7 @@ def measure(args: argparse.Namespace, cfg: ExtractConfig, tmp: Path) -> dict[str
         "efficiency_median_round": statistics.median(b / e for b, e in zip(bare, e2e, strict=True)),
         "efficiency_cpu_seconds": cpu_bare / cpu_e2e,
         "build_s": build_s, "peak_gpu_bytes": peak,
-    }  # fmt: skip
+    }
 
 
 def config_of(args: argparse.Namespace) -> ExtractConfig:
@@ -143,7 +143,7 @@ def config_of(args: argparse.Namespace) -> ExtractConfig:
         dtype=args.dtype, batch_size=args.batch_size, shard_size=args.shard_size,
         decode_workers=args.decode_workers, attention=args.attention,
         cast_weights=args.cast_weights, compile=args.compile,
-    )  # fmt: skip
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -161,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--size", default="512x384", type=lambda s: tuple(map(int, s.split("x"))),
-                   help="image WxH")  # fmt: skip
+                   help="image WxH")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -181,7 +181,7 @@ def main() -> None:
     print(f"bare forward : {res['bare_img_s']:8.2f} img/s")
     print(f"end to end   : {res['e2e_img_s']:8.2f} img/s (model built in {res['build_s']:.1f} s)")
     print(f"efficiency   : {res['efficiency']:.3f} (median of rounds "
-          f"{res['efficiency_median_round']:.3f}; goal >= 0.95)")  # fmt: skip
+          f"{res['efficiency_median_round']:.3f}; goal >= 0.95)")
     print(f"CPU seconds  : {res['efficiency_cpu_seconds']:.3f} (bare / end to end, all threads)")
 
 

@@ -74,7 +74,7 @@ def _build(backbone: str, batch: int = 16, **kw: Any) -> Any:
     """A random-init backbone on the GPU (built on the CPU: some builders draw CPU noise)."""
     arch = tuple(sorted(SETUP["arch"].get(backbone, {}).items()))
     cfg = ExtractConfig(backbone=backbone, random_init=True, arch=arch, device=SETUP["device"],
-                        batch_size=batch, **kw)  # fmt: skip
+                        batch_size=batch, **kw)
     return build_backbone(cfg)
 
 
@@ -89,7 +89,7 @@ def sam_grid(args: argparse.Namespace) -> dict[str, Any]:
                     out[key] = model
                     continue
                 out[key] = _guarded(key, lambda m=model, d=dtype, b=batch: bare_rate(
-                    m, b, d, args.rounds), args)  # fmt: skip
+                    m, b, d, args.rounds), args)
         del model
     return out
 
@@ -100,7 +100,7 @@ def sam_kernels(args: argparse.Namespace) -> dict[str, Any]:
     for kernel in ("reference", "sdpa", "sdpa_qk"):
         model.set_attention(kernel)
         out[f"attention={kernel}"] = _guarded(
-            kernel, lambda m=model: bare_rate(m, 16, "bf16", args.rounds), args)  # fmt: skip
+            kernel, lambda m=model: bare_rate(m, 16, "bf16", args.rounds), args)
     del model
     out["cast_weights"] = _guarded("cast", lambda: bare_rate(
         _build("sam_vit_h", dtype="bf16", cast_weights=True), 16, "bf16", args.rounds), args)
@@ -115,7 +115,7 @@ def e2e(args: argparse.Namespace) -> dict[str, Any]:
         "--backbone", "sam_vit_h", "--device", SETUP["device"], "--dtype", "bf16",
         "--batch-size", "16", "--images", str(args.e2e_images),
         "--decode-workers", str(args.decode_workers), "--repeats", "2",
-    ])  # fmt: skip
+    ])
     cfg = bench_extract.config_of(ns)
     cfg = replace(cfg, arch=tuple(sorted(SETUP["arch"].get(cfg.backbone, {}).items())))
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +126,7 @@ def others(args: argparse.Namespace) -> dict[str, Any]:
     runs = {"sd15_unet/bf16/b8": ("sd15_unet", 8), "monet/bf16/b32": ("monet", 32)}
     return {key: _guarded(key, lambda n=name, b=batch: bare_rate(_build(n, b), b, "bf16",
                                                                   args.rounds), args)
-            for key, (name, batch) in runs.items()}  # fmt: skip
+            for key, (name, batch) in runs.items()}
 
 
 def heads(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def heads(args: argparse.Namespace) -> dict[str, Any]:
         write_s = time.perf_counter() - t0
         pre, lazy, n = bench_heads.paired_epoch(root, ns)
     return {"rows": n, "store_write_s": write_s, "preloaded_s_per_epoch": pre,
-            "store_s_per_epoch": lazy, "loader_efficiency": pre / lazy}  # fmt: skip
+            "store_s_per_epoch": lazy, "loader_efficiency": pre / lazy}
 
 
 def _guarded(key: str, fn: Callable[[], Any], args: argparse.Namespace) -> Any:
@@ -150,7 +150,7 @@ def _guarded(key: str, fn: Callable[[], Any], args: argparse.Namespace) -> Any:
     except Exception as err:  # noqa: BLE001 - one item's failure must not lose the others
         _cuda("empty_cache")()
         return {"error": f"{type(err).__name__}: {err}"[:500],
-                "where": traceback.format_exc(limit=2)[-500:]}  # fmt: skip
+                "where": traceback.format_exc(limit=2)[-500:]}
 
 
 def main() -> None:
@@ -175,9 +175,9 @@ def main() -> None:
     result: dict[str, Any] = {
         "device": name, "torch": torch.__version__,
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "budget_s": args.budget,
-    }  # fmt: skip
+    }
     items = {"sam": sam_grid, "sam_kernels": sam_kernels, "e2e": e2e, "others": others,
-             "heads": heads}  # fmt: skip
+             "heads": heads}
     for name in args.only.split(","):
         result[name] = _guarded(name, lambda fn=items[name]: fn(args), args)
     result["elapsed_s"] = _elapsed()

@@ -47,10 +47,10 @@ def make_store(root: Path, rows: int, refs: int, shape: tuple[int, int, int]) ->
         ManifestRow(image=d, ref=ref_ids[i % refs], score=float(rng.uniform(0, 100)),
                     group=ref_ids[i % refs])
         for i, d in enumerate(dist)
-    ]  # fmt: skip
+    ]
     path = root / "manifest.csv"
     write_manifest(Manifest(DatasetInfo("bench", score_range=(0, 100)), tuple(manifest_rows)),
-                   path)  # fmt: skip
+                   path)
     store = create_store(
         str(root / "f.zarr"),
         StoreLayout([ArraySpec("embed", shape)], dist + ref_ids, shard_size=64),
@@ -61,7 +61,7 @@ def make_store(root: Path, rows: int, refs: int, shape: tuple[int, int, int]) ->
         n = len(store.shard_rows(k))
         feats = base[rng.integers(0, 8, n)] + 0.1 * rng.standard_normal((n, *shape))
         store.write_shard(k, {"embed": feats.astype(np.float16)},
-                          np.full((n, 2), shape[1:]), np.full((n, 2), (512, 768)), {})  # fmt: skip
+                          np.full((n, 2), shape[1:]), np.full((n, 2), (512, 768)), {})
     return path
 
 
@@ -76,7 +76,7 @@ def paired_epoch(root: Path, args: argparse.Namespace) -> tuple[float, float, in
     split = Split(train=tuple(manifest.image_ids), val=(), test=())
     store = open_store(str(root / "f.zarr"))
     fed = {p: load_split(store, manifest, split, ref_store=store, preload=p).train
-           for p in (True, False)}  # fmt: skip
+           for p in (True, False)}
     torch.manual_seed(0)
     model = build_from_config("sfem_fr", make_config("sfem_fr", fed[True].feature_specs))
     model = model.to(args.device).train()
@@ -120,13 +120,13 @@ def main() -> None:
     res = {"head": "sfem_fr", "rows": n, "batch": args.batch_size, "device": args.device,
            "threads": torch.get_num_threads(), "store_write_s": write_s,
            "preloaded_s_per_epoch": pre, "store_s_per_epoch": lazy,
-           "loader_efficiency": pre / lazy}  # fmt: skip
+           "loader_efficiency": pre / lazy}
     if args.json:
         print(json.dumps(res))
         return
     print(f"store: {args.rows}+{args.refs} rows of 256x64x64 float16 written in {write_s:.1f} s")
     print(f"sfem_fr, batch {args.batch_size}, device {args.device}, threads {res['threads']}, "
-          "each batch stepped from both sources in turn")  # fmt: skip
+          "each batch stepped from both sources in turn")
     print(f"preloaded tensors : {pre:7.1f} s/epoch ({n / pre:6.1f} rows/s)")
     print(f"read from store   : {lazy:7.1f} s/epoch ({n / lazy:6.1f} rows/s)")
     print(f"loader efficiency : {pre / lazy:.3f}  (goal >= 0.9)")

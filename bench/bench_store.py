@@ -154,7 +154,7 @@ def _new_store(url: str, codec: str, args: argparse.Namespace, kb: int | None) -
 
 
 def _writes(url: str, codec: str, pool: np.ndarray, raw: RawFiles, args: argparse.Namespace,
-            kb: int | None) -> tuple[float, float]:  # fmt: skip
+            kb: int | None) -> tuple[float, float]:
     """Best raw and best store write seconds over alternating rounds (the last store stays)."""
     best_raw, best_store = np.inf, np.inf
     for r in range(REPEATS):
@@ -172,7 +172,7 @@ def _writes(url: str, codec: str, pool: np.ndarray, raw: RawFiles, args: argpars
 
 
 def bench_store(url: str, codec: str, pool: np.ndarray, raw: RawFiles, args: argparse.Namespace,
-                kb: int | None) -> tuple[Result, Result, float]:  # fmt: skip
+                kb: int | None) -> tuple[Result, Result, float]:
     """Write then read one store, each interleaved with the raw baseline (best of 3 each)."""
     n, shard = args.n_images, args.shard_size
     raw_w, w = _writes(url, codec, pool, raw, args, kb)
@@ -225,14 +225,14 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     print(f"{n} images of {SHAPE} float16 ({mib:.0f} MiB), shards of {args.shard_size}, "
           f"in {folder}; MB/s and ratios store/raw (>1: faster); best of {REPEATS} "
           f"alternating rounds; warm page cache; blk = random blocks of {BLOCK} rows; "
-          "each row's /raw uses the raw rounds run beside it")  # fmt: skip
+          "each row's /raw uses the raw rounds run beside it")
     print(HEADER)
     for i, (kind, codec, kb) in enumerate(configs):
         url = str(folder / (f"s{i}.zarr" if kind == "zarr" else f"s{i}.h5"))
         res, raw_res, raw_write_s = bench_store(url, codec, pool, raw, args, kb)
         if i == 0:
             print(_row(Result("raw .npy files", raw_write_s, raw_res.row_s, raw_res.block_s,
-                              raw_res.stored, n, 1000.0), raw_res, raw_write_s, n))  # fmt: skip
+                              raw_res.stored, n, 1000.0), raw_res, raw_write_s, n))
         print(_row(res, raw_res, raw_write_s, n), flush=True)
         shutil.rmtree(url, ignore_errors=True) if kind == "zarr" else os.remove(url)
 
@@ -280,7 +280,7 @@ def profile(args: argparse.Namespace, folder: Path) -> None:
             os.sync()  # the same writeback state before every step
             best[label] = min(best[label], step())
     print(f"one shard: {args.shard_size} rows, {mb:.0f} MB; best of {REPEATS} alternating "
-          "rounds; MB/s")  # fmt: skip
+          "rounds; MB/s")
     for label, seconds in best.items():
         print(f"  {label:<34} {mb / seconds:8.0f}")
 

@@ -56,7 +56,7 @@ def teacher(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     sd = build_sd15_unet(None, random_init=True).to(device)
     qfd = build_head("qfd", sd.outputs).to(device).eval()
     params = sum(p.numel() for m in (sd.vae.encoder, sd.vae.quant_conv, sd.unet, qfd)
-                 for p in m.parameters())  # fmt: skip
+                 for p in m.parameters())
     print(f"teacher: SD 1.5 VAE encoder + U-Net + QFD, {params / 1e6:.1f} M parameters used")
     return lambda x: qfd(sd.forward_features(x))
 
@@ -79,27 +79,27 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"device {device}, {torch.get_num_threads()} threads, {args.dtype}, "
-          f"batch {args.batch_size}, 512 x 512 input")  # fmt: skip
+          f"batch {args.batch_size}, 512 x 512 input")
     rate: dict[str, tuple[float, float]] = {}
     for trunk in ("efficientnet_b7", args.small_trunk):
         fn = student(trunk, device)
         rate[trunk] = images_per_second(fn, args.student_images, args.batch_size, device,
-                                        args.dtype)  # fmt: skip
+                                        args.dtype)
         _report(rate[trunk], args.student_images)
     fn = teacher(device)
     rate["teacher"] = images_per_second(fn, args.teacher_images, args.batch_size, device,
-                                        args.dtype)  # fmt: skip
+                                        args.dtype)
     _report(rate["teacher"], args.teacher_images)
     for trunk in ("efficientnet_b7", args.small_trunk):
         wall = rate[trunk][0] / rate["teacher"][0]
         cpu = rate["teacher"][1] / rate[trunk][1]
         print(f"speed ratio student {trunk} / teacher: {wall:.1f}x wall, {cpu:.1f}x CPU time "
-              "(paper, A100: 3.8x for B7)")  # fmt: skip
+              "(paper, A100: 3.8x for B7)")
 
 
 def _report(rate: tuple[float, float], n: int) -> None:
     print(f"  {rate[0]:.4f} images/s ({1 / rate[0]:.2f} s/image wall, {rate[1]:.2f} CPU "
-          f"s/image) over {n} images")  # fmt: skip
+          f"s/image) over {n} images")
 
 if __name__ == "__main__":
     main()

@@ -82,7 +82,7 @@ class ClaimFolder:
     def __init__(
         self, url: str, storage_options: dict[str, Any] | None = None,
         stale_after_s: float = STALE_AFTER_S,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.url = url.rstrip("/")
         self.me = Holder.me()
         self.stale_after_s = stale_after_s
@@ -98,7 +98,7 @@ class ClaimFolder:
 
     def _payload(self) -> bytes:
         body = {"host": self.me.host, "pid": self.me.pid, "started": self.me.started,
-                "nonce": uuid.uuid4().hex}  # fmt: skip
+                "nonce": uuid.uuid4().hex}
         return json.dumps(body).encode()
 
     def _create(self, name: str) -> bool:
@@ -135,7 +135,7 @@ class ClaimFolder:
         except (FileNotFoundError, ValueError, KeyError, OSError):
             return None
         holder = Holder(str(raw["host"]), int(raw["pid"]), float(raw["started"]),
-                        str(raw.get("nonce", "")))  # fmt: skip
+                        str(raw.get("nonce", "")))
         return holder, touched
 
     def _mtime(self, path: str) -> float:
@@ -214,7 +214,7 @@ class ClaimFolder:
         return sorted(
             e.rstrip("/").rsplit("/", 1)[-1][: -len(".claim")]
             for e in entries if e.endswith(".claim")
-        )  # fmt: skip
+        )
 
     def clean_stale(self) -> list[str]:
         """Remove stale claims (holders gone); then the folder itself when it is empty."""

@@ -80,7 +80,7 @@ def ls_cmd(root: str | None, as_json: bool) -> None:
         (i.dataset, i.backbone, f"{i.rows_written}/{i.rows_total}", _human(i.stored_bytes),
          i.fingerprint[:16], "yes" if i.complete else "NO", i.url)
         for i in infos
-    ]  # fmt: skip
+    ]
     header = ("dataset", "backbone", "rows", "size", "fingerprint", "complete", "store")
     _emit(as_json, [i.to_json() for i in infos], _table(header, rows) if rows else "no stores")
 
@@ -94,7 +94,7 @@ def info_cmd(store: str, as_json: bool) -> None:
         info = store_info(s)
         data = {**info.to_json(), "views": list(s.views), "shard_size": s.shard_size,
                 "codec": s.meta.get("codec"), "keepbits": s.keepbits, "failures": s.failures,
-                "fingerprint_fields": s.fingerprint_fields, "provenance": s.attrs}  # fmt: skip
+                "fingerprint_fields": s.fingerprint_fields, "provenance": s.attrs}
     lines = [
         f"store        {info.url} ({info.backend})",
         f"dataset      {info.dataset or '-'}   backbone {info.backbone or '-'}",
@@ -123,13 +123,13 @@ def verify_cmd(store: str, reset_corrupt: bool, as_json: bool) -> None:
     data = {"ok": report.ok, "url": report.url, "n_shards": report.n_shards,
             "missing_shards": report.missing_shards, "missing_rows": report.missing_rows,
             "failed_rows": report.failed_rows,
-            "corrupt_shards": {str(k): v for k, v in report.corrupt_shards.items()}}  # fmt: skip
+            "corrupt_shards": {str(k): v for k, v in report.corrupt_shards.items()}}
     text = report.summary() + "".join(
         f"\n  shard {k}: {'; '.join(v)}" for k, v in report.corrupt_shards.items()
     )
     if reset_corrupt and report.corrupt_shards:
         text += (f"\n{len(report.corrupt_shards)} corrupt shard(s) reset: run 'iqa-extract ... "
-                 "--resume' to compute them again")  # fmt: skip
+                 "--resume' to compute them again")
     _emit(as_json, data, text)
     if not report.ok:
         sys.exit(1)
@@ -162,7 +162,7 @@ def export_cmd(store: str, dest: str, codec: str | None) -> None:
 @main.command("import")
 @click.argument("file")
 @click.option("--to", "dest", required=True,
-              help="A store URL (ending .zarr/.h5), or a cache root to file it in.")  # fmt: skip
+              help="A store URL (ending .zarr/.h5), or a cache root to file it in.")
 def import_cmd(file: str, dest: str) -> None:
     """Copy the store FILE into a store or a cache root (filed by dataset + fingerprint)."""
     if not dest.rstrip("/").endswith(STORE_SUFFIXES):
@@ -170,7 +170,7 @@ def import_cmd(file: str, dest: str) -> None:
             dataset = str(src.attrs.get("dataset") or Path(file).stem)
             backbone = src.backbone or "features"
             dest = CacheRoot(dest).path_for(dataset, backbone, src.fingerprint, src.image_ids,
-                                            src.views)  # fmt: skip
+                                            src.views)
     with copy_store(file, dest) as out:
         click.echo(f"imported {file} -> {out.url}: {out.verify().summary()}")
 
@@ -180,9 +180,9 @@ def import_cmd(file: str, dest: str) -> None:
 @click.argument("root", required=False)
 @click.option("--referenced", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="File naming the stores in use (dvc.lock, metrics.json...); repeatable. "
-              "With it, stores named in none of these files are removed too.")  # fmt: skip
+              "With it, stores named in none of these files are removed too.")
 @click.option("--min-age", default=24.0, show_default=True,
-              help="Only touch stores unmodified for this many hours.")  # fmt: skip
+              help="Only touch stores unmodified for this many hours.")
 @click.option("--yes", is_flag=True, help="Delete for real (default: dry run).")
 @json_option
 def gc_cmd(

@@ -59,7 +59,7 @@ def _debug_option() -> click.Option:
     return click.Option(
         ["--debug"], is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
         help=f"Show the full traceback of an error (or set {DEBUG_ENV}=1).",
-    )  # fmt: skip
+    )
 
 
 class _DataError(click.ClickException):
@@ -135,7 +135,7 @@ def cpu_kernels_option() -> Any:
         help="On a CPU: 'portable' gives the same bits on every x86-64 machine (oneDNN off, "
              "MKL's compatible branch, AVX2 kernels; about 1.5x the time of a small head), "
              "'native' this machine's fastest kernels. No effect on a GPU.",
-    )  # fmt: skip
+    )
 
 
 class Group(click.Group):
@@ -216,7 +216,7 @@ class LogProgress:
 def progress(
     total: int | None, desc: str, unit: str = "img", *, enabled: bool = True,
     stream: IO[str] | None = None,
-) -> Any:  # fmt: skip
+) -> Any:
     """A progress counter: tqdm on a terminal, timed plain lines otherwise (see above).
 
     The object has ``update(n)``, ``set_postfix(**kw)``, ``write(text)``, ``close()`` and
@@ -243,7 +243,7 @@ def progress(
 def parse_assignments(
     items: tuple[str, ...] | list[str], option: str, *, typed: bool = True,
     keys: tuple[str, ...] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """``KEY=VALUE`` option values as a dict (every command's one parser for them).
 
     Args:
@@ -266,7 +266,7 @@ def parse_assignments(
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
         if keys is not None and key not in keys:
             raise click.BadParameter(f"unknown key {key!r}; choose from {list(keys)}",
-                                     param_hint=option)  # fmt: skip
+                                     param_hint=option)
         if not typed:
             out[key] = raw
             continue

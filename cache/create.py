@@ -186,7 +186,7 @@ def _creation_claims(
 
 
 _LAYOUT_KEYS = ("zarr.json", "features", "image_id", "view", "written", "sizes", "failure",
-                "commit")  # fmt: skip
+                "commit")
 
 
 def _interrupted_creation(

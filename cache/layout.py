@@ -76,7 +76,7 @@ def create_layout(b: Backend, layout: StoreLayout, codec: str) -> dict[str, Any]
         codec_config[a.name] = b.create_array(
             a.key, (n_rows, *a.shape), a.dtype, chunks=(1, *a.shape), shard_rows=sr,
             fill_value=np.nan, codec=codec, dims=a.dims,
-        )  # fmt: skip
+        )
     b.create_array("image_id", (n_rows,), STRING, chunks=(n_rows,), dims=("row",))
     b.create_array("view", (n_rows,), STRING, chunks=(n_rows,), dims=("row",))
     b.write("image_id", 0, np.repeat(np.array(image_ids, dtype=object), n_views))
@@ -90,7 +90,7 @@ def create_layout(b: Backend, layout: StoreLayout, codec: str) -> dict[str, Any]
     b.create_array(
         "commit", (n_shards, width), "uint8", chunks=(1, width), fill_value=0,
         dims=("shard", "commit_byte"),
-    )  # fmt: skip
+    )
     return {
         "arrays": {a.name: a.to_json() for a in arrays},
         "checksum": DEFAULT_CHECKSUM,

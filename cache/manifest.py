@@ -147,9 +147,6 @@ class Manifest:
         table = self.by_id()
         return [table[i].score for i in ids]
 
-    def with_root(self, root: str) -> Manifest:
-        return replace(self, info=replace(self.info, root=root))
-
     def sha256(self) -> str:
         """sha256 of the manifest file (or of its CSV text when it was never written)."""
         if self.path is not None and Path(self.path).is_file():
@@ -221,7 +218,7 @@ def with_file_hashes(manifest: Manifest) -> Manifest:
         replace(r, extra={**r.extra, "sha256": digests[r.image],
                           **({"ref_sha256": digests[r.ref]} if r.ref else {})})
         for r in manifest.rows
-    )  # fmt: skip
+    )
     return replace(manifest, rows=rows)
 
 
@@ -343,7 +340,7 @@ def _manifest_row(fields: list[str], columns: list[str], where: str) -> Manifest
     return ManifestRow(
         image=rec["image"], ref=rec["ref"], score=score, group=rec["group"],
         distortion=rec["distortion"], extra=extra,
-    )  # fmt: skip
+    )
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
@@ -378,4 +375,4 @@ __all__ = [
     "file_sha256", "id_problem", "manifest_digest", "manifest_text", "read_manifest",
     "with_file_hashes",
     "read_split", "split_files", "validate_rows", "write_manifest", "write_split",
-]  # fmt: skip
+]

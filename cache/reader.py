@@ -122,7 +122,7 @@ def _rows_of(store: FeatureStore, ids: Sequence[str], views: Sequence[str]) -> n
 def reference_rows(
     store: FeatureStore, ref_store: FeatureStore, rows: np.ndarray,
     ref_of: Mapping[str, str] | Callable[[str], str],
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """For each row of ``store`` (any shape), the row of its image's reference in the same
     view in ``ref_store``.
 
@@ -134,7 +134,7 @@ def reference_rows(
         ref_store.row_of(_ref_id(lookup, store.image_ids[r // store.n_views]),
                          store.views[r % store.n_views])
         for r in np.asarray(rows).reshape(-1).tolist()
-    ]  # fmt: skip
+    ]
     return np.asarray(flat, dtype=np.int64).reshape(np.shape(rows))
 
 
@@ -142,7 +142,7 @@ def written_mask(
     store: FeatureStore, rows: np.ndarray, *, ref_store: FeatureStore | None = None,
     ref_rows: np.ndarray | None = None, written_only: bool = False, what: str = "selected",
     unit: str = "images",
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Per row of ``rows`` (N, V): are all its views (and their references) written?
 
     Raises:
@@ -198,7 +198,7 @@ def select_rows(
             raise ValueError("select_rows: a reference store needs ref_of")
         ref_rows = reference_rows(store, ref_store, rows, ref_of)
     keep = written_mask(store, rows, ref_store=ref_store, ref_rows=ref_rows,
-                        written_only=written_only, what=what)  # fmt: skip
+                        written_only=written_only, what=what)
     return RowSelection(
         image_ids=[i for i, k in zip(ids, keep, strict=True) if k],
         rows=rows[keep],
@@ -260,7 +260,7 @@ class StoreArray:
     """
 
     def __init__(self, url: str, name: str, rowmat: np.ndarray, shape: tuple[int, ...],
-                 options: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+                 options: Mapping[str, Any] | None = None) -> None:
         self.reader = RowReader(url, [name], options or {})
         self.name, self.rowmat = name, rowmat
         self.shape = torch.Size((*rowmat.shape, *shape))
@@ -276,7 +276,7 @@ class StoreArray:
 def load_arrays(
     store: FeatureStore, rowmat: np.ndarray, preload: bool | None = None,
     options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Every array of ``store`` at ``rowmat`` (N, V): tensors in the stored dtype (float16
     by default: half the RAM; batches are cast to float32), or ``StoreArray`` s.
 
@@ -393,7 +393,7 @@ class PairedFeatureDataset(Dataset):
             ref_rows = reference_rows(a, ref, self._a.rows, ref_of)
             ok = written_mask(a, self._a.rows[:, None], ref_store=ref, ref_rows=ref_rows[:, None],
                               written_only=written_only, what="reference",
-                              unit="rows")  # fmt: skip
+                              unit="rows")
             self._a.rows, self.ref_rows = self._a.rows[ok], ref_rows[ok]
             self.image_ids = [self._a.image_ids[i] for i in np.flatnonzero(ok)]
             if preload and same:

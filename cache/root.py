@@ -114,7 +114,7 @@ class CacheRoot:
     def path_for(
         self, dataset: str, backbone: str, fingerprint: str, image_ids: Sequence[str],
         views: Sequence[str] = ("identity",), suffix: str = ".zarr",
-    ) -> str:  # fmt: skip
+    ) -> str:
         """Where the store of these rows (dataset, backbone, fingerprint, ids) lives."""
         for label, value in (("dataset", dataset), ("backbone", backbone)):
             if not value or "/" in value or value.startswith("."):
@@ -152,7 +152,7 @@ class CacheRoot:
     def find(
         self, dataset: str, fingerprint: str, image_ids: Sequence[str],
         views: Sequence[str] = ("identity",),
-    ) -> str | None:  # fmt: skip
+    ) -> str | None:
         """URL of the store with exactly this fingerprint and these rows, or None."""
         for url in self.related(dataset, fingerprint):
             with self.open(url) as store:
@@ -208,7 +208,7 @@ class CacheRoot:
             )
         listed = ", ".join(f"{u} ({fp[:16]})" for u, fp in found)
         raise StoreLookupError(f"several {backbone} stores hold these images: {listed}; "
-                               "pass --fingerprint PREFIX to choose")  # fmt: skip
+                               "pass --fingerprint PREFIX to choose")
 
     def list_stores(self, dataset: str | None = None) -> list[StoreInfo]:
         """Every readable store under the root (unreadable ones are skipped)."""
@@ -292,7 +292,7 @@ class RowDonors:
 
     def __init__(self, urls: Sequence[str], storage_options: dict[str, Any] | None = None):
         self.stores = [open_store(u, "r", storage_options=storage_options, verify=True)
-                       for u in urls]  # fmt: skip
+                       for u in urls]
         self._index: dict[tuple[str, str], tuple[FeatureStore, int]] = {}
         for store in self.stores:
             written = store.written

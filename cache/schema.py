@@ -128,7 +128,7 @@ class VerifyReport:
 def corrupt_advice(url: str) -> str:
     """What a user can do about a damaged shard of the store at ``url``."""
     return (f"run 'iqa-cache verify {url} --reset-corrupt' and then 'iqa-extract ... "
-            "--resume' to recompute the damaged shards")  # fmt: skip
+            "--resume' to recompute the damaged shards")
 
 
 def missing_advice(uncommitted: bool, failed: bool) -> str:

@@ -52,7 +52,6 @@ from cache.schema import (
     ArraySpec,
     IncompleteStoreError,
     VerifyReport,
-    missing_advice,
     specs_from_json,
 )
 from cache.shard_writer import CorruptShardError, ShardWriter
@@ -197,18 +196,6 @@ class FeatureStore:
         """Rows recorded as failures (their shard committed, the row not written)."""
         reasons = self._backend.read("failure", slice(None))
         return np.array([r for r, why in enumerate(reasons) if why], dtype=np.int64)
-
-    def require_complete(self) -> None:
-        """Raise ``IncompleteStoreError`` unless every row is written."""
-        missing = self.missing_shards()
-        unwritten = int((~self.written).sum())
-        if missing or unwritten:
-            failed = len(self.failures)
-            raise IncompleteStoreError(
-                f"{self.url}: {unwritten} of {self.n_rows} rows are not written "
-                f"({len(missing)} of {self.n_shards} shards uncommitted, {failed} images "
-                f"failed); {missing_advice(bool(missing), bool(failed))}"
-            )
 
     # ------------------------------------------------------------ writing
     def write_shard(
@@ -394,5 +381,5 @@ def _not_found(url: str, backend: str | None, storage_options: dict[str, Any] | 
             return str(err)
     if cls.occupied(url, storage_options):
         return (f"{url} is not a feature store (no store attributes: an interrupted "
-                "creation, or another kind of data)")  # fmt: skip
+                "creation, or another kind of data)")
     return f"no feature store at {url} (check the path, or run iqa-extract first)"

@@ -137,7 +137,7 @@ def main(**opts: Any) -> None:
             decode_workers=opts["decode_workers"], keepbits=opts["keepbits"],
             attention=opts["attention"], cast_weights=opts["cast_weights"],
             compile=opts["compile_forward"],
-        )  # fmt: skip
+        )
     except ValueError as err:
         raise UsageProblem(str(err)) from err
     cluster = None
@@ -169,7 +169,7 @@ def _report(result: ExtractResult, as_json: bool) -> None:
                    f"recomputed ({result.written_rows} of {result.rows} rows written)")
     else:
         copied = f", {result.copied_rows} copied from stores in the cache root" if (
-            result.copied_rows) else ""  # fmt: skip
+            result.copied_rows) else ""
         click.echo(f"{result.store}: computed {result.computed_rows} rows{copied} in "
                    f"{result.seconds:.1f} s; {result.written_rows} of {result.rows} rows "
                    f"written, {result.failed_rows} failed (fingerprint {fp})")

@@ -51,7 +51,7 @@ N_MAPS = 5  # MSCN + 4 paired products
 STATS = ("mean", "mean_abs", "var", "log_var", "shape")
 DEFAULT_STATS = ("mean", "mean_abs", "var")
 _DEFAULTS = {"size": 512, "grid": 64, "colour": False, "moments": False,
-             "stats": list(DEFAULT_STATS)}  # fmt: skip
+             "stats": list(DEFAULT_STATS)}
 
 
 def _shift_product(m: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -147,7 +147,7 @@ class NSSBackbone(Backbone):
     def __init__(
         self, multi_level: bool, size: int, grid: int, colour: bool, moments: bool,
         stats: Sequence[str] = DEFAULT_STATS,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         if size % 2 or grid % 2 or size < 2 * KERNEL or grid > size // 2:
             raise BackboneError(
@@ -212,7 +212,7 @@ class NSSBackbone(Backbone):
                 "lvl1": local_stats(half_maps, self.grid // 2, self.stats),
             }
         stats = [local_stats(full_maps, self.grid, self.stats),
-                 local_stats(half_maps, self.grid, self.stats)]  # fmt: skip
+                 local_stats(half_maps, self.grid, self.stats)]
         return {"nss": torch.cat(stats, dim=1)}  # (B, C, grid, grid)
 
 

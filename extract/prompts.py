@@ -34,7 +34,7 @@ QUALITIES = ("bad", "poor", "fair", "good", "perfect")
 SCENES = (
     "animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life",
     "others",
-)  # fmt: skip
+)
 DISTORTIONS = (
     "jpeg2000 compression", "jpeg compression", "white noise", "gaussian blur", "fastfading",
     "fnoise", "contrast", "lens", "motion", "diffusion", "shifting", "color quantization",
@@ -43,7 +43,7 @@ DISTORTIONS = (
     "noneccentricity patch", "pixelate", "quantization", "color blocking", "sharpness",
     "realistic blur", "realistic noise", "underexposure", "overexposure",
     "realistic contrast change", "other realistic",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)

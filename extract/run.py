@@ -158,7 +158,7 @@ def run_extract(
         _uncommit_failed(store)
     missing = store.missing_shards()
     result = ExtractResult(store=target, fingerprint=store.fingerprint, rows=store.n_rows,
-                           computed_rows=0, reused=not missing, seconds=0.0)  # fmt: skip
+                           computed_rows=0, reused=not missing, seconds=0.0)
     if missing:
         total = sum(len(store.shard_rows(k)) for k in missing)
         bar = make_progress(total, f"extract {cfg.backbone}", "img", enabled=progress)
@@ -179,7 +179,7 @@ def run_extract(
 
 
 def _root_path(root: CacheRoot | None, manifest: Manifest, cfg: ExtractConfig, fp: str,
-               ids: list[str]) -> str:  # fmt: skip
+               ids: list[str]) -> str:
     assert root is not None
     return root.path_for(manifest.info.name, cfg.backbone, fp, ids, cfg.views)
 
@@ -208,7 +208,7 @@ def _donors(
 
 
 def _file_in_root(root: CacheRoot, store: FeatureStore, manifest: Manifest,
-                  cfg: ExtractConfig, ids: list[str]) -> None:  # fmt: skip
+                  cfg: ExtractConfig, ids: list[str]) -> None:
     """Copy a store built at ``--out`` into the cache root, unless the root has it."""
     dest = root.path_for(manifest.info.name, cfg.backbone, store.fingerprint, ids, cfg.views)
     if dest.rstrip("/") == store.url.rstrip("/"):

@@ -173,7 +173,7 @@ def _encoder_state(checkpoint: str) -> dict[str, torch.Tensor]:
             state[short] = value
     if not state:
         raise WeightsError(f"{checkpoint} holds no {ENCODER_PREFIX}* weights: not an official "
-                           "SAM checkpoint (sam_vit_h_4b8939.pth and its siblings)")  # fmt: skip
+                           "SAM checkpoint (sam_vit_h_4b8939.pth and its siblings)")
     return state
 
 
@@ -188,11 +188,11 @@ def variant_of(state: dict[str, torch.Tensor]) -> str | None:
 
 
 def _check_variant(state: dict[str, torch.Tensor], variant: str, arch: dict[str, Any],
-                   checkpoint: str) -> None:  # fmt: skip
+                   checkpoint: str) -> None:
     """A one-line error when the checkpoint is another SAM variant than the one asked for."""
     found = variant_of(state)
     asked = (arch["embed_dim"], arch["depth"]) == (VARIANTS[variant]["embed_dim"],
-                                                   VARIANTS[variant]["depth"])  # fmt: skip
+                                                   VARIANTS[variant]["depth"])
     if found is not None and found != variant and asked:
         v = VARIANTS[found]
         raise WeightsError(

@@ -32,15 +32,23 @@ class CheckpointError(ValueError):
     """A head checkpoint is missing, unreadable or does not fit the caller's store."""
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainedOn:
+    """What a checkpoint's head was trained on: its feature shapes, the store's
+    fingerprint and how the labels were normalised."""
+
+    feature_specs: Mapping[str, tuple[int, ...]]
+    store_fingerprint: str
+    label_norm: Mapping[str, Any] | None = None
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: nn.Module,
     *,
     head: str,
-    feature_specs: Mapping[str, tuple[int, ...]],
-    store_fingerprint: str,
+    trained_on: TrainedOn,
     epoch: int,
-    label_norm: Mapping[str, Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -51,9 +59,9 @@ def save_checkpoint(
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": dataclasses.asdict(config),
         "head": head,
-        "feature_specs": {k: list(v) for k, v in feature_specs.items()},
-        "store_fingerprint": store_fingerprint,
-        "label_norm": dict(label_norm or {}),
+        "feature_specs": {k: list(v) for k, v in trained_on.feature_specs.items()},
+        "store_fingerprint": trained_on.store_fingerprint,
+        "label_norm": dict(trained_on.label_norm or {}),
         "epoch": int(epoch),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "extra": dict(extra or {}),

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cache.console import Command, UsageProblem, cpu_kernels_option, parse_assignments
 from heads.registry import HEADS
+
+if TYPE_CHECKING:
+    from heads.crosstest import CrossTestOptions
 
 ROOT_ENV = "IQA_CACHE_ROOT"
 FLAG_TRAINING = (
@@ -96,23 +99,23 @@ def _sources(opts: dict[str, Any]) -> tuple[Any, ...]:
         feats = (_from_cache_root(opts),)
     if len(manifests) != len(feats):
         raise click.UsageError(f"give one --manifest per --features ({len(feats)} stores, "
-                               f"{len(manifests)} manifests)")  # fmt: skip
+                               f"{len(manifests)} manifests)")
     if len(feats) > 1 and len(splits) != len(feats):
         raise click.UsageError("mixed training: give one --split (file or folder) per store")
     per = [_split_files(s) for s in splits] if len(feats) > 1 else [
-        [f for s in splits for f in _split_files(s)]]  # fmt: skip
+        [f for s in splits for f in _split_files(s)]]
     repeats = opts["repeats"]
     if repeats is not None:
         short = [len(p) for p in per if len(p) < repeats]
         if short:
             raise click.BadParameter(f"--repeats {repeats} but only {short[0]} split files",
-                                     param_hint="--repeats")  # fmt: skip
+                                     param_hint="--repeats")
         per = [p[:repeats] for p in per]
     refs = opts["ref_features"] or (None,) * len(feats)
     if len(refs) != len(feats):
         raise click.UsageError("give one --ref-features per --features, or none")
     return tuple(Source(f, m, tuple(p), r)
-                 for f, m, p, r in zip(feats, manifests, per, refs, strict=True))  # fmt: skip
+                 for f, m, p, r in zip(feats, manifests, per, refs, strict=True))
 
 
 def _from_cache_root(opts: dict[str, Any]) -> str:
@@ -120,7 +123,7 @@ def _from_cache_root(opts: dict[str, Any]) -> str:
     root = opts["cache_root"] or os.environ.get(ROOT_ENV)
     if not root or not opts["backbone"]:
         raise click.UsageError("give --features, or --backbone with --cache-root "
-                               f"(or ${ROOT_ENV}) to find the store")  # fmt: skip
+                               f"(or ${ROOT_ENV}) to find the store")
     from cache.manifest import read_manifest
     from cache.root import CacheRoot
 
@@ -217,7 +220,7 @@ def main(**opts: Any) -> None:
         torch.set_num_threads(opts["threads"])
     training = _training(opts)
     overrides = {**_params_section(opts["params_file"], "head_config", opts["head"]),
-                 **parse_assignments(opts["sets"], "--set")}  # fmt: skip
+                 **parse_assignments(opts["sets"], "--set")}
     if opts["show_config"]:
         config = {**_config_defaults(opts["head"]), **overrides}
         click.echo(json.dumps({"training": training.to_dict(), "head_config": {
@@ -233,7 +236,7 @@ def main(**opts: Any) -> None:
         preset=_preset_of(opts["params_file"]),
         exclude_overlap=opts["exclude_overlap"], cpu_kernels=opts["cpu_kernels"],
         jobs=opts["jobs"],
-    )  # fmt: skip
+    )
     result = run_experiment(spec)
     _report(result, opts["out"], opts["as_json"])
 
@@ -267,7 +270,7 @@ def _report(result: dict[str, Any], out: str, as_json: bool) -> None:
     if dropped:
         click.echo(f"left out {dropped} images with unwritten rows over "
                    f"{len(result['runs'])} runs (listed in {out}/run_NN/metrics.json)",
-                   err=True)  # fmt: skip
+                   err=True)
     test = result["summary"].get("test", {})
     line = ", ".join(f"{k} {v['median']:.4f}" for k, v in test.items() if k in ("srcc", "plcc"))
     click.echo(f"{result['head']} on {result['dataset']} ({result['backbone']}): "
@@ -303,16 +306,7 @@ def _report(result: dict[str, Any], out: str, as_json: bool) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def test_main(
-    run: str,
-    features: str,
-    manifest: str,
-    splits: tuple[str, ...],
-    part: str,
-    out: str,
-    as_json: bool,
-    audit: str | None,
-    exclude_overlap: str | None,
-    cpu_kernels: str,
+    run: str, features: str, manifest: str, out: str, as_json: bool, cpu_kernels: str,
     **opts: Any,
 ) -> None:
     """Test the heads of training RUN (every repeat) on a dataset's store.
@@ -325,13 +319,9 @@ def test_main(
     Writes OUT/metrics.json and OUT/predictions.csv.
     """
     from cache.kernels import cpu_kernels as kernels
-    from heads.crosstest import CrossTestOptions, cross_test
+    from heads.crosstest import cross_test
 
-    if audit and exclude_overlap and audit != exclude_overlap:
-        raise UsageProblem("--audit and --exclude-overlap name two audits: give one")
-    files = tuple(f for s in splits for f in _split_files(s))
-    options = CrossTestOptions(splits=files, part=part, audit=exclude_overlap or audit,
-                               exclude_overlap=exclude_overlap is not None, **opts)
+    options = _cross_test_options(opts)
     with kernels(cpu_kernels, options.device):
         result = cross_test(run, features, manifest, out, options)
     _overlap_lines(result["overlap"], result["n_images"], out)
@@ -344,6 +334,19 @@ def test_main(
                f"{result['tested_on']} ({result['n_images']} images, {len(result['runs'])} "
                f"runs{probe}): median SRCC {test['srcc']['median']:.4f}, PLCC "
                f"{test['plcc']['median']:.4f}; wrote {out}")
+
+
+def _cross_test_options(opts: dict[str, Any]) -> CrossTestOptions:
+    """The ``CrossTestOptions`` of ``iqa-test-head``'s options (all but the run, stores and
+    output)."""
+    from heads.crosstest import CrossTestOptions
+
+    audit, exclude_overlap = opts.pop("audit"), opts.pop("exclude_overlap")
+    if audit and exclude_overlap and audit != exclude_overlap:
+        raise UsageProblem("--audit and --exclude-overlap name two audits: give one")
+    files = tuple(f for s in opts.pop("splits") for f in _split_files(s))
+    return CrossTestOptions(splits=files, audit=exclude_overlap or audit,
+                            exclude_overlap=exclude_overlap is not None, **opts)
 
 
 def _overlap_lines(overlap: dict[str, Any], n_images: int, out: str) -> None:

@@ -145,12 +145,12 @@ def load_part(
         sel = select_rows(
             store, ids, ref_store=ref_store, ref_of=lambda i: by_id[i].ref,
             written_only=written_only, what=part,
-        )  # fmt: skip
+        )
     except KeyError as err:
         raise StoreDataError(f"{part}: {err.args[0]}") from None
     norm = norm or label_norm_of(manifest)
     valid = torch.from_numpy(store.valid_size(sel.rows[:, 0]).astype(np.int64)) if len(sel) else (
-        torch.zeros(0, 2, dtype=torch.long))  # fmt: skip
+        torch.zeros(0, 2, dtype=torch.long))
     data = TrainData(
         features=load_arrays(store, sel.rows, preload),
         targets=normalise([by_id[i].score for i in sel.image_ids], norm),
@@ -190,7 +190,7 @@ def load_split(
         parts[part], dropped[part] = load_part(
             store, manifest, split.part(part), part=part, ref_store=ref_store,
             written_only=written_only, preload=preload, norm=norm,
-        )  # fmt: skip
+        )
     return SplitData(
         parts["train"], parts["val"], parts["test"], store.fingerprint, norm, dropped
     )

@@ -60,7 +60,7 @@ def make_prompt(
         raise ProbeError(f"probe must be one of {PROBES}, got {probe!r}")
     gen = torch.Generator().manual_seed(seed)
     rows = random_select(train.targets, n, gen) if select == "random" else (
-        interval_select(train.targets, n))  # fmt: skip
+        interval_select(train.targets, n))
     feats, valid, _ = train.batch(rows, device=device)
     ids = [train.ids[int(i)] for i in rows]
     scores = train.targets[rows].to(device)
@@ -95,7 +95,7 @@ def _random_images(
 
 def prompt_for(
     model: nn.Module, train: TrainData, training: TrainConfig, device: str | torch.device,
-) -> tuple[Tensor | None, list[str]]:  # fmt: skip
+) -> tuple[Tensor | None, list[str]]:
     """The evaluation prompt a training config asks for (None for heads without prompts)."""
     if not protocols.is_grouped(model):
         return None, []

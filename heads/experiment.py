@@ -57,6 +57,7 @@ from heads.metrics import summarize
 from heads.optim import TrainConfig
 from heads.registry import head_class, make_config
 from heads.train import (
+    FitOptions,
     FitResult,
     TrainError,
     adjusted_training,
@@ -68,7 +69,7 @@ from heads.train import (
 
 SCHEMA = 2
 PRED_FIELDS = ("run", "dataset", "id", "part", "distortion", "score", "target", "prediction",
-               "predicted_score")  # fmt: skip
+               "predicted_score")
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def prepare(spec: ExperimentSpec) -> list[_Dataset]:
         for d in datasets:
             if not d.manifest.is_fr:
                 raise TrainError(f"{spec.head} is full-reference but {d.source.manifest} lists "
-                                 "no reference images")  # fmt: skip
+                                 "no reference images")
     for d in datasets:
         _check_rows(spec, d)
     return datasets
@@ -212,7 +213,7 @@ def _check_rows(spec: ExperimentSpec, d: _Dataset) -> None:
             try:
                 sel = select_rows(d.store, split.part(part), ref_store=d.ref_store,
                                   ref_of=lambda i: by_id[i].ref, written_only=spec.written_only,
-                                  what=part)  # fmt: skip
+                                  what=part)
             except KeyError as err:
                 raise StoreDataError(f"{path} ({part}): {err.args[0]}") from None
             if part == "train" and len(sel) < need:
@@ -226,7 +227,7 @@ def _load(spec: ExperimentSpec, d: _Dataset, k: int) -> SplitData:
     return load_split(d.store, d.manifest, d.splits[k], ref_store=d.ref_store,
                       written_only=spec.written_only, preload=spec.preload,
                       label_norm=spec.training.label_norm,
-                      orientation=spec.training.label_orientation)  # fmt: skip
+                      orientation=spec.training.label_orientation)
 
 
 def _predictions(
@@ -243,7 +244,7 @@ def _predictions(
                 "distortion": by_id[image].distortion, "score": by_id[image].score,
                 "target": float(target), "prediction": float(pred),
                 "predicted_score": denormalise(float(pred), data.label_norm),
-            })  # fmt: skip
+            })
     return metrics, rows
 
 
@@ -255,17 +256,20 @@ def _one_run(
     first = datasets[0]
     res = fit(
         spec.head, spec.overrides, [p.train for p in parts], [p.val for p in parts],
-        training=spec.training, seed=seed, device=spec.device, out_dir=run_dir,
-        store_fingerprint=parts[0].fingerprint, label_norm=parts[0].label_norm,
-        resume=spec.resume and (run_dir / "last.pt").is_file(),
-        record=store_record(first.store), desc=f"{spec.head} run {run}",
-    )  # fmt: skip
+        training=spec.training, seed=seed, device=spec.device,
+        options=FitOptions(
+            out_dir=run_dir, store_fingerprint=parts[0].fingerprint,
+            label_norm=parts[0].label_norm,
+            resume=spec.resume and (run_dir / "last.pt").is_file(),
+            record=store_record(first.store), desc=f"{spec.head} run {run}",
+        ),
+    )
     per_dataset, preds = {}, []
     for i, (d, data) in enumerate(zip(datasets, parts, strict=True)):
         metrics, rows = _predictions(res, data, d, i, run, spec.device)
         per_dataset[d.name] = {**metrics, "dropped_unwritten": data.dropped,
                                "split": d.source.splits[k], "label_norm": data.label_norm,
-                               "excluded_overlap": d.left_out[k] if d.left_out else 0}  # fmt: skip
+                               "excluded_overlap": d.left_out[k] if d.left_out else 0}
         preds += rows
     _record_prompts(res, datasets, parts, run_dir)
     record = {
@@ -275,7 +279,7 @@ def _one_run(
         "dropped_unwritten": parts[0].n_dropped,
         "excluded_overlap": per_dataset[first.name]["excluded_overlap"],
         **{p: per_dataset[first.name][p] for p in ("train", "val", "test")},
-    }  # fmt: skip
+    }
     if len(datasets) > 1:
         record["datasets"] = per_dataset
     _write_json(run_dir / "metrics.json", record)
@@ -349,7 +353,7 @@ def _header(spec: ExperimentSpec, datasets: list[_Dataset]) -> dict[str, Any]:
         "exclude_overlap": _audit_record(spec),
         "loss": _loss_record(spec),
         "head_config": {k: list(v) if isinstance(v, tuple) else v
-                        for k, v in spec.overrides.items()},  # fmt: skip
+                        for k, v in spec.overrides.items()},
     }
 
 
@@ -379,17 +383,17 @@ def _source_record(d: _Dataset, spec: ExperimentSpec) -> dict[str, Any]:
         "manifest_sha256": file_sha256(d.source.manifest),
         "score_kind": d.manifest.info.score_kind,
         "label_norm": label_norm_of(d.manifest, orientation=spec.training.label_orientation),
-    }  # fmt: skip
+    }
 
 
 def _summary(records: list[dict[str, Any]], datasets: list[_Dataset]) -> dict[str, Any]:
     out: dict[str, Any] = {p: summarize([r[p] for r in records if r[p]]) for p in ("val", "test")
-           if any(r[p] for r in records)}  # fmt: skip
+           if any(r[p] for r in records)}
     if len(datasets) > 1:
         for d in datasets:
             per = [r["datasets"][d.name] for r in records]
             out[d.name] = {p: summarize([x[p] for x in per if x[p]]) for p in ("val", "test")
-                           if any(x[p] for x in per)}  # fmt: skip
+                           if any(x[p] for x in per)}
     return out
 
 
@@ -418,10 +422,10 @@ def _in_processes(
     pool = ProcessPoolExecutor(
         max_workers=min(spec.jobs, len(runs)), mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_start, initargs=(torch.get_num_threads(),),
-    )  # fmt: skip
+    )
     with pool:
         futures = [pool.submit(_worker_run, spec, k, seed, run, out / f"run_{run:02d}")
-                   for run, (k, seed) in enumerate(runs)]  # fmt: skip
+                   for run, (k, seed) in enumerate(runs)]
         return [f.result() for f in futures]
 
 

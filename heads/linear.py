@@ -68,7 +68,7 @@ class LinearProbe(nn.Module):
     def forward(
         self, features: dict[str, Tensor], valid: Tensor | None = None,
         ref: dict[str, Tensor] | None = None,
-    ) -> Tensor:  # fmt: skip
+    ) -> Tensor:
         """Quality (B,) from the named features (B, D) or (B, C, H, W)."""
         parts = []
         for name in self.config.names:

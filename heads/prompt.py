@@ -119,7 +119,7 @@ def prompt_input_fields(specs: FeatureSpecs, overrides: Any) -> dict[str, Any]:
 PROMPT_IQA_TRAINING = TrainConfig(
     epochs=100, batch_size=11, groups_per_step=6, lr=1e-5, weight_decay=1e-5,
     schedule="cosine_restarts", restart_every=50, label_orientation="native",
-)  # fmt: skip
+)
 
 
 def prompt_training(config: PromptConfig, training: TrainConfig) -> TrainConfig:

@@ -63,7 +63,7 @@ def release_config(state: dict[str, torch.Tensor], **overrides: Any) -> PromptCo
         "reduce_hidden": int(state["mlp.0.weight"].shape[0]),
         "head_hidden": int(state["score_block.0.weight"].shape[0]),
         "mlp_ratio": state["blocks.0.mlp.fc1.weight"].shape[0] / dim,
-    }  # fmt: skip
+    }
     return PromptConfig(**{**fields, **overrides})
 
 

@@ -87,7 +87,7 @@ def embed_prompt(
 
 
 def group_forward(head: nn.Module, features: dict[str, Tensor], scores: Tensor,
-                  valid: Tensor | None) -> Tensor:  # fmt: skip
+                  valid: Tensor | None) -> Tensor:
     """A grouped head's training pass over one group (each member prompted by the rest)."""
     out: Tensor = head.forward_group(features, scores, valid)  # type: ignore[operator]
     return out

@@ -40,7 +40,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from cache.console import UsageProblem, progress
 from heads import protocols
 from heads.augment import augment_labels
-from heads.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from heads.checkpoint import CheckpointError, TrainedOn, read_checkpoint, save_checkpoint
 from heads.evaluate import evaluate, prompt_for
 from heads.losses import LOSSES, LossConfig, head_loss
 from heads.optim import TrainConfig, make_optimizer, make_scheduler
@@ -93,6 +93,32 @@ class FitResult:
         return self.prompts[0] if self.prompts else None
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """What a ``fit`` run does besides training: output, checkpoint contents, reporting.
+
+    Attributes:
+        out_dir: where ``model.pt`` (selected epoch), ``last.pt`` and ``curves.csv`` go.
+        on_epoch: called with (epoch, curve row) after every epoch.
+        loss: loss terms; when None, ``training.loss`` (:func:`loss_for`).
+        store_fingerprint: recorded in checkpoints; checked on resume.
+        label_norm: how targets were normalised, recorded in checkpoints.
+        resume: continue from ``out_dir/last.pt``.
+        record: what else checkpoints keep under ``extra`` (the store's fingerprint fields
+            and extraction record, so ``iqa-score`` can rebuild the backbone).
+        desc: progress label.
+    """
+
+    out_dir: str | Path | None = None
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    loss: LossConfig | None = None
+    store_fingerprint: str = ""
+    label_norm: Mapping[str, Any] | None = None
+    resume: bool = False
+    record: Mapping[str, Any] | None = None
+    desc: str | None = None
+
+
 @dataclass
 class _State:
     model: nn.Module
@@ -136,7 +162,7 @@ def _unit_loss(
     y = data.targets[rows]
     if protocols.is_grouped(st.model):
         y = augment_labels(y, st.generator, scale_p=cfg.scale_p, flip_p=cfg.flip_p,
-                           scale_mode=cfg.scale_mode).to(device)  # fmt: skip
+                           scale_mode=cfg.scale_mode).to(device)
         return head_loss(protocols.group_forward(st.model, feats, y, valid), y, loss)
     return head_loss(protocols.predict(st.model, feats, valid, ref), y.to(device), loss)
 
@@ -144,7 +170,7 @@ def _unit_loss(
 def _train_epoch(
     st: _State, trains: list[TrainData], cfg: TrainConfig, device: str, loss: LossConfig,
     bar: Any,
-) -> float:  # fmt: skip
+) -> float:
     st.model.train()
     grouped = protocols.is_grouped(st.model)
     per_step = cfg.groups_per_step if grouped else 1
@@ -169,7 +195,7 @@ def _train_epoch(
 def _validate(
     model: nn.Module, trains: list[TrainData], vals: list[TrainData], cfg: TrainConfig,
     device: str,
-) -> list[dict[str, float]]:  # fmt: skip
+) -> list[dict[str, float]]:
     out: list[dict[str, float]] = []
     for train, val in zip(trains, vals, strict=True):
         if len(val) < 2:
@@ -217,7 +243,7 @@ def check_orientation(head: str, cfg: TrainConfig) -> None:
 
 
 def check_trainable(head: str, trains: list[TrainData], vals: list[TrainData],
-                    cfg: TrainConfig) -> None:  # fmt: skip
+                    cfg: TrainConfig) -> None:
     """Fail with one clear line when the data cannot train ``head`` as asked."""
     cls = head_class(head)
     check_orientation(head, cfg)
@@ -291,14 +317,7 @@ def fit(
     training: TrainConfig,
     seed: int,
     device: str = "cpu",
-    out_dir: str | Path | None = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    loss: LossConfig | None = None,
-    store_fingerprint: str = "",
-    label_norm: Mapping[str, Any] | None = None,
-    resume: bool = False,
-    record: Mapping[str, Any] | None = None,
-    desc: str | None = None,
+    options: FitOptions = FitOptions(),
 ) -> FitResult:
     """Train head ``head_name``; select the epoch by validation SRCC.
 
@@ -310,15 +329,8 @@ def fit(
         training: optimiser, schedule, epochs, batch and (grouped heads) prompt settings.
         seed: seeds the model init, shuffling, view draws and label augmentation.
         device: torch device.
-        out_dir: where ``model.pt`` (selected epoch), ``last.pt`` and ``curves.csv`` go.
-        on_epoch: called with (epoch, curve row) after every epoch.
-        loss: loss terms; when None, ``training.loss`` (:func:`loss_for`).
-        store_fingerprint: recorded in checkpoints; checked on resume.
-        label_norm: how targets were normalised, recorded in checkpoints.
-        resume: continue from ``out_dir/last.pt``.
-        record: what else checkpoints keep under ``extra`` (the store's fingerprint fields
-            and extraction record, so ``iqa-score`` can rebuild the backbone).
-        desc: progress label.
+        options: output, checkpoint contents, resuming, loss and reporting
+            (:class:`FitOptions`).
     """
     trains, vals = _as_list(train), _as_list(val)
     check_trainable(head_name, trains, vals, training)
@@ -328,36 +340,38 @@ def fit(
     model = build_from_config(head_name, cfg).to(device)
     optimizer = make_optimizer(model, training)
     st = _State(model, optimizer, make_scheduler(optimizer, training),
-                torch.Generator().manual_seed(seed), ema=_average(model, training))  # fmt: skip
-    out = Path(out_dir) if out_dir is not None else None
-    start = _resume(st, out / "last.pt", store_fingerprint) if resume and out else 0
-    save = _saver(out, head_name, trains[0], store_fingerprint, label_norm, record, training)
-    loss_cfg = loss or loss_for(head_name, training)
+                torch.Generator().manual_seed(seed), ema=_average(model, training))
+    opts = options
+    out = Path(opts.out_dir) if opts.out_dir is not None else None
+    start = _resume(st, out / "last.pt", opts.store_fingerprint) if opts.resume and out else 0
+    save = _saver(out, head_name, trains[0], opts.store_fingerprint, opts.label_norm,
+                  opts.record, training)
+    loss_cfg = opts.loss or loss_for(head_name, training)
     rows = sum(len(t) for t in trains)
     has_val = any(len(v) >= 2 for v in vals)
     stopped = False
-    with progress((training.epochs - start) * rows, desc or head_name, "rows") as bar:
+    with progress((training.epochs - start) * rows, opts.desc or head_name, "rows") as bar:
         for epoch in range(start, training.epochs):
             row = _one_epoch(st, trains, vals, epoch, training, device, loss_cfg, bar)
             bar.set_postfix(epoch=epoch, loss=f"{row['train_loss']:.4f}",
-                            val_srcc=f"{row['val_srcc']:.4f}")  # fmt: skip
+                            val_srcc=f"{row['val_srcc']:.4f}")
             if save is not None and out is not None:
                 if st.best_epoch == epoch:
                     save("model.pt", st, epoch)
                 _write_curves(out / "curves.csv", st.history)
                 save("last.pt", st, epoch, full=True)
-            if on_epoch is not None:
-                on_epoch(epoch, row)
+            if opts.on_epoch is not None:
+                opts.on_epoch(epoch, row)
             if has_val and training.patience and epoch - st.best_epoch >= training.patience:
                 stopped = epoch + 1 < training.epochs
                 break
-    return _finish(st, head_name, cfg, trains, vals, device, training, out, stopped)
+    return _finish(st, cfg, trains, vals, device, training, out, stopped)
 
 
 def _one_epoch(
     st: _State, trains: list[TrainData], vals: list[TrainData], epoch: int,
     cfg: TrainConfig, device: str, loss: LossConfig, bar: Any,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     lr = float(st.optimizer.param_groups[0]["lr"])
     train_loss = _train_epoch(st, trains, cfg, device, loss, bar)
     metrics = _validate(st.evaluated, trains, vals, cfg, device)
@@ -381,10 +395,11 @@ def _one_epoch(
 def _saver(
     out: Path | None, head: str, train: TrainData, fingerprint: str, label_norm: Any,
     record: Mapping[str, Any] | None, training: TrainConfig,
-) -> Callable[..., None] | None:  # fmt: skip
+) -> Callable[..., None] | None:
     if out is None:
         return None
     out.mkdir(parents=True, exist_ok=True)
+    trained_on = TrainedOn(train.feature_specs, fingerprint, label_norm)
 
     def save(name: str, st: _State, epoch: int, full: bool = False) -> None:
         extra: dict[str, Any] = {
@@ -403,18 +418,17 @@ def _saver(
             }
         weights = st.model if full else st.evaluated  # last.pt resumes; model.pt is scored
         save_checkpoint(
-            out / name, weights, head=head, feature_specs=train.feature_specs,
-            store_fingerprint=fingerprint, epoch=epoch, label_norm=label_norm,
+            out / name, weights, head=head, trained_on=trained_on, epoch=epoch,
             optimizer=st.optimizer if full else None, extra=extra,
-        )  # fmt: skip
+        )
 
     return save
 
 
 def _finish(
-    st: _State, head: str, cfg: Any, trains: list[TrainData], vals: list[TrainData],
+    st: _State, cfg: Any, trains: list[TrainData], vals: list[TrainData],
     device: str, training: TrainConfig, out: Path | None, stopped: bool,
-) -> FitResult:  # fmt: skip
+) -> FitResult:
     if st.best_state is not None:
         st.model.load_state_dict(st.best_state)
     st.model.eval()
@@ -425,7 +439,7 @@ def _finish(
             selection += f" (early stop after {epochs_run} epochs)"
     else:
         selection = (f"last epoch ({st.best_epoch}): no validation part, a fixed "
-                     f"{training.epochs} epochs and no model selection")  # fmt: skip
+                     f"{training.epochs} epochs and no model selection")
     prompts, prompt_ids = [], []
     for train in trains:
         prompt, ids = prompt_for(st.model, train, training, device)
@@ -434,4 +448,4 @@ def _finish(
     metrics = _validate(st.model, trains, vals, training, device)
     ckpt = out / "model.pt" if out is not None else None
     return FitResult(st.model, cfg, st.best_epoch, st.history, metrics, selection, prompts,
-                     prompt_ids, ckpt, stopped)  # fmt: skip
+                     prompt_ids, ckpt, stopped)

@@ -100,5 +100,5 @@ def baseline_predictions(
             distortion=[rows[i].distortion for i in ids], target=scale.to_target(score),
             prediction=_finite(np.array([v for _, _, v in triples], dtype=np.float64)),
             score=score, predicted_score=None,
-        )  # fmt: skip
+        )
     return out

@@ -28,7 +28,7 @@ from cache.manifest import (
 )
 from cache.outputs import prepare_output_dir
 from pipelines.audit_cli import audit_cmd
-from pipelines.demo import DISTORTIONS, REFERENCES, build_demo
+from pipelines.demo import DISTORTIONS, REFERENCES, DemoSplits, build_demo
 from pipelines.importers import (
     IMPORTERS,
     KNOWN,
@@ -39,7 +39,7 @@ from pipelines.importers import (
     range_note,
     write_with_splits,
 )
-from pipelines.importers.generic import MAPPABLE
+from pipelines.importers.generic import MAPPABLE, ImageFolders, LabelSpec
 from pipelines.importers.known import help_table
 from pipelines.importers.pyiqa import column_split
 from pipelines.info_cli import info_cmd
@@ -264,16 +264,18 @@ def _import_list(
     if given:
         raise UsageProblem(f"{', '.join(given)}: not an option of 'import {name}'")
     image_dir = _image_dirs(name, opts["image_dir"]) or ""
+    assert isinstance(image_dir, str)  # csv and pyiqa take one --image-dir
     common = {
-        "name": opts["dataset"], "root": root, "image_dir": image_dir,
-        "ref_dir": opts["ref_dir"] or "", "score_kind": opts["kind"],
-        "lower_better": opts["lower_better"], "score_range": opts["score_range"],
-        "unusual_orientation": opts["unusual_orientation"], "not_content": opts["not_content"],
-    }  # fmt: skip
+        "name": opts["dataset"],
+        "folders": ImageFolders(root, image_dir, opts["ref_dir"] or ""),
+        "labels": LabelSpec(opts["kind"], opts["lower_better"], opts["score_range"],
+                            opts["unusual_orientation"]),
+        "not_content": opts["not_content"],
+    }
     if name == "csv":
         manifest = with_file_hashes(import_csv(
             opts["label_file"], columns=opts["columns"], authentic=opts["authentic"], **common
-        ))  # fmt: skip
+        ))
         write_manifest(manifest, out)
         return manifest, ""
     return _write_pyiqa(opts["label_file"], out, opts["splits_out"], no_count_check, common)
@@ -386,7 +388,8 @@ def demo_cmd(out: Path, distortions: str, **opts: Any) -> None:
         raise click.BadParameter(
             f"unknown {unknown}; known: {list(DISTORTIONS)}", param_hint="'--distortions'"
         )
-    manifest = build_demo(out, distortions=names, progress=True, **opts)
+    splits = DemoSplits(opts.pop("splits"), opts.pop("ratios"))
+    manifest = build_demo(out, distortions=names, splits=splits, progress=True, **opts)
     click.echo(f"wrote {out}: {len(manifest.rows)} images, {len(manifest.ref_ids)} references")
 
 

@@ -147,7 +147,7 @@ DISTORTIONS: dict[str, Distortion] = {
                          (0.05, 0.14, 0.28, 0.45, 0.65)),
     "quantization": Distortion(_quantize, (5, 4, 3, 2, 1), (0.06, 0.15, 0.30, 0.55, 0.85),
                                NOISE_LIKE),
-}  # fmt: skip
+}
 
 # reference name -> (skimage.data loader, group, horizontal half or None)
 REFERENCES: dict[str, tuple[str, str, int | None]] = {
@@ -215,6 +215,15 @@ def _level_indices(levels: int) -> list[int]:
     return [int(i) for i in np.rint(np.linspace(0, MAX_LEVELS - 1, levels))] if levels > 1 else [2]
 
 
+@dataclass(frozen=True)
+class DemoSplits:
+    """The demo set's split files: how many (0 for none) and their ratios, (train, val,
+    test) or (train, test)."""
+
+    count: int = 10
+    ratios: Sequence[float] = (0.6, 0.2, 0.2)
+
+
 def _check_args(n_refs: int, distortions: Sequence[str], size: tuple[int, int]) -> None:
     if not 1 <= n_refs <= len(REFERENCES):
         raise ValueError(f"n_refs must be between 1 and {len(REFERENCES)}, got {n_refs}")
@@ -251,7 +260,7 @@ def _distorted_rows(
             image=image, score=round(pseudo_mos(strength, kind.masking, busy), 6),
             group=REFERENCES[ref_name][1], ref=f"refs/{ref_name}.png", distortion=dname,
             extra={"level": str(level), "strength": f"{strength:g}", "activity": f"{busy:.4f}"},
-        ))  # fmt: skip
+        ))
     return rows
 
 
@@ -263,8 +272,7 @@ def build_demo(
     size: tuple[int, int] = (192, 256),
     *,
     distortions: Sequence[str] | None = None,
-    splits: int = 10,
-    ratios: Sequence[float] = (0.6, 0.2, 0.2),
+    splits: DemoSplits = DemoSplits(),
     progress: bool = False,
 ) -> Manifest:
     """Build the demo set: PNGs, ``manifest.csv`` (root ``.``) and ``splits/split_NN.json``.
@@ -277,8 +285,7 @@ def build_demo(
         levels: levels per distortion (1-5, spread over the 5 defined levels).
         size: (height, width) of every image.
         distortions: distortion names (default: all of :data:`DISTORTIONS`).
-        splits: number of split files to write (0 for none).
-        ratios: split ratios, (train, val, test) or (train, test).
+        splits: how many split files to write, and their ratios (:class:`DemoSplits`).
         progress: report progress per reference (a bar, or lines in a log).
 
     Returns:
@@ -301,6 +308,6 @@ def build_demo(
     raw = Manifest(info=info, rows=tuple(rows), path=out / "manifest.csv")
     write_manifest(with_file_hashes(raw), out / "manifest.csv")
     manifest = read_manifest(out / "manifest.csv")
-    if splits > 0:
-        write_splits(make_splits(manifest, ratios, splits, seed), out / "splits")
+    if splits.count > 0:
+        write_splits(make_splits(manifest, splits.ratios, splits.count, seed), out / "splits")
     return manifest

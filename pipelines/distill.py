@@ -137,7 +137,7 @@ def _loaders(
         data = DistillDataset(parts[name], maps, pre, cfg.preload)
         augment = train and cfg.augment
         sampler = ViewSampler(len(data), maps.n_views, shuffle=train, augment=augment,
-                              seed=cfg.seed)  # fmt: skip
+                              seed=cfg.seed)
         return make_loader(data, cfg.batch_size, sampler, cfg.workers, cfg.device), sampler
 
     train, sampler = make("train", True)
@@ -167,7 +167,7 @@ def _final_metrics(run: StudentRun, evals: dict[str, Any], parts: dict[str, Dist
         ):
             image = parts[name].ids[int(i)]
             rows.append({"id": image, "part": name, "target": float(target),
-                         "student": float(pred), "teacher": float(teacher)})  # fmt: skip
+                         "student": float(pred), "teacher": float(teacher)})
     _write_predictions(run.out / "predictions.csv", rows)
     return out
 
@@ -192,7 +192,7 @@ def _output(cfg: DistillConfig, maps: FeatureStore, out: Path, resume: bool) -> 
 
 
 def _train(run: StudentRun, parts: dict[str, DistillPart], maps: FeatureStore, start: int,
-           show_progress: bool) -> dict[str, Any]:  # fmt: skip
+           show_progress: bool) -> dict[str, Any]:
     train, sampler, evals = _loaders(run, parts, maps)
     left = max(run.cfg.epochs - start, 0) * len(parts["train"])
     with progress(left, "distill", "img", enabled=show_progress) as bar:

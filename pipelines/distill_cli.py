@@ -13,8 +13,6 @@ import click
 
 from cache.console import Group, UsageProblem
 
-PRESET_NOTE = "Defaults are the DP-IQA preset (docs/student.md)."
-
 
 @click.group(cls=Group)
 def main() -> None:
@@ -62,10 +60,8 @@ def teacher_maps(
     out: str | None,
     cache_root: str | None,
     resume: bool,
-    batch_size: int,
-    device: str,
-    storage_dtype: str,
     show_progress: bool,
+    **config: Any,
 ) -> None:
     """Store the teacher's QFD maps and scores for every row of an SD 1.5 store.
 
@@ -75,7 +71,7 @@ def teacher_maps(
     """
     from pipelines.teacher_maps import TeacherMapsConfig, write_teacher_maps
 
-    cfg = TeacherMapsConfig(batch_size=batch_size, device=device, storage_dtype=storage_dtype)
+    cfg = TeacherMapsConfig(**config)  # --batch-size, --device, --storage-dtype
     res = write_teacher_maps(
         features,
         teacher,

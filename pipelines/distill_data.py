@@ -127,7 +127,7 @@ class DistillDataset(Dataset):
     def __init__(
         self, part: DistillPart, maps: FeatureStore, pre: Mapping[str, Any],
         preload: bool | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.part, self.pre, self.views = part, dict(pre), tuple(maps.views)
         nbytes = part.rows.size * sum(maps.arrays[n].row_bytes for n in TEACHER_ARRAYS)
         if preload is None:

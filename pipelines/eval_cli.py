@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -43,9 +44,8 @@ def _formats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[st
               help="Lay the results out like a paper table too (a preset's 'paper', e.g. "
                    "sam_iqa_table1): its rows and datasets, ours beside the published figures.")
 @click.option("--json", "as_json", is_flag=True, help="Print table.json instead of Markdown.")
-def main(runs: tuple[str, ...], out: str, logistic: int | None, formats: tuple[str, ...],
-         no_baselines: bool, no_plots: bool, data_dir: str | None, paper: str,
-         as_json: bool) -> None:  # fmt: skip
+def main(runs: tuple[str, ...], out: str, formats: tuple[str, ...], no_baselines: bool,
+         no_plots: bool, paper: str, as_json: bool, **report: Any) -> None:
     """Tabulate the test SRCC/PLCC of iqa-train-head RUNS, one table per dataset.
 
     A row per run folder (median over its repeats, with the std), then PSNR and SSIM on
@@ -58,9 +58,9 @@ def main(runs: tuple[str, ...], out: str, logistic: int | None, formats: tuple[s
     from pipelines.report import table_json, write_report
     from pipelines.table_format import markdown_table
 
-    tables = write_report(runs, out, logistic=logistic, baselines=not no_baselines,
-                          data_dir=data_dir, formats=() if no_plots else formats,
-                          paper=paper or None)  # fmt: skip
+    # report: --logistic and --data-dir, passed on as they are
+    tables = write_report(runs, out, baselines=not no_baselines,
+                          formats=() if no_plots else formats, paper=paper or None, **report)
     if as_json:
         click.echo(json.dumps(table_json(tables), indent=1))
         return

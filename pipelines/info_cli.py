@@ -28,7 +28,7 @@ def describe(manifest: Manifest) -> dict[str, Any]:
                    "mean": float(scores.mean()), "std": float(scores.std()),
                    "max": float(scores.max())},
         "distortions": dict(sorted(kinds.items())),
-    }  # fmt: skip
+    }
 
 
 def _lines(d: dict[str, Any]) -> list[str]:

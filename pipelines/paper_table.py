@@ -163,7 +163,7 @@ def paper_json(paper: str, tables: Mapping[str, DatasetTable]) -> dict[str, Any]
     datasets, rows = paper_rows(paper, tables)
     return {"paper": paper, "source": _sources(paper), "datasets": datasets,
             "rows": [{"method": r[0], "cells": dict(zip(datasets, r[1:], strict=True))}
-                     for r in rows]}  # fmt: skip
+                     for r in rows]}
 
 
 __all__ = ["PAPER_DATASETS", "PAPER_TABLES", "Published", "paper_json", "paper_markdown",

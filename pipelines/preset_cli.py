@@ -19,7 +19,7 @@ from cache.console import Command, DataProblem
 @click.option("--data-root", help="Folder holding the datasets' releases (default: data/raw/).")
 @click.option("--models", help="Folder holding the checkpoints (default: models/).")
 def preset_cmd(name: str | None, show: bool, out: str, data_root: str | None,
-               models: str | None) -> None:  # fmt: skip
+               models: str | None) -> None:
     """Write preset NAME (a paper table's protocol) as the pipeline's params file.
 
     Then 'iqa-data check' lists what is missing and 'dvc repro' runs the protocol;

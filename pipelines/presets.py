@@ -77,7 +77,7 @@ def _relocate(text: str, data_root: str | None, models: str | None) -> str:
 def write_preset(
     name: str, out: str | Path = "params.yaml", *, data_root: str | None = None,
     models: str | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Write preset ``name`` to ``out`` (new, or a params file of this project's).
 
     Raises:
@@ -92,7 +92,7 @@ def check(params_path: str | Path = "params.yaml") -> list[Problem]:
     """What a ``dvc repro`` of this params file would miss: data, label files, weights."""
     params = yaml.safe_load(Path(params_path).read_text(encoding="utf-8")) or {}
     problems = [p for name, spec in (params.get("imports") or {}).items()
-                for p in _check_dataset(name, spec)]  # fmt: skip
+                for p in _check_dataset(name, spec)]
     for backbone in params.get("extract", {}).get("backbones", []):
         problems += _check_weights(backbone, (params.get("checkpoints") or {}).get(backbone))
         for key in ("text_model",):
@@ -110,7 +110,7 @@ def _check_dataset(name: str, spec: dict[str, Any]) -> list[Problem]:
     if not root or not Path(root).is_dir():
         return [Problem(f"dataset {name}", root or "(no root)",
                         "the folder of its official release; link it there or set "
-                        f"imports.{name}.root")]  # fmt: skip
+                        f"imports.{name}.root")]
     try:
         get_importer(str(spec.get("importer", name)))(root)
     except ManifestError as err:
@@ -133,5 +133,5 @@ def _check_weights(backbone: str, path: str | None) -> list[Problem]:
         if not digest.startswith(match.group(1)):
             return [Problem(f"{backbone} weights", path,
                             f"sha256 {digest[:12]}... does not start with {match.group(1)}, "
-                            "the hash in the official name: a damaged or other file")]  # fmt: skip
+                            "the hash in the official name: a damaged or other file")]
     return []

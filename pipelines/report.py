@@ -67,7 +67,7 @@ def _row_json(row: Row) -> dict[str, Any]:
         "runs": len(row.repeats), "test": row.summary, "per_run": row.repeats,
         "srcc_per_distortion": row.per_type, "published": _published_json(row),
         "run_dir": str(row.folder.path) if row.folder else None,
-    }  # fmt: skip
+    }
 
 
 def table_json(tables: dict[str, DatasetTable]) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def table_json(tables: dict[str, DatasetTable]) -> dict[str, Any]:
             "published_baselines": [{k: v for k, v in item.items() if k != "published"}
                                     for item in published_only(t)],
             "notes": t.notes,
-        }  # fmt: skip
+        }
     return _round(out)
 
 

@@ -95,7 +95,7 @@ class Predictions:
             score=None if self.score is None else self.score[pick],
             predicted_score=None if self.predicted_score is None else self.predicted_score[pick],
             dataset=None if self.dataset is None else [self.dataset[i] for i in pick],
-        )  # fmt: skip
+        )
 
 
 @dataclass
@@ -199,7 +199,7 @@ def _repeats(path: Path, metrics: dict[str, Any]) -> list[Repeat]:
             best_epoch=rec.get("best_epoch"), selection=str(rec.get("selection", "")),
             test=dict(rec.get("test") or {}),
             curves=curves,
-        ))  # fmt: skip
+        ))
     return out
 
 
@@ -234,7 +234,7 @@ def read_predictions(
         distortion=[d or "" for d in distortion], target=target, prediction=prediction,
         score=score, predicted_score=predicted,
         dataset=[r["dataset"] for r in rows] if rows and "dataset" in rows[0] else None,
-    )  # fmt: skip
+    )
 
 
 def find_manifest(recorded: str | None, dataset: str, data_dir: str | Path | None,
@@ -284,10 +284,10 @@ def read_runs(path: str | Path, data_dir: str | Path | None = None) -> list[RunF
 
 
 def _dataset_of_mixed(path: Path, metrics: dict[str, Any], src: dict[str, Any],
-                      data_dir: str | Path | None) -> RunFolder:  # fmt: skip
+                      data_dir: str | Path | None) -> RunFolder:
     name = str(src["dataset"])
     manifest, _ = find_manifest(src.get("manifest"), name, data_dir,
-                                str(src.get("manifest_sha256", "")))  # fmt: skip
+                                str(src.get("manifest_sha256", "")))
     scale = label_scale(src, manifest)
     runs = [{**r, **(r.get("datasets") or {}).get(name, {})} for r in metrics["runs"]]
     preds = read_predictions(path / "predictions.csv", scale, manifest)
@@ -300,7 +300,7 @@ def _dataset_of_mixed(path: Path, metrics: dict[str, Any], src: dict[str, Any],
         repeats=_repeats(path, {"runs": runs}), predictions=preds,
         training=dict(metrics.get("training") or {}), paper=_paper_of(metrics),
         settings=run_settings(str(metrics["head"]), metrics),
-    )  # fmt: skip
+    )
 
 
 def read_run(path: str | Path, data_dir: str | Path | None = None) -> RunFolder:
@@ -323,4 +323,4 @@ def read_run(path: str | Path, data_dir: str | Path | None = None) -> RunFolder:
         predictions=read_predictions(path / "predictions.csv", scale, manifest),
         training=dict(training), paper=_paper_of(metrics),
         settings=run_settings(str(metrics["head"]), metrics),
-    )  # fmt: skip
+    )

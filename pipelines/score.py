@@ -86,14 +86,14 @@ class Scorer:
     """
 
     def __init__(self, head_ckpt: str | Path, checkpoint: str | None = None,
-                 device: str = "cpu", batch_size: int = 4) -> None:  # fmt: skip
+                 device: str = "cpu", batch_size: int = 4) -> None:
         head, ckpt = load_head(head_ckpt)
         cfg = ExtractConfig.from_record(_record(ckpt), checkpoint, device)
         self._setup(head, ckpt, cfg, device, batch_size)
         self._check_backbone(head_ckpt)
 
     def _setup(self, head: torch.nn.Module, ckpt: dict[str, Any], cfg: ExtractConfig,
-               device: str, batch_size: int) -> None:  # fmt: skip
+               device: str, batch_size: int) -> None:
         self.head, self.ckpt, self.cfg = head.to(device).eval(), ckpt, cfg
         self.backbone = build_backbone(cfg)
         self.batch_size, self.device = batch_size, torch.device(device)
@@ -101,7 +101,7 @@ class Scorer:
 
     @classmethod
     def from_release(cls, path: str | Path, device: str = "cpu", batch_size: int = 4,
-                     monet: dict[str, Any] | None = None, **head: Any) -> Scorer:  # fmt: skip
+                     monet: dict[str, Any] | None = None, **head: Any) -> Scorer:
         """PromptIQA's released model (``best_model.pth.tar``: MoNet and the prompt head in
         one file), scoring images under a user prompt; no store involved.
 
@@ -112,7 +112,7 @@ class Scorer:
         cfg = ExtractConfig(backbone="monet", checkpoint=str(path), device=device,
                             arch=tuple(sorted((monet or {}).items())), storage_dtype="float32")
         ckpt = {"head": "prompt", "label_norm": {},
-                "extra": {"dataset": "PromptIQA's training mix (released model)"}}  # fmt: skip
+                "extra": {"dataset": "PromptIQA's training mix (released model)"}}
         self._setup(load_release_head(path, **head), ckpt, cfg, device, batch_size)
         return self
 
@@ -131,7 +131,7 @@ class Scorer:
         """``no-reference``, ``full-reference`` or ``prompted``."""
         kind = protocols.kind_of(self.head)
         return {protocols.PLAIN: "no-reference", protocols.FULL_REFERENCE: "full-reference",
-                protocols.GROUPED: "prompted"}[kind]  # fmt: skip
+                protocols.GROUPED: "prompted"}[kind]
 
     def describe(self) -> About:
         """What the scores mean: head, mode, training dataset, scale and orientation."""
@@ -141,7 +141,7 @@ class Scorer:
             "dataset": self.ckpt["extra"].get("dataset"),
             "scale": [norm.get("low"), norm.get("high")],
             "higher_is_better": not norm.get("lower_better", False),
-        }  # fmt: skip
+        }
 
     def features(self, paths: Sequence[str | Path]) -> tuple[dict[str, Tensor], Tensor]:
         """Backbone features of image files, as the store kept them, and valid sizes."""
@@ -151,7 +151,7 @@ class Scorer:
             tensors.append(x)
             valid.append(torch.as_tensor(np.asarray(hw), dtype=torch.long))
         out = forward_batches(self.backbone, tensors, batch_size=self.batch_size,
-                              dtype=self.cfg.dtype, device=self.device)  # fmt: skip
+                              dtype=self.cfg.dtype, device=self.device)
         stored = to_stored(out, self.cfg.storage_dtype, self.cfg.keepbits)  # as at training
         feats = {k: torch.from_numpy(v).float().to(self.device) for k, v in stored.items()}
         return feats, torch.stack(valid).to(self.device)
@@ -159,7 +159,7 @@ class Scorer:
     def prompt(
         self, prompt_csv: str | Path, prompt_range: tuple[float, float] | None = None,
         store: str | None = None,
-    ) -> tuple[Tensor, tuple[float, float]]:  # fmt: skip
+    ) -> tuple[Tensor, tuple[float, float]]:
         """The head's prompt from a CSV of ``image,score`` rows, and the range used.
 
         Args:
@@ -172,7 +172,7 @@ class Scorer:
         low, high = prompt_range or (min(s for _, s in rows), max(s for _, s in rows))
         if not high > low:
             raise ScoreError(f"{prompt_csv}: the prompt's scores need a range (low < high); "
-                             "give --prompt-range LO,HI")  # fmt: skip
+                             "give --prompt-range LO,HI")
         feats, valid = self._prompt_features(prompt_csv, [p for p, _ in rows], store)
         norm = {"low": low, "high": high, "lower_better": False}
         scores = normalise([s for _, s in rows], norm).to(self.device)
@@ -180,7 +180,7 @@ class Scorer:
             return protocols.embed_prompt(self.head, feats, scores, valid), (low, high)
 
     def _prompt_features(self, prompt_csv: str | Path, paths: list[Path],
-                         store: str | None) -> tuple[dict[str, Tensor], Tensor]:  # fmt: skip
+                         store: str | None) -> tuple[dict[str, Tensor], Tensor]:
         """Prompt features: read from ``store`` where it holds an image, else computed."""
         if store is None:
             return self.features(paths)
@@ -190,7 +190,7 @@ class Scorer:
         with open_store(store, verify=True) as s:
             if s.fingerprint_fields != self.ckpt["extra"].get("store_fields"):
                 raise ScoreError(f"{store}: not a store of the features this head was trained "
-                                 "on (fingerprint fields differ)")  # fmt: skip
+                                 "on (fingerprint fields differ)")
             for i in (i for i in ids if i in set(s.image_ids)):
                 row = s.row_of(i)
                 feats = {k: torch.from_numpy(v[0]) for k, v in s.read([row]).items()}
@@ -202,21 +202,21 @@ class Scorer:
                 i = p.relative_to(base).as_posix()
                 found[i] = {k: v[n].cpu() for k, v in fresh.items()}, fresh_valid[n].cpu()
         feats = {k: torch.stack([found[i][0][k] for i in ids]).to(self.device)
-                 for k in found[ids[0]][0]}  # fmt: skip
+                 for k in found[ids[0]][0]}
         return feats, torch.stack([found[i][1] for i in ids]).to(self.device)
 
     def score(
         self, images: Sequence[str | Path], refs: Sequence[str | Path] = (),
         prompt: Tensor | None = None, prompt_range: tuple[float, float] | None = None,
-    ) -> list[Scored]:  # fmt: skip
+    ) -> list[Scored]:
         """Scores of ``images`` (with ``refs`` for a full-reference head, aligned; with a
         prompt from :meth:`prompt` for a prompted head)."""
         if protocols.needs_ref(self.head) and len(refs) != len(images):
             raise ScoreError(f"head {self.ckpt['head']!r} is full-reference: give one "
-                             "reference per image (--ref file or folder)")  # fmt: skip
+                             "reference per image (--ref file or folder)")
         if protocols.is_grouped(self.head) and prompt is None:
             raise ScoreError("the prompt head needs a prompt (--prompt prompt.csv of "
-                             "image,score rows)")  # fmt: skip
+                             "image,score rows)")
         out: list[Scored] = []
         for start in range(0, len(images), self.batch_size):
             part = list(images[start : start + self.batch_size])
@@ -242,7 +242,7 @@ class Scorer:
         refs_out = [str(r) for r in refs] or [""] * len(images)
         return [Scored(str(p), float(np.clip(q, 0, 1)), float(s), r)
                 for p, q, s, r in zip(images, quality, np.atleast_1d(raw), refs_out,
-                                      strict=True)]  # fmt: skip
+                                      strict=True)]
 
     def score_files(self, request: ScoreRequest) -> Scoring:
         """Score a request (``ImageScorer``): references matched to the images, the prompt
@@ -305,7 +305,7 @@ def match_refs(images: Sequence[Path], refs: Sequence[str | Path]) -> list[Path]
         return [Path(refs[0])] * len(images)
     if len(refs) != len(images):
         raise ScoreError(f"{len(refs)} references for {len(images)} images: give one, one "
-                         "per image, or a folder of references named like the images")  # fmt: skip
+                         "per image, or a folder of references named like the images")
     return [Path(r) for r in refs]
 
 

@@ -101,12 +101,12 @@ def _write(scoring: Scoring, csv_out: str | None, as_json: bool) -> None:
         click.echo(json.dumps({"about": about, "scores": rows}, indent=1))
         return
     orientation = {True: "higher is better", False: "lower is better", None: "as the prompt"}[
-        about.get("higher_is_better", True)]  # fmt: skip
+        about.get("higher_is_better", True)]
     scale = about.get("scale")
     where = f" on {about.get('dataset')}'s scale {scale[0]:g}..{scale[1]:g}" if scale and (
-        scale[0] is not None) else ""  # fmt: skip
+        scale[0] is not None) else ""
     click.echo(f"# {about['head']} ({about['mode']}): score{where}, {orientation}; "
-               "quality 0-1, higher is better")  # fmt: skip
+               "quality 0-1, higher is better")
     width = max(len(r["image"]) for r in rows)
     click.echo(f"{'image':<{width}}  {'score':>9}  quality")
     for r in rows:

@@ -38,7 +38,7 @@ SCORE_TARGETS = ("gt", "teacher")
 TRAIN_DTYPES = ("fp32", "bf16")
 CURVE_FIELDS = (
     "epoch", "step", "lr", "train_loss", "map_loss", "score_loss", "val_srcc", "val_plcc",
-)  # fmt: skip
+)
 _FREE_ON_RESUME = ("epochs", "workers", "device", "preload")
 
 

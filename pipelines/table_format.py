@@ -197,7 +197,7 @@ def latex_distortion_table(table: DatasetTable) -> str:
         rf"\label{{tab:iqa-{label}-types}}",
         tabulate(rows, cols, tablefmt="latex_booktabs", disable_numparse=True),
         r"\end{table}",
-    ]) + "\n"  # fmt: skip
+    ]) + "\n"
 
 
 def overview_cells(tables: dict[str, DatasetTable]) -> tuple[list[list[str]], list[str], list]:
@@ -240,4 +240,4 @@ def latex_overview(tables: dict[str, DatasetTable]) -> str:
         r"\begin{table*}[t]", r"\centering", r"\small",
         r"\caption{Test SRCC / PLCC, median over runs.}", r"\label{tab:iqa-overview}",
         _with_midrules(tabular, sizes), r"\end{table*}",
-    ]) + "\n"  # fmt: skip
+    ]) + "\n"

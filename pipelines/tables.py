@@ -211,5 +211,5 @@ def published_only(table: DatasetTable) -> list[dict[str, Any]]:
         out.setdefault((pub.source, pub.baseline), {
             "method": pub.baseline, "srcc": pub.baseline_score.srcc,
             "plcc": pub.baseline_score.plcc, "source": pub.source, "published": pub,
-        })  # fmt: skip
+        })
     return list(out.values())

@@ -134,7 +134,7 @@ def _target(out: str | None, cache_root: str | None, source: FeatureStore, fp: s
     dataset = str(source.attrs.get("dataset") or "unknown")
     ids, views = source.image_ids, source.views
     return root.find(dataset, fp, ids, views) or root.path_for(dataset, "dpiqa_teacher", fp,
-                                                               ids, views)  # fmt: skip
+                                                               ids, views)
 
 
 def _batches(source: FeatureStore, shard: int, size: int) -> list[tuple[list[int], list[int]]]:
@@ -170,7 +170,7 @@ def teacher_outputs(head: Any, feats: dict[str, torch.Tensor]) -> tuple[torch.Te
 def _shard_maps(
     source: FeatureStore, shard: int, head: Any, names: Sequence[str], out: FeatureStore,
     cfg: TeacherMapsConfig,
-) -> dict[str, np.ndarray]:  # fmt: skip
+) -> dict[str, np.ndarray]:
     n = len(source.shard_rows(shard))
     maps = np.full((n, *out.arrays["map"].shape), np.nan, dtype=np.float32)
     scores = np.full((n, 1), np.nan, dtype=np.float32)
@@ -200,7 +200,7 @@ def _write_shard(source: FeatureStore, out: FeatureStore, k: int, data: dict) ->
 def _open_output(
     target: str, source: FeatureStore, fields: dict, ckpt: dict, teacher: str,
     cfg: TeacherMapsConfig, shape: tuple[int, ...],
-) -> FeatureStore:  # fmt: skip
+) -> FeatureStore:
     arrays = [ArraySpec("map", shape, cfg.storage_dtype), ArraySpec("score", (1,), "float32")]
     layout = StoreLayout(arrays, source.image_ids, source.views, source.shard_size)
     return create_store(
@@ -249,10 +249,10 @@ def write_teacher_maps(
     target = _target(out, cache_root, source, fingerprint_of(fields))
     if out is not None and not resume and store_exists(out):
         raise UsageProblem(f"store {out} exists; pass --resume to fill what it lacks (same "
-                           "teacher and source), or choose another --out")  # fmt: skip
+                           "teacher and source), or choose another --out")
     c = head.config
     store = _open_output(target, source, fields, ckpt, str(teacher), cfg,
-                         (c.reduce[-1], c.size, c.size))  # fmt: skip
+                         (c.reduce[-1], c.size, c.size))
     head = head.to(cfg.device).eval()
     missing = store.missing_shards()
     total = sum(len(store.shard_rows(k)) for k in missing)

@@ -46,7 +46,7 @@ def cells(strings: list[str]) -> np.ndarray:
 
 
 def xlsx(path: Path, rows: Iterable[Iterable[object]], sheet: str | None = None,
-         first_sheet: str | None = None) -> None:  # fmt: skip
+         first_sheet: str | None = None) -> None:
     """Write rows to ``sheet`` of a new workbook (optionally after another sheet)."""
     book = Workbook(write_only=True)
     if first_sheet:
@@ -92,13 +92,13 @@ CSIQ_REFS = [
     "log_seaside", "monument", "native_american", "redwood", "roping", "rushmore", "shroom",
     "snow_leaves", "sunset_sparrow", "sunsetcolor", "swarm", "trolley", "turtle", "veggies",
     "woman",
-]  # fmt: skip
+]
 # spreadsheet type -> (dst_idx, folder, file-name token)
 CSIQ_SHEET_TYPES = {
     "noise": (1, "awgn", "AWGN"), "jpeg": (2, "jpeg", "JPEG"),
     "jpeg 2000": (3, "jpeg2000", "jpeg2000"), "fnoise": (4, "fnoise", "fnoise"),
     "blur": (5, "blur", "BLUR"), "contrast": (6, "contrast", "contrast"),
-}  # fmt: skip
+}
 
 
 def csiq_entries() -> list[tuple[str, str, int]]:
@@ -141,7 +141,7 @@ def make_csiq_flat(root: Path, blank: Path) -> None:
 def make_tid2013(root: Path, blank: Path) -> None:
     """mos_with_names.txt names 'I01_01_1.bmp'; the files on disk are lower case 'i01_...'."""
     names = [f"I{r:02d}_{t:02d}_{lv}.bmp" for r in range(1, 26) for t in range(1, 25)
-             for lv in range(1, 6)]  # fmt: skip
+             for lv in range(1, 6)]
     mos = scores(len(names), 0.2, 7.2)
     lines = [f"{m:.5f} {name}" for m, name in zip(mos, names, strict=True)]
     (root / "mos_with_names.txt").write_text("\r\n".join(lines) + "\r\n")
@@ -152,7 +152,7 @@ def make_tid2013(root: Path, blank: Path) -> None:
 def make_kadid10k(root: Path, blank: Path) -> None:
     """dmos.csv 'dist_img,ref_img,dmos,var'; references and distorted images in images/."""
     names = [(f"I{r:02d}_{t:02d}_{lv:02d}.png", f"I{r:02d}.png") for r in range(1, 82)
-             for t in range(1, 26) for lv in range(1, 6)]  # fmt: skip
+             for t in range(1, 26) for lv in range(1, 6)]
     mos = scores(len(names), 1.0, 5.0)
     lines = ["dist_img,ref_img,dmos,var"] + [
         f"{d},{r},{m:.2f},0.5" for (d, r), m in zip(names, mos, strict=True)
@@ -214,7 +214,7 @@ def make_koniq10k(root: Path, blank: Path, which: str = "both") -> None:
 
 
 SPAQ_HEADER = ("Image name", "MOS", "Brightness", "Colorfulness", "Contrast", "Noisiness",
-               "Sharpness")  # fmt: skip
+               "Sharpness")
 
 
 def make_spaq(root: Path, blank: Path, n: int = 11125) -> None:
@@ -245,7 +245,7 @@ def make_bid(root: Path, blank: Path, n: int = 586) -> None:
     mos = scores(n, 0.2, 4.8)
     xlsx(root / "DatabaseGrades.xlsx", [("Image Number", "Average Grade")] + [
         (k, float(m)) for k, m in zip(range(1, n + 1), mos, strict=True)
-    ])  # fmt: skip
+    ])
     tree(root, blank, [f"DatabaseImage{k:04d}.JPG" for k in range(1, n + 1)])
 
 
@@ -266,7 +266,7 @@ def make_flive(
     for the first ``val``). Test images are every 20th name.
     """
     names = [f"{f}/AVA__{k}.jpg" if f == "voc_emotic_ava" else f"{f}/motion{k:04d}.jpg"
-             for f, n in folders.items() for k in range(n)]  # fmt: skip
+             for f, n in folders.items() for k in range(n)]
     mos = scores(len(names), 0.0, 94.3)
     lines = ["name,mos"] + [f"{n},{float(m)!r}" for n, m in zip(names, mos, strict=True)]
     (root / "labels_image.csv").write_text("\n".join(lines) + "\n")
@@ -295,7 +295,7 @@ AGIQA_MODELS = {
     "AttnGAN_normal": 300, "DALLE2_normal": 290, "glide_normal": 300, "midjourney_lowstep": 296,
     "midjourney_normal": 296, "sd1.5_highcorr": 300, "sd1.5_lowcorr": 300,
     "sd1.5_lowstep": 300, "sd1.5_normal": 300, "xl2.2_normal": 300,
-}  # fmt: skip
+}
 
 
 def make_agiqa3k(root: Path, blank: Path, folder: str = "AGIQA-3K") -> None:
@@ -332,4 +332,4 @@ MAKERS = {
     "pipal": make_pipal, "koniq10k": make_koniq10k, "spaq": make_spaq, "livec": make_livec,
     "bid": make_bid, "flive": make_flive, "gfiqa20k": make_gfiqa20k, "agiqa3k": make_agiqa3k,
     "aigciqa2023": make_aigciqa2023, "uwiqa": make_uwiqa,
-}  # fmt: skip
+}

@@ -35,7 +35,7 @@ def one_thread():
 
 
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                  "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+                  "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def _free_port() -> int:
@@ -67,7 +67,7 @@ def s3_endpoint():
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
+    )
     saved = {k: os.environ.get(k) for k in S3_CREDENTIALS}
     os.environ.update(S3_CREDENTIALS)
     endpoint = f"http://127.0.0.1:{port}"

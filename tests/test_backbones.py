@@ -38,14 +38,14 @@ TINY: dict[str, dict[str, object]] = {
             "down_block_types": ("DownEncoderBlock2D",) * 2,
             "up_block_types": ("UpDecoderBlock2D",) * 2,
         },
-    },  # fmt: skip
+    },
     "monet": {
         "img_size": 64,
         "embed_dim": 16,
         "num_heads": 2,
         "cnn": ((8, 3, 2), (8, 3, 1)),
         "tokens": True,
-    },  # fmt: skip
+    },
     "nss": {"size": 64, "grid": 16},
     "nss_ml": {"size": 64, "grid": 16},
     "resnet50": {"img_size": 64, "blocks": (1, 1, 1, 1), "width_per_group": 16},

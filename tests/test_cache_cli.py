@@ -41,7 +41,7 @@ def root(tmp_path) -> CacheRoot:
     make(root.path_for("demo", "toy", fingerprint_of_fields(FIELDS), IDS))
     other = {**FIELDS, "backbone": "toy2"}
     make(root.path_for("demo", "toy2", fingerprint_of_fields(other), IDS), fill=False,
-         fields=other)  # fmt: skip
+         fields=other)
     return root
 
 
@@ -112,12 +112,12 @@ def test_export_import_round_trip(root, tmp_path):
             for s in (b, c):
                 assert s.fingerprint == a.fingerprint and s.attrs == a.attrs
                 np.testing.assert_array_equal(s.read(slice(None))["feature"],
-                                              a.read(slice(None))["feature"])  # fmt: skip
+                                              a.read(slice(None))["feature"])
 
 
 def test_export_keeps_partial_state(root, tmp_path):
     url = root.path_for("demo", "toy2", fingerprint_of_fields({**FIELDS, "backbone": "toy2"}),
-                        IDS)  # fmt: skip
+                        IDS)
     h5 = str(tmp_path / "part.h5")
     run("export", url, "--to", h5)
     with open_store(h5) as s:

@@ -54,8 +54,8 @@ def test_help_imports_no_heavy_library() -> None:
             "    CliRunner().invoke(getattr(importlib.import_module(m), a), ['--help'])\n"
             "heavy = [m for m in ('torch', 'zarr', 'diffusers', 'transformers', 'timm', 'h5py')\n"
             "         if m in sys.modules]\n"
-            "print(','.join(heavy))")  # fmt: skip
+            "print(','.join(heavy))")
     done = subprocess.run([sys.executable, "-c", code, *_scripts().values()],
-                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+                          capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"--help imported {done.stdout.strip()}"

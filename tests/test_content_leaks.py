@@ -27,10 +27,10 @@ from cache.manifest import (
 )
 from pipelines.data_cli import main as data_main
 from pipelines.importers import IMPORTERS, import_csv
-from pipelines.importers.generic import LabelSpecError
+from pipelines.importers.generic import LabelSpec, LabelSpecError
 from pipelines.splits import make_splits
 
-LIVE = {"score_kind": "DMOS", "lower_better": True, "score_range": (0.0, 100.0)}
+LIVE = LabelSpec("DMOS", lower_better=True, score_range=(0.0, 100.0))
 TYPES = ("jp2k", "jpeg", "wn", "gblur", "fastfading")
 
 
@@ -59,8 +59,8 @@ def test_a_group_mapping_that_splits_a_reference_is_refused(tmp_path: Path) -> N
         match=r"live.csv:3: reference 'refimgs/ref0.bmp' is in "
         r"group 'jpeg' here but in group 'jp2k' at .*live.csv:2",
     ):
-        import_csv(path, name="team", columns={**cols, "group": "dis_type"}, **LIVE)
-    m = import_csv(path, name="team", columns=cols, **LIVE)
+        import_csv(path, name="team", columns={**cols, "group": "dis_type"}, labels=LIVE)
+    m = import_csv(path, name="team", columns=cols, labels=LIVE)
     assert len({r.group for r in m.rows}) == 6
 
 
@@ -293,7 +293,7 @@ def test_group_without_ref_and_an_unmapped_prompt_column(tmp_path: Path) -> None
     for name in ("a.png", "b.png"):
         (tmp_path / name).write_bytes(name.encode())
     (tmp_path / "ai.csv").write_text("name,model,prompt,mos\na.png,m1,a cat,1\nb.png,m2,a cat,2\n")
-    kw = {"name": "ai", "score_kind": "MOS", "lower_better": False, "score_range": (0.0, 5.0)}
+    kw = {"name": "ai", "labels": LabelSpec("MOS", lower_better=False, score_range=(0.0, 5.0))}
     cols = {"image": "name", "score": "mos"}
     with pytest.raises(LabelSpecError, match="column 'prompt' looks like a prompt column"):
         import_csv(tmp_path / "ai.csv", columns={**cols, "group": "model"}, **kw)
@@ -318,9 +318,7 @@ def test_references_with_one_file_name_in_ten_folders_are_ten_groups(tmp_path: P
         tmp_path / "list.csv",
         name="scenes",
         columns={"image": "dist", "ref": "ref", "score": "mos"},
-        score_kind="MOS",
-        lower_better=False,
-        score_range=(0.0, 2.0),
+        labels=LabelSpec("MOS", lower_better=False, score_range=(0.0, 2.0)),
     )
     assert sorted({r.group for r in m.rows}) == [f"scene{k}/ref.png" for k in range(10)]
     splits = make_splits(m, (0.6, 0.2, 0.2), repeats=3)

@@ -84,10 +84,10 @@ def _train(data: Path, out: Path, machine: dict[str, str], mode: str) -> tuple[b
             str(data / "manifest.csv"), "--split", str(data / "split.json"), "--epochs", "3",
             "--batch-size", "8", "--lr", "1e-3", "--threads", "1", "--set", "width=16",
             "--set", "scales=[1, 2]", "--set", "pool_size=4", "--cpu-kernels", mode,
-            "--out", str(out)]  # fmt: skip
+            "--out", str(out)]
     code = "import sys; from heads.cli import main; sys.argv[0] = 'iqa-train-head'; main()"
     done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                          text=True)  # fmt: skip
+                          text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     return (out / "run_00" / "model.pt").read_bytes(), metrics

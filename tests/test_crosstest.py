@@ -41,7 +41,7 @@ def _dataset(root: Path, name: str, dmos: bool) -> Path:
     info = DatasetInfo(name, "DMOS" if dmos else "MOS", dmos, (0.0, 3.0))
     write_manifest(Manifest(info, tuple(rows)), root / "manifest.csv")
     write_splits(make_splits(read_manifest(root / "manifest.csv"), (0.6, 0.2, 0.2), 2),
-                 root / "splits")  # fmt: skip
+                 root / "splits")
     cfg = ExtractConfig(backbone="nss", arch=arch_overrides(NSS), shard_size=8)
     run_extract(cfg, root / "manifest.csv", out=str(root / "f.zarr"), progress=False)
     return root
@@ -54,12 +54,12 @@ def test_train_on_one_dataset_test_on_another(tmp_path: Path) -> None:
         "--head", "sfem_nr", "--features", str(mos / "f.zarr"), "--manifest",
         str(mos / "manifest.csv"), "--split", str(mos / "splits"), "--epochs", "15",
         "--batch-size", "4", "--lr", "3e-3", "--set", "width=8", "--set", "scales=[1]",
-        "--set", "pool_size=2", "--out", str(run)])  # fmt: skip
+        "--set", "pool_size=2", "--out", str(run)])
     assert res.exit_code == 0, res.output
     out = tmp_path / "cross"
     res = CliRunner().invoke(cross_main, [str(run), "--features", str(dmos / "f.zarr"),
                                          "--manifest", str(dmos / "manifest.csv"),
-                                         "--out", str(out)])  # fmt: skip
+                                         "--out", str(out)])
     assert res.exit_code == 0, res.output
     result = json.loads((out / "metrics.json").read_text())
     assert (result["trained_on"], result["tested_on"], result["n_images"]) == ("mos", "dm", 20)
@@ -69,7 +69,7 @@ def test_train_on_one_dataset_test_on_another(tmp_path: Path) -> None:
     res = CliRunner().invoke(cross_main, [str(run), "--features", str(dmos / "f.zarr"),
                                          "--manifest", str(dmos / "manifest.csv"), "--split",
                                          str(dmos / "splits" / "split_00.json"), "--out",
-                                         str(tmp_path / "cross2")])  # fmt: skip
+                                         str(tmp_path / "cross2")])
     assert res.exit_code == 0 and "4 images" in res.output
     from pipelines.runs import read_runs  # the report reads the folder as a cross row
 
@@ -86,11 +86,11 @@ def test_another_backbones_store_is_refused(tmp_path: Path) -> None:
         "--head", "sfem_nr", "--features", str(mos / "f.zarr"), "--manifest",
         str(mos / "manifest.csv"), "--split", str(mos / "splits" / "split_00.json"),
         "--epochs", "1", "--batch-size", "4", "--set", "width=4", "--set", "scales=[1]",
-        "--set", "pool_size=2", "--out", str(run)])  # fmt: skip
+        "--set", "pool_size=2", "--out", str(run)])
     other = ExtractConfig(backbone="nss", arch=arch_overrides({"size": 32, "grid": 8}),
-                          shard_size=8)  # fmt: skip
+                          shard_size=8)
     run_extract(other, mos / "manifest.csv", out=str(tmp_path / "g8.zarr"), progress=False)
     res = CliRunner().invoke(cross_main, [str(run), "--features", str(tmp_path / "g8.zarr"),
                                          "--manifest", str(mos / "manifest.csv"),
-                                         "--out", str(tmp_path / "x")])  # fmt: skip
+                                         "--out", str(tmp_path / "x")])
     assert res.exit_code == 1 and "fingerprint" in res.output and not (tmp_path / "x").exists()

@@ -63,7 +63,7 @@ def test_import_split_info(tmp_path: Path) -> None:
     before = out.read_bytes()
     (tmp_path / row.image).write_bytes((tmp_path / row.image).read_bytes() + b"x")
     assert _run("import", "csiq", "--root", tmp_path, "--out", out,
-                "--no-count-check").exit_code == 0  # fmt: skip
+                "--no-count-check").exit_code == 0
     assert out.read_bytes() != before  # an edited image changes the manifest (DVC reruns)
     args = ["split", out, "--ratios", "0.5,0.5", "--repeats", "3", "--seed", "1"]
     result = _run(*args, "--out", tmp_path / "s")

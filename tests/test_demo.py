@@ -13,7 +13,14 @@ from scipy import stats
 
 from cache.manifest import read_manifest, read_split
 from cache.outputs import OutputPathError
-from pipelines.demo import DISTORTIONS, REFERENCES, activity, build_demo, pseudo_mos
+from pipelines.demo import (
+    DISTORTIONS,
+    REFERENCES,
+    DemoSplits,
+    activity,
+    build_demo,
+    pseudo_mos,
+)
 
 SMALL = (48, 64)
 
@@ -25,12 +32,12 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 def test_build_is_byte_identical_for_a_seed(tmp_path: Path) -> None:
-    build_demo(tmp_path / "a", seed=3, n_refs=3, size=SMALL, splits=2)
-    build_demo(tmp_path / "b", seed=3, n_refs=3, size=SMALL, splits=2)
+    build_demo(tmp_path / "a", seed=3, n_refs=3, size=SMALL, splits=DemoSplits(2))
+    build_demo(tmp_path / "b", seed=3, n_refs=3, size=SMALL, splits=DemoSplits(2))
     a, b = _tree_bytes(tmp_path / "a"), _tree_bytes(tmp_path / "b")
     assert len(a) == 3 + 3 * len(DISTORTIONS) * 5 + 1 + 2 + 1  # + the output marker
     assert a == b
-    build_demo(tmp_path / "c", seed=4, n_refs=3, size=SMALL, splits=2)
+    build_demo(tmp_path / "c", seed=4, n_refs=3, size=SMALL, splits=DemoSplits(2))
     c = _tree_bytes(tmp_path / "c")
     noisy = "images/astronaut_white_noise_3.png"
     assert c[noisy] != a[noisy]  # the seed drives the noise
@@ -38,7 +45,7 @@ def test_build_is_byte_identical_for_a_seed(tmp_path: Path) -> None:
 
 
 def test_labels_fall_with_level_for_every_reference(tmp_path: Path) -> None:
-    m = build_demo(tmp_path, n_refs=len(REFERENCES), size=SMALL, splits=0)
+    m = build_demo(tmp_path, n_refs=len(REFERENCES), size=SMALL, splits=DemoSplits(0))
     by_type = collections.defaultdict(list)
     for row in m.rows:
         by_type[(row.ref, row.distortion)].append((int(row.extra["level"]), row.score))
@@ -76,7 +83,8 @@ def test_layout_manifest_and_splits(tmp_path: Path) -> None:
 
 
 def test_halves_of_one_photo_share_a_group(tmp_path: Path) -> None:
-    m = build_demo(tmp_path, n_refs=10, levels=1, size=SMALL, distortions=["jpeg"], splits=0)
+    m = build_demo(tmp_path, n_refs=10, levels=1, size=SMALL, distortions=["jpeg"],
+                   splits=DemoSplits(0))
     groups = {r.ref: r.group for r in m.rows}
     assert groups["refs/hubble_a.png"] == groups["refs/hubble_b.png"] == "hubble_deep_field"
     assert len(set(groups.values())) == 8
@@ -94,7 +102,7 @@ def test_labels_are_not_a_baseline_metric(tmp_path: Path) -> None:
     """No reported baseline (PSNR, SSIM) reproduces the synthetic observer's ranking."""
     from pipelines.baselines import baseline_scores
 
-    m = build_demo(tmp_path, n_refs=4, size=SMALL, splits=0)
+    m = build_demo(tmp_path, n_refs=4, size=SMALL, splits=DemoSplits(0))
     scores = np.array(m.scores())
     for values in baseline_scores(m, m.image_ids).values():
         finite = np.isfinite(values)
@@ -105,7 +113,7 @@ def test_labels_are_not_a_baseline_metric(tmp_path: Path) -> None:
 def test_an_existing_folder_of_other_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("keep")
     with pytest.raises(OutputPathError, match="nothing was written"):
-        build_demo(tmp_path, n_refs=1, size=SMALL, splits=0)
+        build_demo(tmp_path, n_refs=1, size=SMALL, splits=DemoSplits(0))
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
 
 
@@ -127,7 +135,7 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("IQA_RUN_SLOW"), reason="set IQA_RUN_SLOW=1 (20 s)")
 def test_labels_fall_with_level_at_default_size(tmp_path: Path) -> None:
-    m = build_demo(tmp_path, splits=0)
+    m = build_demo(tmp_path, splits=DemoSplits(0))
     by_type = collections.defaultdict(list)
     for row in m.rows:
         by_type[(row.ref, row.distortion)].append((int(row.extra["level"]), row.score))

@@ -180,7 +180,7 @@ def test_cli_rejects_bad_options(tmp_path: Path) -> None:
                                        "--out", str(tmp_path / "x.zarr"), "--views", "hflip"])
     assert res.exit_code == 2 and "identity" in res.output
     res = runner.invoke(extract_main, ["--backbone", "nss", "--manifest", str(manifest)],
-                        env={"IQA_CACHE_ROOT": ""})  # fmt: skip
+                        env={"IQA_CACHE_ROOT": ""})
     assert res.exit_code == 2 and "--out" in res.output
 
 

@@ -27,7 +27,7 @@ NSS = {"size": 32, "grid": 8}
 
 def _cfg(**kw: object) -> ExtractConfig:
     base: dict = dict(backbone="nss", random_init=True, batch_size=2, shard_size=3,
-                      arch=tuple(NSS.items()))  # fmt: skip
+                      arch=tuple(NSS.items()))
     base.update(kw)
     return ExtractConfig(**base)
 
@@ -94,7 +94,7 @@ def test_donor_rows_are_neither_decoded_nor_computed(
     decoded: list[str] = []
     real = loader.load_image
     monkeypatch.setattr(loader, "load_image", lambda p, **kw: decoded.append(Path(p).name)
-                        or real(p, **kw))  # fmt: skip
+                        or real(p, **kw))
     cfg = job.cfg
     store = open_output(cfg, job.backbone, job.manifest, str(tmp_path / "reuse.zarr"))
     donors = RowDonors([donor.url])
@@ -137,7 +137,7 @@ def test_prefetch_bounds_images_decoded_ahead(
 
 def test_kernels_enter_the_fingerprint_only_when_they_change_bits() -> None:
     tiny = (("depth", 2), ("embed_dim", 32), ("global_attn_indexes", (1,)), ("img_size", 64),
-            ("num_heads", 2), ("window_size", 2))  # fmt: skip
+            ("num_heads", 2), ("window_size", 2))
     fields = {}
     for attention in ("reference", "sdpa", "sdpa_qk"):
         cfg = ExtractConfig(backbone="sam_vit_b", random_init=True, arch=tiny, attention=attention)
@@ -155,7 +155,7 @@ def test_unknown_attention_kernel_is_one_clear_error(tmp_path: Path) -> None:
     manifest = make_dataset(tmp_path, n=1)
     cfg = ExtractConfig(backbone="sam_vit_b", random_init=True, attention="flash",
                         arch=(("depth", 1), ("embed_dim", 32), ("img_size", 32),
-                              ("num_heads", 2), ("window_size", 2)))  # fmt: skip
+                              ("num_heads", 2), ("window_size", 2)))
     with pytest.raises(ValueError, match="unknown attention kernel 'flash'"):
         run_extract(cfg, manifest, out=str(tmp_path / "x.zarr"), progress=False)
 
@@ -213,7 +213,7 @@ def test_gpu_cluster_gives_each_worker_its_own_device() -> None:
 def test_random_init_backbones_are_the_same_in_every_build() -> None:
     cfg = ExtractConfig(backbone="sam_vit_b", random_init=True,
                         arch=(("depth", 1), ("embed_dim", 32), ("img_size", 32),
-                              ("num_heads", 2), ("window_size", 2)))  # fmt: skip
+                              ("num_heads", 2), ("window_size", 2)))
     state = torch.get_rng_state()
     a, b = build_backbone(cfg).state_dict(), build_backbone(cfg).state_dict()
     assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is untouched

@@ -40,7 +40,7 @@ def test_key_order_and_float_formatting_do_not_matter():
                           "size": np.int64(1024)},
         "weights_sha256": "random-init",
         "backbone": "sam_vit_b",
-    }  # fmt: skip
+    }
     assert fingerprint_of(shuffled) == fingerprint_of(FIELDS)
     assert fingerprint_of({"x": 0.1 + 0.2}) == fingerprint_of({"x": 0.3})
     assert fingerprint_of({"x": 2.0}) == fingerprint_of({"x": 2})
@@ -50,7 +50,7 @@ def test_key_order_and_float_formatting_do_not_matter():
 
 @given(st.dictionaries(st.text(min_size=1, max_size=5),
                        st.one_of(st.integers(), st.floats(allow_nan=False), st.text()),
-                       max_size=6))  # fmt: skip
+                       max_size=6))
 def test_stable_under_reordering(fields):
     reordered = dict(reversed(list(fields.items())))
     assert fingerprint_of(reordered) == fingerprint_of(fields)
@@ -70,7 +70,7 @@ def test_diff_fields_names_nested_and_one_sided_fields():
 
 def test_check_fingerprint_by_hash_and_by_fields():
     store = SimpleNamespace(url="s.zarr", fingerprint=fingerprint_of(FIELDS),
-                            fingerprint_fields=FIELDS)  # fmt: skip
+                            fingerprint_fields=FIELDS)
     check_fingerprint(fingerprint_of(FIELDS), store)
     check_fingerprint(dict(FIELDS), store)
     with pytest.raises(FingerprintMismatch, match=r"s.zarr has fingerprint [0-9a-f]{64}, expected"):

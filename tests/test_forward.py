@@ -19,7 +19,7 @@ from extract.forward import (
 from extract.registry import get_backbone
 
 TINY_SAM = {"img_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2, "window_size": 2,
-            "global_attn_indexes": (1,)}  # fmt: skip
+            "global_attn_indexes": (1,)}
 
 
 def _images(n: int) -> list[np.ndarray]:
@@ -96,9 +96,9 @@ def test_cast_weights_bf16_close_and_fingerprinted(one_thread: None) -> None:
     b = forward_batches(low, x, batch_size=2, dtype="bf16")["embed"]
     assert np.linalg.norm(b - a) / np.linalg.norm(a) < 3e-2
     assert kernel_fields(low, dtype="bf16", cast_weights=True, compiled=False) == {
-        "attention": "sdpa", "cast_weights": True}  # fmt: skip
+        "attention": "sdpa", "cast_weights": True}
     assert kernel_fields(ref, dtype="fp32", cast_weights=True, compiled=True) == {
-        "attention": "sdpa", "compile": True}  # fmt: skip
+        "attention": "sdpa", "compile": True}
     nss = get_backbone("nss")()
     assert kernel_fields(nss, dtype="fp32", cast_weights=False, compiled=False) == {}
 
@@ -113,7 +113,7 @@ def test_batch_size_error_names_one_that_fits() -> None:
 
     largest_fitting_batch(probe, 6, 24 << 30, "cuda:0")  # fits: no error
     with pytest.raises(BatchSizeError, match=r"batch size 32 does not fit on cuda:0 .*"
-                       r"use --batch-size 7 or less"):  # fmt: skip
+                       r"use --batch-size 7 or less"):
         largest_fitting_batch(probe, 32, 24 << 30, "cuda:0")
 
     def never(n: int) -> int:
@@ -129,7 +129,7 @@ def test_compiled_forward_sees_one_batch_shape(one_thread: None) -> None:
     inputs = [model.prepare(im)[0] for im in _images(3)]
     eager = forward_batches(model, inputs, batch_size=2, dtype="fp32")
     compiled = configure(get_backbone("nss")(size=32, grid=8), dtype="fp32", compile_batch=2,
-                         compile_backend="eager")  # fmt: skip
+                         compile_backend="eager")
     shapes: list[tuple[int, ...]] = []
     inner = compiled.forward_features
     compiled.forward_features = lambda x: shapes.append(tuple(x.shape)) or inner(x)

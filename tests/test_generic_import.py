@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from cache.manifest import ManifestError, read_manifest, read_split, write_manifest
 from pipelines.importers import import_csv, import_pyiqa
-from pipelines.importers.generic import LabelSpecError
+from pipelines.importers.generic import ImageFolders, LabelSpec, LabelSpecError
 from pipelines.importers.pyiqa import write_pyiqa_splits
 
 NR = {"image": "img_name", "score": "mos"}
 FR = {"image": "dist_name", "ref": "ref_name", "score": "dmos"}
-LABELS = {"score_kind": "MOS", "lower_better": False, "score_range": (0.0, 100.0)}
+LABELS = LabelSpec("MOS", lower_better=False, score_range=(0.0, 100.0))
 
 
 def _csv(root: Path, text: str, *files: str) -> Path:
@@ -26,7 +27,7 @@ def _csv(root: Path, text: str, *files: str) -> Path:
 
 def _nr(tmp_path: Path, text: str, *files: str, **kw: object) -> object:
     path = _csv(tmp_path, "img_name,mos\n" + text, *files)
-    return import_csv(path, name="team", columns=NR, authentic=True, **{**LABELS, **kw})
+    return import_csv(path, name="team", columns=NR, authentic=True, labels=LABELS, **kw)
 
 
 # ---------------------------------------------------------------- orientation and range
@@ -38,19 +39,20 @@ def _nr(tmp_path: Path, text: str, *files: str, **kw: object) -> object:
 )
 def test_kind_orientation_and_range_are_required(tmp_path: Path, missing: str, option: str) -> None:
     path = _csv(tmp_path, "img_name,mos\na.jpg,10\nb.jpg,90\n", "a.jpg", "b.jpg")
-    labels = {k: v for k, v in LABELS.items() if k != missing}
+    labels = replace(LABELS, **{missing: None})
     with pytest.raises(LabelSpecError, match=f"say how to read the scores.*{option}"):
-        import_csv(path, name="team", columns=NR, authentic=True, **labels)
+        import_csv(path, name="team", columns=NR, authentic=True, labels=labels)
 
 
 def test_dmos_with_higher_better_needs_the_override(tmp_path: Path) -> None:
     path = _csv(tmp_path, "img_name,mos\na.jpg,0.1\nb.jpg,0.9\n", "a.jpg", "b.jpg")
-    kw = {"name": "team", "columns": NR, "authentic": True, "score_range": (0.0, 1.0)}
+    kw = {"name": "team", "columns": NR, "authentic": True}
+    unit = (0.0, 1.0)
     with pytest.raises(LabelSpecError, match="DMOS where higher is better is unusual"):
-        import_csv(path, score_kind="DMOS", lower_better=False, **kw)
+        import_csv(path, labels=LabelSpec("DMOS", False, unit), **kw)
     with pytest.raises(LabelSpecError, match="MOS where lower is better is unusual"):
-        import_csv(path, score_kind="MOS", lower_better=True, **kw)
-    m = import_csv(path, score_kind="DMOS", lower_better=False, unusual_orientation=True, **kw)
+        import_csv(path, labels=LabelSpec("MOS", True, unit), **kw)
+    m = import_csv(path, labels=LabelSpec("DMOS", False, unit, unusual_orientation=True), **kw)
     assert (m.info.score_kind, m.info.lower_better) == ("DMOS", False)
 
 
@@ -59,9 +61,9 @@ def test_a_known_dataset_supplies_its_labels(tmp_path: Path) -> None:
     m = import_csv(path, name="live", columns=FR)
     assert (m.info.score_kind, m.info.lower_better, m.info.score_range) == ("DMOS", True, (-3, 112))
     with pytest.raises(LabelSpecError, match="contradicts the known live labels"):
-        import_csv(path, name="live", columns=FR, score_kind="MOS")
+        import_csv(path, name="live", columns=FR, labels=LabelSpec(score_kind="MOS"))
     with pytest.raises(LabelSpecError, match="contradicts"):
-        import_csv(path, name="live", columns=FR, lower_better=False)
+        import_csv(path, name="live", columns=FR, labels=LabelSpec(lower_better=False))
 
 
 def test_range_is_recorded_as_given_not_from_the_data(tmp_path: Path) -> None:
@@ -77,13 +79,13 @@ def test_full_reference_list_without_ref_is_refused(tmp_path: Path) -> None:
     path = _csv(tmp_path, text, "I01.png", "I01_01_01.png", "I01_01_02.png")
     cols = {"image": "dist_img", "score": "dmos"}
     with pytest.raises(LabelSpecError, match=r"no ref= \(or prompt=, group=\).*perhaps 'ref_img'"):
-        import_csv(path, name="team", columns=cols, **LABELS)
-    m = import_csv(path, name="team", columns={**cols, "ref": "ref_img"}, **LABELS)
+        import_csv(path, name="team", columns=cols, labels=LABELS)
+    m = import_csv(path, name="team", columns={**cols, "ref": "ref_img"}, labels=LABELS)
     assert {r.group for r in m.rows} == {"I01.png"}
     with pytest.raises(LabelSpecError, match="column 'ref_img' looks like a reference column"):
-        import_csv(path, name="team", columns=cols, authentic=True, **LABELS)
+        import_csv(path, name="team", columns=cols, authentic=True, labels=LABELS)
     confirmed = import_csv(
-        path, name="team", columns=cols, authentic=True, not_content=["ref_img"], **LABELS
+        path, name="team", columns=cols, authentic=True, not_content=["ref_img"], labels=LABELS
     )
     assert len(confirmed.rows) == 2
 
@@ -91,14 +93,14 @@ def test_full_reference_list_without_ref_is_refused(tmp_path: Path) -> None:
 def test_group_ids_are_compared_case_insensitively(tmp_path: Path) -> None:
     text = "img_name,mos,content\na.jpg,1,I01\nb.jpg,2,i01\nc.jpg,3,I02\n"
     path = _csv(tmp_path, text, "a.jpg", "b.jpg", "c.jpg")
-    m = import_csv(path, name="team", columns={**NR, "group": "content"}, **LABELS)
+    m = import_csv(path, name="team", columns={**NR, "group": "content"}, labels=LABELS)
     assert [r.group for r in m.rows] == ["I01", "I01", "I02"]
 
 
 def test_reference_spellings_are_one_reference(tmp_path: Path) -> None:
     text = "ref_name,dist_name,dmos\nI01.BMP,d1.bmp,1\ni01.bmp,d2.bmp,2\n"
     m = import_csv(
-        _csv(tmp_path, text, "I01.bmp", "d1.bmp", "d2.bmp"), name="t", columns=FR, **LABELS
+        _csv(tmp_path, text, "I01.bmp", "d1.bmp", "d2.bmp"), name="t", columns=FR, labels=LABELS
     )
     assert m.ref_ids == ["I01.bmp"] and {r.group for r in m.rows} == {"I01.bmp"}
 
@@ -112,7 +114,7 @@ def test_file_names_match_in_any_case_like_tid2013(tmp_path: Path) -> None:
     ("first", "second"),
     [("LIVE/jp2k/img2.bmp", "LIVE/../LIVE/jp2k/img2.bmp"), ("a.jpg", "./a.jpg"),
      ("a.jpg", "A.JPG"), ("sub/a.jpg", "sub\\a.jpg")],
-)  # fmt: skip
+)
 def test_two_spellings_of_one_file_are_a_duplicate(tmp_path: Path, first: str, second: str) -> None:
     text = f"{first},1\n{second},2\n"
     with pytest.raises(ManifestError, match=r"meta.csv:3: image .* already listed at .*meta.csv:2"):
@@ -123,18 +125,18 @@ def test_two_spellings_of_one_file_are_a_duplicate(tmp_path: Path, first: str, s
     ("name", "message"),
     [("/data/a.jpg", "is absolute"), ("C:/data/a.jpg", "is absolute"),
      ("../a.jpg", "leaves the dataset root"), ("x/../../a.jpg", "leaves the dataset root")],
-)  # fmt: skip
+)
 def test_absolute_and_escaping_paths_are_refused(tmp_path: Path, name: str, message: str) -> None:
     (tmp_path / "ds").mkdir()
     path = _csv(tmp_path / "ds", f"img_name,mos\n{name},1\n")
     with pytest.raises(ManifestError, match=f"meta.csv:2: image path .* {message}"):
-        import_csv(path, name="team", columns=NR, authentic=True, **LABELS)
+        import_csv(path, name="team", columns=NR, authentic=True, labels=LABELS)
 
 
 def test_reference_listed_as_a_distorted_row_is_refused(tmp_path: Path) -> None:
     text = "ref_name,dist_name,dmos\nr.png,d.png,1\nr.png,r.png,5\n"
     with pytest.raises(ManifestError, match=r"meta.csv:3: 'r.png' is a reference image"):
-        import_csv(_csv(tmp_path, text, "r.png", "d.png"), name="t", columns=FR, **LABELS)
+        import_csv(_csv(tmp_path, text, "r.png", "d.png"), name="t", columns=FR, labels=LABELS)
 
 
 # ---------------------------------------------------------------- reporting
@@ -165,7 +167,8 @@ def test_header_only_csv_is_refused(tmp_path: Path) -> None:
 def test_unmapped_columns_are_kept_and_prefixes_apply(tmp_path: Path) -> None:
     text = "ref_name,dist_name,dmos,std\nr.png,d.png,1,0.2\n"
     path = _csv(tmp_path, text, "refs/r.png", "dist/d.png")
-    m = import_csv(path, name="t", columns=FR, image_dir="dist", ref_dir="refs", **LABELS)
+    folders = ImageFolders(image_dir="dist", ref_dir="refs")
+    m = import_csv(path, name="t", columns=FR, folders=folders, labels=LABELS)
     assert (m.rows[0].image, m.rows[0].ref, m.rows[0].extra) == (
         "dist/d.png",
         "refs/r.png",
@@ -179,10 +182,10 @@ def test_unmapped_columns_are_kept_and_prefixes_apply(tmp_path: Path) -> None:
 def test_pyiqa_nr_meta_keeps_official_split(tmp_path: Path) -> None:
     lines = ["img_name,mos,std,official_split,ratio802_seed123_split_01"]
     lines += [f"{k}.jpg,{k},0.5,{('train', 'val', 'test')[k % 3]},{'train' if k < 8 else 'val'}"
-              for k in range(10)]  # fmt: skip
+              for k in range(10)]
     files = [f"1024x768/{k}.jpg" for k in range(10)]
     path = _csv(tmp_path, "\n".join(lines) + "\n", *files)
-    got = import_pyiqa(path, name="koniq10k", root=tmp_path, image_dir="1024x768")
+    got = import_pyiqa(path, name="koniq10k", folders=ImageFolders(tmp_path, "1024x768"))
     m = got.manifest
     assert (m.info.name, m.info.score_range, len(m.rows)) == ("koniq10k", (0, 100), 10)
     assert m.rows[0].image == "1024x768/0.jpg" and m.rows[0].extra["std"] == "0.5"
@@ -215,7 +218,7 @@ def test_pyiqa_fr_meta_groups_by_reference(tmp_path: Path) -> None:
         "dst/aerial.BLUR.2.png",
     ]
     path = _csv(tmp_path, text, *files)
-    got = import_pyiqa(path, name="csiq", root=tmp_path, image_dir="dst", ref_dir="src_imgs")
+    got = import_pyiqa(path, name="csiq", folders=ImageFolders(tmp_path, "dst", "src_imgs"))
     assert [r.group for r in got.manifest.rows] == ["src_imgs/1600.png", "src_imgs/aerial.png"]
     assert got.manifest.info.lower_better and got.splits["ratio802_seed123_split_01"].val == (
         "dst/aerial.BLUR.2.png",

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from heads import protocols
-from heads.checkpoint import load_head, save_checkpoint
+from heads.checkpoint import TrainedOn, load_head, save_checkpoint
 from heads.losses import head_loss
 from heads.registry import HEADS, build_head, head_class, make_config
 
@@ -96,8 +96,8 @@ def test_checkpoint_round_trip(name: str, tmp_path) -> None:
         prompt = protocols.embed_prompt(model, feats, torch.rand(5), valid)
     with torch.no_grad():
         want = protocols.predict(model, feats, valid, ref, prompt)
-    save_checkpoint(tmp_path / "m.pt", model, head=name, feature_specs=cls.example_specs,
-                    store_fingerprint="fp", epoch=0)  # fmt: skip
+    save_checkpoint(tmp_path / "m.pt", model, head=name,
+                    trained_on=TrainedOn(cls.example_specs, "fp"), epoch=0)
     again, ckpt = load_head(tmp_path / "m.pt", store_fingerprint="fp")
     with torch.no_grad():
         got = protocols.predict(again.eval(), feats, valid, ref, prompt)

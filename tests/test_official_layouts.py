@@ -150,7 +150,7 @@ def test_flive(tmp_path: Path) -> None:
     parts = [r.extra["official_split"] for r in m.rows]
     counts = {p: parts.count(p) for p in ("train", "val", "test")}
     assert counts == {"train": 39810 - L.FLIVE_VAL - L.FLIVE_TEST, "val": L.FLIVE_VAL,
-                      "test": L.FLIVE_TEST}  # fmt: skip
+                      "test": L.FLIVE_TEST}
 
 
 def test_gfiqa20k(tmp_path: Path) -> None:

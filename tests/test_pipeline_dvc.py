@@ -22,14 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE = ("cache", "extract", "heads", "pipelines")
 ENV = {"DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1", "GIT_AUTHOR_NAME": "t",
        "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
-       "GIT_COMMITTER_EMAIL": "t@example.org"}  # fmt: skip
+       "GIT_COMMITTER_EMAIL": "t@example.org"}
 
 pytestmark = pytest.mark.skipif(shutil.which("dvc") is None, reason="dvc is not installed")
 
 
 def _tiny(params: dict) -> dict:
     params["demo"].update(n_refs=3, levels=2, size="32,48", repeats=2, ratios="0.34,0.33,0.33",
-                          distortions="gaussian_blur,white_noise")  # fmt: skip
+                          distortions="gaussian_blur,white_noise")
     params["extract"]["batch_size"] = 4
     params["arch"]["nss"] = {"size": 32, "grid": 8, "colour": False, "moments": False}
     params["train"].update(heads=["sfem_nr"], repeats=2)
@@ -100,13 +100,13 @@ def test_adding_a_head_reruns_only_that_heads_stages(repo: Path, tmp_path: Path)
 
 def test_two_extractions_are_byte_identical(repo: Path, tmp_path: Path) -> None:
     args = ["iqa-extract", "--backbone", "nss", "--params", "params.yaml", "--manifest",
-            "data/demo/manifest.csv", "--batch-size", "4"]  # fmt: skip
+            "data/demo/manifest.csv", "--batch-size", "4"]
     for name in ("one", "two"):
         run(repo, *args, "--out", str(tmp_path / f"{name}.zarr"))
     one = {p.relative_to(tmp_path / "one.zarr"): p.read_bytes()
-           for p in sorted((tmp_path / "one.zarr").rglob("*")) if p.is_file()}  # fmt: skip
+           for p in sorted((tmp_path / "one.zarr").rglob("*")) if p.is_file()}
     two = {p.relative_to(tmp_path / "two.zarr"): p.read_bytes()
-           for p in sorted((tmp_path / "two.zarr").rglob("*")) if p.is_file()}  # fmt: skip
+           for p in sorted((tmp_path / "two.zarr").rglob("*")) if p.is_file()}
     assert one and one == two
 
 

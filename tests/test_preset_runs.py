@@ -27,14 +27,14 @@ PAPERS = {"sam_iqa_table1": "SAM-IQA Table 1", "dp_iqa_table13": "DP-IQA Table X
 HEAD_TINY = {"sfem_fr": {"width": 4, "scales": [1, 2], "pool_size": 2},
              "sfem_nr": {"width": 4, "scales": [1, 2], "pool_size": 2},
              "qfd": {"width": 8, "se_reduction": 2, "reduce": [4, 2], "hidden": 8},
-             "linear": {}, "prompt": dict(PROMPT_TINY)}  # fmt: skip
+             "linear": {}, "prompt": dict(PROMPT_TINY)}
 KEEP_ARCH = ("resize",)  # arch keys of a preset that apply at toy scale too
 
 
 def _weights(backbone: str, folder: Path) -> tuple[str, dict]:
     """A tiny checkpoint of the backbone's family, and the architecture that reads it."""
     arch = {k: list(v) if isinstance(v, tuple) else v
-            for k, v in BACKBONE_TINY[backbone].items()}  # fmt: skip
+            for k, v in BACKBONE_TINY[backbone].items()}
     if backbone.startswith("sam_"):
         model = build_sam_vit_h(random_init=True, **BACKBONE_TINY[backbone])
         state = {f"image_encoder.{k}": v for k, v in model.image_encoder.state_dict().items()}
@@ -55,7 +55,7 @@ def _weights(backbone: str, folder: Path) -> tuple[str, dict]:
 def _toy(params: dict, folder: Path) -> dict:
     params.update(datasets=["demo"], imports={})
     params["demo"].update(n_refs=3, levels=2, size="48,64", repeats=1,
-                          distortions="gaussian_blur,white_noise")  # fmt: skip
+                          distortions="gaussian_blur,white_noise")
     params["extract"].update(device="cpu", dtype="fp32", batch_size=4)
     for backbone in params["extract"]["backbones"]:
         params["checkpoints"][backbone], tiny = _weights(backbone, folder)

@@ -53,7 +53,7 @@ def test_paper_settings_are_the_papers() -> None:
     assert {s["repeats"] for s in sam["imports"].values()} == {10}
     prompt = yaml.safe_load(preset_text("promptiqa_table2"))["head_train"]["prompt"]
     assert (prompt["lr"], prompt["weight_decay"], prompt["schedule"], prompt["epochs"]) == (
-        1.0e-5, 1.0e-5, "cosine_restarts", 100)  # fmt: skip
+        1.0e-5, 1.0e-5, "cosine_restarts", 100)
     dp = yaml.safe_load(preset_text("dp_iqa_table13"))
     assert {s["repeats"] for s in dp["imports"].values()} == {5}
     assert dp["head_train"]["qfd"]["gamma"] == 0.2
@@ -96,10 +96,10 @@ def test_writing_a_preset_never_overwrites_other_files(tmp_path: Path) -> None:
 def test_check_lists_what_is_missing(tmp_path: Path) -> None:
     out = tmp_path / "params.yaml"
     write_preset("sam_iqa_table1", out, data_root=str(tmp_path / "raw"),
-                 models=str(tmp_path / "models"))  # fmt: skip
+                 models=str(tmp_path / "models"))
     found = [p.what for p in check(out)]
     assert found == ["dataset live", "dataset csiq", "dataset tid2013", "dataset kadid10k",
-                     "sam_vit_h weights"]  # fmt: skip
+                     "sam_vit_h weights"]
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "sam_vit_h_4b8939.pth").write_bytes(b"not the official file")
     (tmp_path / "raw" / "live").mkdir(parents=True)

@@ -29,7 +29,7 @@ from heads.crosstest import random_image_features
 from heads.data import load_part
 from heads.evaluate import ProbeError, make_prompt
 from heads.optim import TrainConfig, TrainConfigError
-from heads.train import fit
+from heads.train import FitOptions, fit
 from pipelines.data_cli import main as data_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,7 +91,7 @@ def test_without_prompts_training_has_no_label_augmentation(monkeypatch, tmp_pat
         train,
         val,
         seed=0,
-        out_dir=tmp_path,
+        options=FitOptions(out_dir=tmp_path),
         training=TrainConfig(epochs=2, batch_size=11, lr=1e-3),
     )
     assert calls and all(kw["scale_p"] == 0.0 and kw["flip_p"] == 0.0 for kw in calls)

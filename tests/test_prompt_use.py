@@ -38,7 +38,7 @@ from pipelines.splits import make_splits, write_splits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"dim": 16, "heads": 2, "encoder_depth": 1, "ispp_depth": 1, "fusion_depth": 1,
-        "reduce_hidden": 8, "head_hidden": 8}  # fmt: skip
+        "reduce_hidden": 8, "head_hidden": 8}
 NSS = {"size": 32, "grid": 4}
 
 
@@ -62,7 +62,7 @@ def test_mixed_training_draws_each_group_from_one_dataset(monkeypatch) -> None:
     monkeypatch.setattr(train_mod, "_unit_loss", spy)
     res = fit("prompt", TINY, [a, b], [_vectors(11, 2, "a/"), _vectors(11, 3, "b/")],
               training=TrainConfig(epochs=2, batch_size=11, lr=1e-3, groups_per_step=2),
-              seed=0)  # fmt: skip
+              seed=0)
     assert {name for name, _ in seen} == {"a/", "b/"}
     assert all(len(set(prefixes)) == 1 and len(prefixes) == 11 for _, prefixes in seen)
     assert len(seen) == 2 * (3 + 2)  # every full group of both sets, each epoch
@@ -77,11 +77,11 @@ def _dataset(root: Path, name: str, n: int) -> Path:
         Image.fromarray(_photo(i)).save(root / f"{name}{i}.png")
         rows.append(ManifestRow(image=f"{name}{i}.png", score=float(i % 7), group=f"g{i}"))
     write_manifest(Manifest(DatasetInfo(name, score_range=(0, 6)), tuple(rows)),
-                   root / "manifest.csv")  # fmt: skip
+                   root / "manifest.csv")
     from cache.manifest import read_manifest
 
     write_splits(make_splits(read_manifest(root / "manifest.csv"), (0.6, 0.2, 0.2), 2),
-                 root / "splits")  # fmt: skip
+                 root / "splits")
     cfg = ExtractConfig(backbone="nss", arch=arch_overrides(NSS), shard_size=8)
     run_extract(cfg, root / "manifest.csv", out=str(root / "f.zarr"), progress=False)
     return root
@@ -101,7 +101,7 @@ def test_a_mixed_run_reports_each_dataset(tmp_path: Path) -> None:
     assert set(metrics["runs"][0]["datasets"]) == {"one", "two"}
     assert {"val", "test"} <= set(metrics["summary"]["two"])
     tables = write_report([tmp_path / "run"], tmp_path / "report", formats=(),
-                          baselines=False)  # fmt: skip
+                          baselines=False)
     assert set(tables) == {"one", "two"}  # one table per dataset of the mixed run
 
 
@@ -137,11 +137,11 @@ def test_the_ablations_change_what_training_does(monkeypatch) -> None:
     runs = {}
     for name, changes in {"paper": {}, "flip": {"flip_p": 1.0, "scale_p": 0.0},
                           "code": {"scale_mode": "code"}, "size": {"prompt_size": 4},
-                          "random": {"prompt_select": "random"}}.items():  # fmt: skip
+                          "random": {"prompt_select": "random"}}.items():
         cfg = TrainConfig(epochs=2, batch_size=11, lr=1e-3).replace(**changes)
         runs[name] = fit("prompt", TINY, train, val, training=cfg, seed=0)
         assert calls[-1] == {"scale_p": cfg.scale_p, "flip_p": cfg.flip_p,
-                             "scale_mode": cfg.scale_mode}  # fmt: skip
+                             "scale_mode": cfg.scale_mode}
     assert runs["flip"].history != runs["paper"].history
     assert runs["size"].prompt.shape == (1, 4, 16)
     assert runs["random"].prompt_ids != runs["paper"].prompt_ids
@@ -204,12 +204,12 @@ def test_iqa_score_takes_a_prompt_in_the_users_scale(tmp_path: Path) -> None:
     args = ["--head", "prompt", "--features", str(root / "f.zarr"), "--manifest",
             str(root / "manifest.csv"), "--split", str(root / "splits" / "split_00.json"),
             "--out", str(run), "--epochs", "2", "--batch-size", "4",
-            *sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])]  # fmt: skip
+            *sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])]
     assert CliRunner().invoke(train_main, args).exit_code == 0
     prompt_csv = _prompt_csv(tmp_path, [100.0, 300.0, 500.0, 700.0])
     res = CliRunner().invoke(score_main, [str(root / "d1.png"), str(root / "d2.png"),
                                           "--head", str(run / "run_00" / "model.pt"),
-                                          "--prompt", str(prompt_csv), "--json"])  # fmt: skip
+                                          "--prompt", str(prompt_csv), "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["about"]["scale"] == [100.0, 700.0]
@@ -217,6 +217,6 @@ def test_iqa_score_takes_a_prompt_in_the_users_scale(tmp_path: Path) -> None:
     res = CliRunner().invoke(score_main, [str(root / "d1.png"), "--head",
                                           str(run / "run_00" / "model.pt"), "--prompt",
                                           str(prompt_csv), "--prompt-features",
-                                          str(root / "f.zarr")])  # fmt: skip
+                                          str(root / "f.zarr")])
     assert res.exit_code == 0, res.output
     assert file_sha256(prompt_csv)  # the prompt file is left as it was

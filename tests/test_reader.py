@@ -16,7 +16,7 @@ from cache.store import ArraySpec, IncompleteStoreError
 
 IDS = ["ref0.png", "ref1.png", "d00.png", "d01.png", "d10.png", "d11.png", "d12.png"]
 REF_OF = {"d00.png": "ref0.png", "d01.png": "ref0.png", "d10.png": "ref1.png",
-          "d11.png": "ref1.png", "d12.png": "ref1.png"}  # fmt: skip
+          "d11.png": "ref1.png", "d12.png": "ref1.png"}
 ARRAYS = [ArraySpec("embed", (2, 3, 3)), ArraySpec("feature", (4,))]
 
 
@@ -69,7 +69,7 @@ def test_unwritten_rows_refused_or_dropped(tmp_path):
 
 def test_preload_matches_lazy(url):
     lazy, ram = FeatureDataset(url, rows=[5, 1, 12]), FeatureDataset(url, rows=[5, 1, 12],
-                                                                     preload=True)  # fmt: skip
+                                                                     preload=True)
     assert ram._src.ram is not None and ram._src.ram["embed"].dtype == np.float16
     for i in range(3):
         a, b = lazy[i], ram[i]

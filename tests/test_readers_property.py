@@ -36,7 +36,7 @@ VALID_MANIFEST = manifest_text(Manifest(DatasetInfo("x", "MOS", False, (0, 5)), 
 VALID_SPLIT = json.dumps(
     {"seed": 1, "ratios": [0.5, 0.5], "manifest_sha256": "0" * 64, "train": ["a", "b"],
      "val": [], "test": ["c"]}, indent=1,
-)  # fmt: skip
+)
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -75,7 +75,7 @@ def target(tmp_path: Path) -> Path:
 READERS = pytest.mark.parametrize(
     ("reader", "valid"), [(read_manifest, VALID_MANIFEST), (read_split, VALID_SPLIT)],
     ids=["manifest", "split"],
-)  # fmt: skip
+)
 
 
 @READERS
@@ -97,7 +97,7 @@ def test_readers_on_garbled_files(target: Path, reader, valid: str, edits: list)
 FIELD = st.sampled_from(
     ["", "a.png", "a.png", "b/c.png", "../x.png", "/abs.png", "a//b.png", "1.5", "nan", "inf",
      "-1", "g", '"q,uoted"', '"', "x\\y"]
-)  # fmt: skip
+)
 ROWS_TEXT = st.lists(st.lists(FIELD, max_size=7).map(",".join), max_size=6).map("\n".join)
 
 
@@ -119,7 +119,7 @@ JSON = st.recursive(
 PARTS_ISH = st.fixed_dictionaries(
     {"train": JSON, "test": JSON}, optional={"val": JSON, "seed": JSON, "ratios": JSON,
                                              "manifest_sha256": JSON},
-)  # fmt: skip
+)
 
 
 @SETTINGS

@@ -71,7 +71,7 @@ def test_pipal_image_dir_takes_several_folders(tmp_path: Path) -> None:
     result = _run(*args, "--image-dir", "part1", "--image-dir", "part2")
     assert result.exit_code == 1 and "A0001_00_02.bmp in none of the image folders" in result.output
     result = _run("import", "kadid10k", "--root", root, "--out", out, "--image-dir", "a",
-                  "--image-dir", "b")  # fmt: skip
+                  "--image-dir", "b")
     assert result.exit_code == 2 and "--image-dir: dataset 'kadid10k' takes one folder" in (
         result.output
     )
@@ -101,7 +101,7 @@ def test_label_files_and_folders_match_in_any_case(tmp_path: Path) -> None:
     assert IMPORTERS["tid2013"](tid, expected=None).rows[0].score == 5.1
     spaq = tmp_path / "spaq"
     L.xlsx(spaq / "annotations/MOS and image attribute scores.XLSX",
-           [L.SPAQ_HEADER, ("00001.jpg", 50.0, 1, 2, 3, 4, 5)])  # fmt: skip
+           [L.SPAQ_HEADER, ("00001.jpg", 50.0, 1, 2, 3, 4, 5)])
     L.tree(spaq, L.blank_file(tmp_path), ["testimage/00001.jpg"])
     assert IMPORTERS["spaq"](spaq, expected=None).image_ids == ["testimage/00001.jpg"]
     pipal = _root(tmp_path, "pipal", refs=1)
@@ -126,7 +126,7 @@ def test_unicode_forms_on_disk_and_in_labels_are_one_name(
 def test_case_twins_are_ambiguous_not_missing(tmp_path: Path) -> None:
     _koniq(tmp_path, ["photo.jpg"], ["Photo.jpg", "photo.JPG"])
     with pytest.raises(ManifestError, match=r"image '1024x768/photo.jpg' is ambiguous under .*:"
-                       r" it matches 1024x768/Photo.jpg and 1024x768/photo.JPG"):  # fmt: skip
+                       r" it matches 1024x768/Photo.jpg and 1024x768/photo.JPG"):
         IMPORTERS["koniq10k"](tmp_path, expected=1)
     (tmp_path / "koniq10k_distributions_sets.csv").rename(tmp_path / "A.csv")
     (tmp_path / "a.CSV").write_text("x")
@@ -159,7 +159,7 @@ def test_csiq_sheet_name_in_any_case_and_never_the_active_sheet(tmp_path: Path) 
     assert IMPORTERS["csiq"](tmp_path, expected=None, sheet="ALL_BY_DISTORTION").scores() == [0.9]
     _csiq_sheets(tmp_path, "Sheet1", "Sheet2")
     with pytest.raises(ManifestError, match=r"no sheet 'all_by_image' \(sheets: \['Sheet1', "
-                       r"'Sheet2'\]\); name one with --sheet"):  # fmt: skip
+                       r"'Sheet2'\]\); name one with --sheet"):
         IMPORTERS["csiq"](tmp_path, expected=None)
     out = tmp_path / "m.csv"
     args = ["import", "csiq", "--root", tmp_path, "--out", out, "--no-count-check"]
@@ -190,11 +190,11 @@ def test_spaq_and_bid_read_the_label_sheet_not_the_active_one(tmp_path: Path) ->
     book.save(bid / "DatabaseGrades.xlsx")
     L.tree(bid, L.blank_file(tmp_path), ["DatabaseImage0001.JPG"])
     with pytest.raises(ManifestError, match=r"sheets \['Grades', 'Copy'\] all look like label"
-                       r" sheets; name the one to read with --sheet"):  # fmt: skip
+                       r" sheets; name the one to read with --sheet"):
         IMPORTERS["bid"](bid, expected=None)
     out = tmp_path / "bid.csv"
     result = _run("import", "bid", "--root", bid, "--out", out, "--no-count-check", "--sheet",
-                  "grades")  # fmt: skip
+                  "grades")
     assert result.exit_code == 0, result.output
     assert read_manifest(out).scores() == [3.5]
     result = _run("import", "kadid10k", "--root", bid, "--out", out, "--sheet", "x")
@@ -209,7 +209,7 @@ def test_duplicate_row_is_reported_before_the_count(tmp_path: Path) -> None:
     with open(root / "dmos.csv", "a") as fh:
         fh.write("I01_01_03.png,I01.png,3.9,0.5\n")
     with pytest.raises(ManifestError, match=r"dmos.csv:10127: image 'images/I01_01_03.png' "
-                       r"already listed at .*dmos.csv:4 \(a duplicate row"):  # fmt: skip
+                       r"already listed at .*dmos.csv:4 \(a duplicate row"):
         IMPORTERS["kadid10k"](root)
 
 
@@ -248,7 +248,7 @@ def test_flive_official_split_is_written_as_a_split_file(tmp_path: Path) -> None
     split.check_against(read_manifest(out))
     assert (len(split.train), len(split.val), len(split.test)) == (17, 40, 3)
     assert split.test == ("voc_emotic_ava/AVA__0.jpg", "voc_emotic_ava/AVA__20.jpg",
-                          "voc_emotic_ava/AVA__40.jpg")  # fmt: skip
+                          "voc_emotic_ava/AVA__40.jpg")
     assert "official_split.json (17 train, 40 val, 3 test)" in result.output
 
 
@@ -258,14 +258,14 @@ def test_flive_split_files_that_do_not_fit_are_refused(tmp_path: Path) -> None:
     lines = val.read_text().splitlines()
     val.write_text("\n".join([*lines, "blur_dataset/motion0000.jpg,60.0,True"]) + "\n")
     with pytest.raises(ManifestError, match=r"padded.csv:30: 'blur_dataset/motion0000.jpg' is in"
-                       r" the val part and in the test part \(.*labels640.csv:2\)"):  # fmt: skip
+                       r" the val part and in the test part \(.*labels640.csv:2\)"):
         IMPORTERS["flive"](root, expected=None)
     val.write_text("\n".join([*lines, "blur_dataset/other.jpg,60.0,False"]) + "\n")
     with pytest.raises(ManifestError, match=r"padded.csv:30: 'blur_dataset/other.jpg' is not an"):
         IMPORTERS["flive"](root, expected=None)
     val.unlink()
     with pytest.raises(ManifestError, match=r"labels640.csv: FLIVE's official split needs "
-                       r"labels=640_padded.csv beside it too"):  # fmt: skip
+                       r"labels=640_padded.csv beside it too"):
         IMPORTERS["flive"](root, expected=None)
 
 
@@ -286,6 +286,6 @@ def test_koniq_label_files_agree_on_images_scores_and_groups_not_extras(tmp_path
         args = ["import", "koniq10k", "--root", root, "--label-file", name, "--out", outs[name]]
         assert _run(*args).exit_code == 0
     official = read_split(outs["koniq10k_distributions_sets.csv"].parent / "official"
-                          / "official_split.json")  # fmt: skip
+                          / "official_split.json")
     assert (len(official.train), len(official.val), len(official.test)) == (7058, 1000, 2015)
     assert not (outs["koniq10k_scores_and_distributions.csv"].parent / "official").exists()

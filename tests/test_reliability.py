@@ -42,7 +42,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def _extract(manifest: Path, out: str, *extra: str) -> object:
     return CliRunner().invoke(extract_main, [*NSS, "--manifest", str(manifest), "--out", out,
-                                             *extra])  # fmt: skip
+                                             *extra])
 
 
 # ---------------------------------------------------------------- outputs that never delete
@@ -84,7 +84,7 @@ def test_export_and_import_onto_folders_delete_nothing(tmp_path: Path) -> None:
 def _split_for(manifest_rows: list[str], folder: Path) -> Path:
     digest = file_sha256(folder / "manifest.csv")
     split = Split(train=tuple(manifest_rows[:3]), val=(), test=tuple(manifest_rows[3:]),
-                  manifest_sha256=digest)  # fmt: skip
+                  manifest_sha256=digest)
     write_split(split, folder / "split.json")
     return folder / "split.json"
 
@@ -94,7 +94,7 @@ def _train(tmp_path: Path, store: str, out: Path, *extra: str) -> object:
     args = ["--head", "sfem_nr", "--features", store, "--manifest", str(tmp_path / "manifest.csv"),
             "--split", str(split), "--epochs", "1", "--batch-size", "2", "--out", str(out),
             "--set", "width=4", "--set", "scales=[1]", "--set", "pool_size=2", *extra]
-    return CliRunner().invoke(train_main, args)  # fmt: skip
+    return CliRunner().invoke(train_main, args)
 
 
 def test_train_out_onto_a_foreign_folder_deletes_nothing(tmp_path: Path) -> None:
@@ -172,11 +172,11 @@ def test_concurrent_extractions_into_a_cache_root_compute_each_shard_once(
     monkeypatch.setattr(fill_mod, "fill_shards", slow)
     monkeypatch.setattr(fill_mod, "WAIT_POLL_S", 0.1)
     cfg = ExtractConfig(backbone="nss", random_init=True, shard_size=2,
-                        arch=(("grid", 8), ("size", 32)))  # fmt: skip
+                        arch=(("grid", 8), ("size", 32)))
     results: list = []
     threads = [threading.Thread(target=lambda: results.append(run_mod.run_extract(
         cfg, manifest, cache_root=str(tmp_path / "root"), progress=False)))
-        for _ in range(2)]  # fmt: skip
+        for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -229,7 +229,7 @@ def small_disk(tmp_path: Path):
     mount = tmp_path / "disk"
     mount.mkdir()
     ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                        capture_output=True)  # fmt: skip
+                        capture_output=True)
     if ok.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root): " + ok.stderr.decode()[:80])
     yield mount
@@ -281,10 +281,10 @@ def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
 def test_small_hdf5_stores_and_exports(tmp_path: Path) -> None:
     manifest = make_dataset(tmp_path, n=1)
     res = CliRunner().invoke(extract_main, [*NSS[:-2], "--manifest", str(manifest),
-                                            "--out", str(tmp_path / "f.h5")])  # fmt: skip
+                                            "--out", str(tmp_path / "f.h5")])
     assert res.exit_code == 0, res.output  # 3 rows, shards of 64: once a chunk-shape crash
     res = CliRunner().invoke(cache_main, ["export", str(tmp_path / "f.h5"),
-                                          "--to", str(tmp_path / "g.h5")])  # fmt: skip
+                                          "--to", str(tmp_path / "g.h5")])
     assert res.exit_code == 0 and ": ok;" in res.output
 
 

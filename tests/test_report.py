@@ -106,7 +106,7 @@ def _write_run(out: Path, manifest_path: Path, head: str, backbone: str, *,
         "label_norm": {"method": "score_range", "low": info.score_range[0],
                        "high": info.score_range[1], "lower_better": info.lower_better},
         "training": {"epochs": 6, "lr": 1e-3, "batch_size": 16}, "runs": records,
-    }  # fmt: skip
+    }
     if protocol:
         metrics["protocol"] = protocol
     if head_config is not None:

@@ -58,7 +58,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
                    root / "manifest.csv")
     ids = [r.image for r in rows]
     split = Split(train=tuple(ids[:8]), val=tuple(ids[8:12]), test=tuple(ids[12:]),
-                  manifest_sha256=file_sha256(root / "manifest.csv"))  # fmt: skip
+                  manifest_sha256=file_sha256(root / "manifest.csv"))
     write_split(split, root / "splits" / "split_00.json")
     return root
 
@@ -108,7 +108,7 @@ def test_score_a_folder_against_a_reference_folder_into_a_csv(dataset: Path,
     out = tmp_path / "scores.csv"
     res = CliRunner().invoke(score_main, [str(dist), "-r", str(refs), "--head",
                                           str(run / "run_00" / "model.pt"), "--csv", str(out),
-                                          "--batch-size", "2"])  # fmt: skip
+                                          "--batch-size", "2"])
     assert res.exit_code == 0, res.output
     assert "full-reference" in res.output and "higher is better" in res.output
     with open(out, newline="") as fh:
@@ -123,13 +123,13 @@ def test_score_a_folder_against_a_reference_folder_into_a_csv(dataset: Path,
     (tmp_path / "mine.csv").write_text("my,own\n")
     res = CliRunner().invoke(score_main, [str(dist), "-r", str(refs), "--head",
                                           str(run / "run_00" / "model.pt"), "--csv",
-                                          str(tmp_path / "mine.csv")])  # fmt: skip
+                                          str(tmp_path / "mine.csv")])
     assert res.exit_code == 2 and (tmp_path / "mine.csv").read_text() == "my,own\n"
 
 
 def test_a_head_on_a_bit_rounded_store_scores(dataset: Path, tmp_path: Path) -> None:
     cfg = ExtractConfig(backbone="nss", arch=arch_overrides(NSS_TINY), shard_size=4,
-                        keepbits=5)  # fmt: skip
+                        keepbits=5)
     store = run_extract(cfg, dataset / "manifest.csv", out=str(tmp_path / "k.zarr"),
                         progress=False).store
     run = _train(dataset, store, "sfem_nr", str(tmp_path / "nr"))

@@ -40,7 +40,7 @@ def _text_config() -> CLIPTextConfig:
         vocab_size=n, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=128, projection_dim=32,
         bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    )  # fmt: skip
+    )
 
 
 def make_sd_folder(root: Path) -> Path:
@@ -56,11 +56,11 @@ def make_sd_folder(root: Path) -> Path:
         norm_num_groups=8, sample_size=16, attention_head_dim=8,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    ).save_pretrained(root / "unet")  # fmt: skip
+    ).save_pretrained(root / "unet")
     AutoencoderKL(
         block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8, layers_per_block=1,
-    ).save_pretrained(root / "vae")  # fmt: skip
+    ).save_pretrained(root / "vae")
     return root
 
 

@@ -132,7 +132,7 @@ def test_checkpoints_with_one_shared_batchnorm_still_load(name: str) -> None:
         model(x, None, ref)  # non-trivial running statistics
     legacy = _legacy(model.state_dict(), model)
     assert {"sfem.stem.1.running_var", "sfem.branches.spatial.1.weight",
-            "sfem.branches.frequency.fourier.norm.running_mean"} <= set(legacy)  # fmt: skip
+            "sfem.branches.frequency.fourier.norm.running_mean"} <= set(legacy)
     loaded = build_head(name, SPECS, **DEFAULT_SCALES)
     loaded.load_state_dict(legacy, strict=True)
     for module in model.modules():  # what the shared BatchNorm did: scale 0's for all

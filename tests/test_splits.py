@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,8 @@ def test_split_for_another_manifest_is_refused(tmp_path: Path) -> None:
     ):
         split.check_against(read_manifest(other))
     # same ids, different labels: still another manifest
-    write_manifest(_manifest([2] * 10).with_root("/elsewhere"), other)
+    moved = _manifest([2] * 10)
+    write_manifest(replace(moved, info=replace(moved.info, root="/elsewhere")), other)
     with pytest.raises(ManifestError, match="was made for another manifest"):
         split.check_against(read_manifest(other))
 

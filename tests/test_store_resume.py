@@ -53,7 +53,7 @@ def snapshot(url: str) -> dict[str, np.ndarray]:
     with open_store(url) as s:
         assert s.verify().ok
         out = {n: a.view(np.uint8) for n, a in s.read(slice(None), allow_unwritten=True,
-                                                         dtype=None).items()}  # fmt: skip
+                                                         dtype=None).items()}
         out["written"] = s.written
         out["commit"] = s.read_raw("commit", slice(None))
         out["sizes"] = s.read_raw("sizes", slice(None))

@@ -61,4 +61,4 @@ def test_cache_root_on_s3_and_copy_back(s3_options, tmp_path):
     with local, open_store(url, storage_options=s3_options) as remote:
         assert local.fingerprint == remote.fingerprint and local.verify().ok
         np.testing.assert_array_equal(local.read(slice(None))["embed"],
-                                      remote.read(slice(None))["embed"])  # fmt: skip
+                                      remote.read(slice(None))["embed"])

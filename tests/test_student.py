@@ -33,7 +33,7 @@ from cache.manifest import (
 from cache.store import ArraySpec, open_store
 from extract.loader import VIEWS
 from extract.weights import WeightsError
-from heads.checkpoint import CheckpointError, save_checkpoint
+from heads.checkpoint import CheckpointError, TrainedOn, save_checkpoint
 from heads.data import denormalise, label_norm_of, normalise
 from heads.registry import build_head
 from heads.student import (
@@ -56,7 +56,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIDE = 64
 PRE = {"input_size": [SIDE, SIDE], "resize": "squash_pil_bilinear", "input_range": [0, 1],
-       "mean": None, "std": None}  # fmt: skip
+       "mean": None, "std": None}
 SPECS = {"up0": (6, 2, 2), "up1": (6, 4, 4), "up2": (4, 8, 8), "up3": (4, 8, 8)}
 TINY_QFD = {"width": 8, "se_reduction": 4, "reduce": (4, 8), "hidden": 8}
 VIEWS_USED = ("identity", "hflip")
@@ -92,7 +92,7 @@ def _features(x: torch.Tensor) -> dict[str, np.ndarray]:
     rough = (x4 - F.avg_pool2d(x4, 3, 1, 1)).abs()  # (1, 4, 64, 64)
     six = torch.cat([x4, rough[:, :2]], 1)  # (1, 6, 64, 64)
     out = {"up0": F.adaptive_avg_pool2d(six, 2), "up1": F.adaptive_avg_pool2d(six, 4),
-           "up2": F.adaptive_avg_pool2d(rough, 8), "up3": F.adaptive_max_pool2d(x4, 8)}  # fmt: skip
+           "up2": F.adaptive_avg_pool2d(rough, 8), "up3": F.adaptive_max_pool2d(x4, 8)}
     return {k: v[0].numpy() for k, v in out.items()}
 
 
@@ -103,30 +103,30 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for i, name in enumerate(ids):
         Image.fromarray(_photo(i)).save(root / name)
     rows = tuple(ManifestRow(image=n, ref="", score=_score(i), group=f"g{i}")
-                 for i, n in enumerate(ids))  # fmt: skip
+                 for i, n in enumerate(ids))
     manifest = Manifest(DatasetInfo(name="toy", score_range=(0, 10)), rows)
     write_manifest(manifest, root / "manifest.csv")
     write_split(Split(train=tuple(ids[:7]), val=tuple(ids[7:10]), test=tuple(ids[10:]),
                       manifest_sha256=file_sha256(root / "manifest.csv")),
-                root / "split.json")  # fmt: skip
+                root / "split.json")
     source = _sd_store(root / "sd.zarr", root, ids)
     torch.manual_seed(0)
     teacher = build_head("qfd", SPECS, **TINY_QFD)
-    save_checkpoint(root / "teacher.pt", teacher, head="qfd", feature_specs=SPECS,
-                    store_fingerprint=source.fingerprint, epoch=0,
-                    label_norm=label_norm_of(manifest))  # fmt: skip
+    save_checkpoint(root / "teacher.pt", teacher, head="qfd",
+                    trained_on=TrainedOn(SPECS, source.fingerprint, label_norm_of(manifest)),
+                    epoch=0)
     return {"root": root, "ids": ids, "source": source.url, "teacher": teacher.eval()}
 
 
 def _sd_store(url: Path, root: Path, ids: list[str]):
     fields = {"backbone": "sd15_unet", "weights_sha256": "random-init", "preprocessing": PRE,
-              "views": list(VIEWS_USED)}  # fmt: skip
+              "views": list(VIEWS_USED)}
     arrays = [ArraySpec(k, v) for k, v in SPECS.items()]
     store = create_store(str(url), StoreLayout(arrays, ids, VIEWS_USED, shard_size=4),
                          fingerprint_fields=fields, provenance={"dataset": "toy"})
     for k in range(store.n_shards):
         pixels = [VIEWS[VIEWS_USED[r % 2]](np.asarray(Image.open(root / ids[r // 2])))
-                  for r in store.shard_rows(k)]  # fmt: skip
+                  for r in store.shard_rows(k)]
         feats = [_features(preprocess(np.ascontiguousarray(a), PRE)) for a in pixels]
         stacked = {n: np.stack([f[n] for f in feats]) for n in SPECS}
         sizes = np.full((len(pixels), 2), 8)
@@ -139,7 +139,7 @@ def _sd_store(url: Path, root: Path, ids: list[str]):
 def maps(world: dict) -> str:
     out = str(world["root"] / "teacher.zarr")
     write_teacher_maps(world["source"], world["root"] / "teacher.pt", out=out,
-                       cfg=TeacherMapsConfig(batch_size=3), show_progress=False)  # fmt: skip
+                       cfg=TeacherMapsConfig(batch_size=3), show_progress=False)
     return out
 
 
@@ -152,7 +152,7 @@ def _tiny(**kw: object) -> DistillConfig:
 def trained(world: dict, maps: str) -> Path:
     root = world["root"]
     res = train_student(maps, root / "manifest.csv", root / "split.json", root / "run",
-                        _tiny(workers=1, augment=True), show_progress=False)  # fmt: skip
+                        _tiny(workers=1, augment=True), show_progress=False)
     return res.checkpoint
 
 
@@ -192,7 +192,7 @@ def test_trunk_weights_load_strictly_from_a_torchvision_state_dict(tmp_path: Pat
     torch.save(full, tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match="missing keys: 0.0.weight"):
         _build(DistillConfig(trunk="efficientnet_tiny", trunk_checkpoint=str(tmp_path / "bad.pth")),
-               maps)  # fmt: skip
+               maps)
 
 
 # ------------------------------------------------------------------ teacher maps
@@ -239,14 +239,14 @@ def test_teacher_maps_resume_after_a_kill_fills_only_missing_shards(
     assert again.computed_shards == 3 and not again.reused
     assert write_teacher_maps(*args, out=out, cfg=cfg, resume=True, show_progress=False).reused
     got, want = open_store(out).read(range(2 * N), allow_unwritten=True), open_store(maps).read(
-        range(2 * N), allow_unwritten=True)  # fmt: skip
+        range(2 * N), allow_unwritten=True)
     assert all(np.array_equal(got[k], want[k], equal_nan=True) for k in ("map", "score"))
 
 
 def test_teacher_must_fit_its_store_and_be_a_qfd(world: dict, tmp_path: Path) -> None:
     root = world["root"]
-    save_checkpoint(tmp_path / "other.pt", world["teacher"], head="qfd", feature_specs=SPECS,
-                    store_fingerprint="0" * 64, epoch=0)  # fmt: skip
+    save_checkpoint(tmp_path / "other.pt", world["teacher"], head="qfd",
+                    trained_on=TrainedOn(SPECS, "0" * 64), epoch=0)
     with pytest.raises(CheckpointError, match="trained on store fingerprint"):
         write_teacher_maps(world["source"], tmp_path / "other.pt", out=str(tmp_path / "x.zarr"))
     (tmp_path / "busy").mkdir()
@@ -327,11 +327,11 @@ def test_resume_gives_the_same_student_as_one_run(world: dict, maps: str, tmp_pa
         train_student(*args, tmp_path / "b", _tiny(epochs=3), show_progress=False)
     with pytest.raises(UsageProblem, match="other settings"):
         train_student(*args, tmp_path / "b", _tiny(epochs=3, lr=5e-4), resume=True,
-                      show_progress=False)  # fmt: skip
+                      show_progress=False)
     resumed = train_student(*args, tmp_path / "b", _tiny(epochs=3), resume=True,
-                            show_progress=False)  # fmt: skip
+                            show_progress=False)
     a, b = (torch.load(p.parent / "last.pt", weights_only=True)["model"]
-            for p in (whole.checkpoint, resumed.checkpoint))  # fmt: skip
+            for p in (whole.checkpoint, resumed.checkpoint))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["val_srcc"] for r in whole.history] == [r["val_srcc"] for r in resumed.history]
 
@@ -400,7 +400,7 @@ def test_cli_chain_and_one_line_errors(world: dict, tmp_path: Path) -> None:
     def train(out: Path, *extra: str, trunk: str = "efficientnet_tiny"):
         args = ["train", "--maps", maps, "--manifest", str(root / "manifest.csv"), "--split",
                 str(root / "split.json"), "--trunk", trunk, "--epochs", "2", "--batch-size", "4",
-                "--workers", "0", "--no-progress", "--out", str(out), *extra]  # fmt: skip
+                "--workers", "0", "--no-progress", "--out", str(out), *extra]
         return runner.invoke(distill_main, args)
 
     res = train(tmp_path / "run")
@@ -409,7 +409,7 @@ def test_cli_chain_and_one_line_errors(world: dict, tmp_path: Path) -> None:
     assert '"student"' in res.output
     bad = runner.invoke(distill_main, ["teacher-maps", "--features", world["source"],
                                        "--teacher", str(tmp_path / "run" / "model.pt"),
-                                       "--out", str(tmp_path / "m2.zarr")])  # fmt: skip
+                                       "--out", str(tmp_path / "m2.zarr")])
     assert bad.exit_code == 1 and "not a head checkpoint" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
     bad = train(tmp_path / "r2", trunk="efficientnet_b8")

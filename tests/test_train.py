@@ -13,7 +13,7 @@ from heads.checkpoint import CheckpointError, load_head, read_checkpoint, save_a
 from heads.evaluate import evaluate, make_prompt
 from heads.optim import TrainConfig, TrainConfigError
 from heads.registry import build_head
-from heads.train import fit
+from heads.train import FitOptions, fit
 from heads.traindata import TrainData, TrainDataError
 
 SFEM = {"width": 8, "scales": (1, 2), "pool_size": 4}
@@ -61,7 +61,7 @@ def test_fit_improves_val_srcc_and_writes_curves(tmp_path) -> None:
     torch.manual_seed(0)
     before = evaluate(build_head("sfem_nr", train.feature_specs, **SFEM), val)["metrics"]["srcc"]
     res = fit("sfem_nr", SFEM, train, val, training=TrainConfig(epochs=6, batch_size=8, lr=3e-3),
-              seed=0, out_dir=tmp_path)  # fmt: skip
+              seed=0, options=FitOptions(out_dir=tmp_path))
     srccs = [row["val_srcc"] for row in res.history]
     assert res.val_metrics[0]["srcc"] == pytest.approx(max(srccs))
     assert res.val_metrics[0]["srcc"] > max(before, 0.0) + 0.3  # 0.14 untrained -> 0.78
@@ -108,7 +108,7 @@ def test_deterministic_for_a_seed() -> None:
 def test_empty_validation_keeps_the_last_epoch() -> None:
     empty = TrainData({"embed": torch.zeros(0, 1, 4, 8, 8)}, torch.zeros(0), [], name="val")
     res = fit("sfem_nr", SFEM, _maps(16, 0, "train"), empty,
-              training=TrainConfig(epochs=2, batch_size=8, lr=1e-3), seed=0)  # fmt: skip
+              training=TrainConfig(epochs=2, batch_size=8, lr=1e-3), seed=0)
     assert res.best_epoch == 1 and "last epoch" in res.selection and res.val_metrics == [{}]
 
 
@@ -121,9 +121,9 @@ def test_checkpoint_round_trip_and_fingerprint_refusal(tmp_path) -> None:
         val,
         training=TrainConfig(epochs=2, batch_size=8, lr=1e-3),
         seed=0,
-        out_dir=tmp_path,
-        store_fingerprint="abc123",
-        label_norm={"low": 1, "high": 5},
+        options=FitOptions(
+            out_dir=tmp_path, store_fingerprint="abc123", label_norm={"low": 1, "high": 5}
+        ),
     )
     model, ckpt = load_head(tmp_path / "model.pt", store_fingerprint="abc123")
     assert ckpt["head"] == "sfem_fr" and ckpt["label_norm"] == {"low": 1, "high": 5}
@@ -152,12 +152,15 @@ def test_a_checkpoint_s_bytes_depend_on_its_content_only(tmp_path) -> None:
 
 def test_resume_continues_exactly(tmp_path) -> None:
     train, val = _maps(16, 0, "train", views=2), _maps(8, 1, "val")
-    kw = {"seed": 1, "store_fingerprint": "fp"}
     three, two = (TrainConfig(epochs=n, batch_size=4, lr=1e-3) for n in (3, 2))
-    straight = fit("sfem_nr", SFEM, train, val, training=three, out_dir=tmp_path / "a", **kw)
-    fit("sfem_nr", SFEM, train, val, training=two, out_dir=tmp_path / "b", **kw)
-    resumed = fit("sfem_nr", SFEM, train, val, training=three, out_dir=tmp_path / "b",
-                  resume=True, **kw)  # fmt: skip
+
+    def out(name: str, **kw) -> FitOptions:
+        return FitOptions(out_dir=tmp_path / name, **{"store_fingerprint": "fp", **kw})
+
+    straight = fit("sfem_nr", SFEM, train, val, training=three, seed=1, options=out("a"))
+    fit("sfem_nr", SFEM, train, val, training=two, seed=1, options=out("b"))
+    resumed = fit("sfem_nr", SFEM, train, val, training=three, seed=1,
+                  options=out("b", resume=True))
     assert resumed.history == straight.history
     with pytest.raises(CheckpointError, match="fingerprint"):
         fit(
@@ -166,9 +169,8 @@ def test_resume_continues_exactly(tmp_path) -> None:
             train,
             val,
             training=three,
-            out_dir=tmp_path / "b",
-            resume=True,
-            **{**kw, "store_fingerprint": "other"},
+            seed=1,
+            options=out("b", resume=True, store_fingerprint="other"),
         )
 
 
@@ -199,7 +201,7 @@ def test_qfd_and_fr_need_the_right_data() -> None:
     assert len(res.history) == 1
     with pytest.raises(ValueError, match="no reference features"):
         fit("sfem_fr", SFEM, data, data, training=TrainConfig(epochs=1, batch_size=4, lr=1e-3),
-            seed=0)  # fmt: skip
+            seed=0)
 
 
 def test_train_data_validation() -> None:
@@ -217,11 +219,14 @@ def test_a_weight_average_is_what_is_validated_selected_saved_and_resumed(tmp_pa
     """``ema``: the moving average of the weights is validated and saved as model.pt (the
     raw weights, with the average, go to last.pt), and a resumed run continues it exactly."""
     train, val = _maps(24, 0, "train", views=2), _maps(8, 1, "val")
-    kw = {"seed": 1, "store_fingerprint": "fp"}
     three, two = (TrainConfig(epochs=n, batch_size=4, lr=1e-3, ema=0.9) for n in (3, 2))
+
+    def out(name: str, resume: bool = False) -> FitOptions:
+        return FitOptions(out_dir=tmp_path / name, store_fingerprint="fp", resume=resume)
+
     plain = fit("sfem_nr", SFEM, train, val, training=TrainConfig(epochs=3, batch_size=4,
-                lr=1e-3), out_dir=tmp_path / "plain", **kw)  # fmt: skip
-    straight = fit("sfem_nr", SFEM, train, val, training=three, out_dir=tmp_path / "a", **kw)
+                lr=1e-3), seed=1, options=out("plain"))
+    straight = fit("sfem_nr", SFEM, train, val, training=three, seed=1, options=out("a"))
     assert [r["train_loss"] for r in straight.history] == [r["train_loss"] for r in plain.history]
     assert [r["val_srcc"] for r in straight.history] != [r["val_srcc"] for r in plain.history]
     saved, _ = load_head(tmp_path / "a" / "model.pt", store_fingerprint="fp")
@@ -231,9 +236,9 @@ def test_a_weight_average_is_what_is_validated_selected_saved_and_resumed(tmp_pa
     averaged = read_checkpoint(tmp_path / "a" / "model.pt")["model"]
     assert raw["extra"]["ema"] is not None
     assert not torch.equal(raw["model"]["sfem.stem.0.weight"], averaged["sfem.stem.0.weight"])
-    fit("sfem_nr", SFEM, train, val, training=two, out_dir=tmp_path / "b", **kw)
-    resumed = fit("sfem_nr", SFEM, train, val, training=three, out_dir=tmp_path / "b",
-                  resume=True, **kw)  # fmt: skip
+    fit("sfem_nr", SFEM, train, val, training=two, seed=1, options=out("b"))
+    resumed = fit("sfem_nr", SFEM, train, val, training=three, seed=1,
+                  options=out("b", resume=True))
     assert resumed.history == straight.history
     best_a, best_b = (read_checkpoint(tmp_path / d / "model.pt") for d in ("a", "b"))
     assert best_a["extra"]["best_epoch"] == best_b["extra"]["best_epoch"]

@@ -123,7 +123,7 @@ def test_single_split_writes_every_output(files) -> None:
     with open(out / "predictions.csv") as fh:
         preds = list(csv.DictReader(fh))
     assert list(preds[0]) == ["run", "dataset", "id", "part", "distortion", "score", "target",
-                              "prediction", "predicted_score"]  # fmt: skip
+                              "prediction", "predicted_score"]
     assert sorted(p["id"] for p in preds) == sorted(DIST)
     p = preds[0]
     assert float(p["score"]) == pytest.approx(1 + 4 * float(p["target"]), abs=1e-5)
@@ -164,7 +164,7 @@ def test_fr_over_two_splits_summarises(files) -> None:
 def test_prompt_head_with_repeats(files) -> None:
     out = files / "prompt"
     args = ["--head", "prompt", "--split", str(files / "split_0.json"), "--out", str(out),
-            "--batch-size", "4"]  # fmt: skip
+            "--batch-size", "4"]
     res = CliRunner().invoke(
         main,
         [
@@ -219,7 +219,7 @@ def test_unwritten_rows_are_refused_unless_written_only(files) -> None:
     res = _run(files, *args, "--written-only", "--out", str(files / "b"))
     assert res.exit_code == 0, res.output
     assert json.loads((files / "b" / "metrics.json").read_text())["runs"][0][
-        "dropped_unwritten"] == 4  # fmt: skip
+        "dropped_unwritten"] == 4
     assert "left out 4 images with unwritten rows" in res.output
 
 
@@ -242,7 +242,7 @@ def test_usage_errors(files) -> None:
                                         "--split", split, "--out", str(files / "z"), *bad])
         assert res.exit_code == 2 and "range" in res.output, bad
     res = _run(files, "--head", "sfem_nr", "--split", split, "--train-set", "patience=-2",
-               "--out", str(files / "z"))  # fmt: skip
+               "--out", str(files / "z"))
     assert res.exit_code == 2 and "patience" in res.output
     assert not (files / "x").exists() and not (files / "z").exists()
     res = _run(
@@ -340,7 +340,7 @@ def test_a_split_made_for_another_manifest_is_refused(files) -> None:
         "--head", "sfem_nr", "--features", str(files / "f.zarr"), "--manifest",
         str(files / "other.csv"), "--split", str(files / "split_0.json"), "--out",
         str(files / "o"), *TINY,
-    ])  # fmt: skip
+    ])
     assert res.exit_code == 1 and "split_0.json" in res.output and "other.csv" in res.output
     assert not (files / "o").exists()
 
@@ -356,7 +356,7 @@ def test_a_folder_written_by_iqa_data_split_trains(files, ratios: str) -> None:
 
     folder = files / "made"
     res = CliRunner().invoke(data_main, ["split", str(files / "manifest.csv"), "--ratios", ratios,
-                                         "--repeats", "2", "--out", str(folder)])  # fmt: skip
+                                         "--repeats", "2", "--out", str(folder)])
     assert res.exit_code == 0, res.output
     assert (folder / ".iqa-output.json").is_file()
     out = files / "from_split_folder"
@@ -373,7 +373,7 @@ def test_runs_in_two_processes_give_the_same_bytes(files) -> None:
         out = files / f"jobs{jobs}"
         res = _run(files, "--head", "sfem_nr", "--split", str(files / "split_0.json"), "--split",
                    str(files / "split_1.json"), "--jobs", str(jobs), "--threads", "1",
-                   "--out", str(out), *TINY)  # fmt: skip
+                   "--out", str(out), *TINY)
         assert res.exit_code == 0, res.output
         outs[jobs] = out
     for name in ("run_00/model.pt", "run_01/model.pt", "predictions.csv", "run_01/curves.csv"):

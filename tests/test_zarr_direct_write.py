@@ -24,7 +24,7 @@ def _array(path: Path, dtype: str, compressors: object = None) -> zarr.Array:
     """10 rows in shards of 4, one row per chunk, as the store's feature arrays."""
     return zarr.create_array(str(path), shape=(10, *ROW), dtype=dtype, chunks=(1, *ROW),
                              shards=(4, *ROW), fill_value=np.nan,
-                             compressors=compressors)  # fmt: skip
+                             compressors=compressors)
 
 
 def _writer(arr_path: Path) -> ShardFileWriter:
@@ -115,7 +115,7 @@ def _store(url: str, failures: dict[int, str] | None = None) -> None:
         n = len(store.shard_rows(k))
         sizes = np.ones((n, 2), int)
         store.write_shard(k, {"embed": _data(n, "float16") + k}, sizes, sizes,
-                          failures if k == 1 else None)  # fmt: skip
+                          failures if k == 1 else None)
 
 
 def test_stores_are_byte_identical_with_and_without_the_fast_path(

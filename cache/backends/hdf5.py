@@ -109,7 +109,7 @@ class HDF5Backend(Backend):
     def _open(self, path: Path, mode: str, swmr: bool = False) -> h5py.File:
         try:
             return h5py.File(path, mode, rdcc_nbytes=CHUNK_CACHE_BYTES, libver=LIBVER,
-                             locking=False, swmr=swmr)  # fmt: skip
+                             locking=False, swmr=swmr)
         except OSError as err:
             if _FLAGS_SET in str(err):
                 raise
@@ -180,7 +180,7 @@ class HDF5Backend(Backend):
         self._plans.clear()
 
     def create_array(self, name, shape, dtype, *, chunks, shard_rows=None, fill_value=None,
-                     codec="none", dims=None):  # fmt: skip
+                     codec="none", dims=None):
         if codec not in _FILTERS:
             raise StoreError(f"unknown codec {codec!r}; choose one of {sorted(_FILTERS)}")
         self._datasets.pop(name, None)

@@ -46,7 +46,7 @@ class MemoryBackend(Backend):
         _MEMORY.pop(url, None)
 
     def create_array(self, name, shape, dtype, *, chunks, shard_rows=None, fill_value=None,
-                     codec="none", dims=None):  # fmt: skip
+                     codec="none", dims=None):
         np_dtype = object if dtype == STRING else np.dtype(dtype)
         fill = "" if dtype == STRING else (0 if fill_value is None else fill_value)
         self._data["arrays"][name] = np.full(shape, fill, dtype=np_dtype)

@@ -87,7 +87,7 @@ class ZarrBackend(Backend):
         self.capabilities = Capabilities(
             parallel_writers=True, locking="shard-claims", random_access=True,
             remote=self._path is None,
-        )  # fmt: skip
+        )
         self._arrays: dict[str, zarr.Array] = {}
         self._fast_readers: dict[str, ShardRowReader | None] = {}
         self._fast_writers: dict[str, ShardFileWriter | None] = {}
@@ -153,7 +153,7 @@ class ZarrBackend(Backend):
         return self._arrays[name]
 
     def create_array(self, name, shape, dtype, *, chunks, shard_rows=None, fill_value=None,
-                     codec="none", dims=None):  # fmt: skip
+                     codec="none", dims=None):
         kwargs: dict[str, Any] = {"shape": shape, "chunks": chunks, "fill_value": fill_value}
         if dtype == STRING:
             kwargs.update(dtype=str, fill_value="")
@@ -189,7 +189,7 @@ class ZarrBackend(Backend):
         Only uncommitted shards are written, so what is dropped is never committed data.
         """
         coords = (start // arr.shards[0] if arr.shards else start // arr.chunks[0],
-                  *[0] * (arr.ndim - 1))  # fmt: skip
+                  *[0] * (arr.ndim - 1))
         key = arr.metadata.encode_chunk_key(coords)
         fs, root = self._fs()
         path = f"{root.rstrip('/')}/{arr.path}/{key}"

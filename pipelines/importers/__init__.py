@@ -136,4 +136,4 @@ def range_note(manifest: Manifest) -> str:
 __all__ = [
     "IMPORTERS", "KNOWN", "Expected", "check_manifest_output", "get_importer", "import_csv",
     "import_pyiqa", "import_to", "range_note", "write_with_splits",
-]  # fmt: skip
+]

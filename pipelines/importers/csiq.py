@@ -135,6 +135,6 @@ def _text_rows(path: Path, image_dir: str, ref_dir: str) -> list[Located]:
         row = _csiq_row(
             join_id(image_dir, fields[0]), ref, parts[0], parse_float(fields[1], where), kind,
             int(parts[2]),
-        )  # fmt: skip
+        )
         located.append(Located(row, where))
     return located

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from cache.console import UsageProblem
@@ -48,6 +49,39 @@ NATURAL = {"MOS": False, "DMOS": True}  # kind -> its usual lower_better
 
 class LabelSpecError(ManifestError, UsageProblem):
     """The labels' kind, orientation or range is missing or contradictory (bad usage)."""
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """The labels' kind, orientation and nominal range as given; each None is taken from
+    the known dataset of that name (:func:`label_spec`).
+
+    Attributes:
+        score_kind: ``MOS``, ``DMOS`` or ``pseudo-MOS``.
+        lower_better: True when a lower score is better.
+        score_range: nominal (low, high); never from the data.
+        unusual_orientation: accept DMOS with higher-is-better (or MOS with lower).
+    """
+
+    score_kind: str | None = None
+    lower_better: bool | None = None
+    score_range: tuple[float, float] | None = None
+    unusual_orientation: bool = False
+
+
+@dataclass(frozen=True)
+class ImageFolders:
+    """Where a label list's image and reference names point.
+
+    Attributes:
+        root: folder the paths are relative to (default: the label file's folder).
+        image_dir: folder under ``root`` the image names are relative to.
+        ref_dir: folder under ``root`` the reference names are relative to.
+    """
+
+    root: str | os.PathLike[str] | None = None
+    image_dir: str = ""
+    ref_dir: str = ""
 
 
 def _known_labels(name: str) -> tuple[str | None, bool | None, tuple[float, float] | None]:
@@ -85,7 +119,7 @@ def label_spec(
     lower = lower_better if lower_better is not None else k_lower
     low_high = score_range or k_range
     missing = [opt for opt, v in (("--kind", kind), ("--lower-better or --higher-better", lower),
-                                  ("--range LOW,HIGH", low_high)) if v is None]  # fmt: skip
+                                  ("--range LOW,HIGH", low_high)) if v is None]
     if missing:
         raise LabelSpecError(
             f"say how to read the scores of {name!r}: {', '.join(missing)} (or --name one of the"
@@ -183,7 +217,7 @@ def _row(
         image=image, ref=ref, score=parse_float(rec[columns["score"]], where), group=group,
         distortion=rec.get(columns.get("distortion", ""), ""),
         extra={**extra, PROMPT_GROUP: prompt} if prompt else extra,
-    )  # fmt: skip
+    )
 
 
 def import_csv(
@@ -191,15 +225,10 @@ def import_csv(
     *,
     name: str,
     columns: Mapping[str, str],
-    root: str | os.PathLike[str] | None = None,
-    score_kind: str | None = None,
-    lower_better: bool | None = None,
-    score_range: tuple[float, float] | None = None,
+    folders: ImageFolders = ImageFolders(),
+    labels: LabelSpec = LabelSpec(),
     expected: ExpectedLike = None,
-    image_dir: str = "",
-    ref_dir: str = "",
     authentic: bool = False,
-    unusual_orientation: bool = False,
     not_content: Collection[str] = (),
 ) -> Manifest:
     """Import any CSV with a header, mapping its columns onto manifest fields.
@@ -211,15 +240,12 @@ def import_csv(
             ``ref``, ``prompt``, ``group`` and ``distortion`` optional. ``group`` defaults
             to the reference's path under the root (FR), else the prompt (kept as the
             ``prompt_group`` column), else the image itself (``authentic``).
-        root: folder the paths are relative to (default: the CSV's folder).
-        score_kind: ``MOS``, ``DMOS`` or ``pseudo-MOS`` (required unless ``name`` is known).
-        lower_better: True when a lower score is better (required unless known).
-        score_range: nominal (low, high) (required unless known); never from the data.
+        folders: the root the paths are relative to (default: the CSV's folder) and the
+            image and reference folders under it (:class:`ImageFolders`).
+        labels: kind, orientation and nominal range of the scores, each required unless
+            ``name`` is known, and ``unusual_orientation`` (:class:`LabelSpec`).
         expected: (images, refs) or an image count to check, or None.
-        image_dir: folder under ``root`` the image names are relative to.
-        ref_dir: folder under ``root`` the reference names are relative to.
         authentic: the set has no references and every image is distinct content.
-        unusual_orientation: accept DMOS with higher-is-better (or MOS with lower).
         not_content: columns that look like reference or prompt columns but name no
             content the images share (the user's word; see :mod:`._columns`).
 
@@ -229,15 +255,17 @@ def import_csv(
     """
     path = Path(path)
     kind, lower, low_high = label_spec(
-        name, score_kind, lower_better, score_range, unusual_orientation
+        name, labels.score_kind, labels.lower_better, labels.score_range,
+        labels.unusual_orientation,
     )
     if not path.is_file():
         raise ManifestError(f"label file not found: {path}")
-    base = dataset_root(root if root is not None else path.parent)
+    base = dataset_root(folders.root if folders.root is not None else path.parent)
     header, records = csv_records(path)
     _check_mapping(columns, header, f"{path}:1", authentic, not_content)
     located = [
-        Located(_row(rec, columns, where, image_dir, ref_dir), where) for where, rec in records
+        Located(_row(rec, columns, where, folders.image_dir, folders.ref_dir), where)
+        for where, rec in records
     ]
     info = DatasetInfo(name, kind, lower, low_high, str(base))
     return build_manifest(info, located, as_expected(expected), str(path))

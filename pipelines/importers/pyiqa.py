@@ -32,14 +32,14 @@ from pathlib import Path
 from cache.content import shared_content, split_parts
 from cache.manifest import Manifest, ManifestError, Split, write_split
 from pipelines.importers._common import ExpectedLike, csv_records
-from pipelines.importers.generic import import_csv
+from pipelines.importers.generic import ImageFolders, LabelSpec, import_csv
 
 FR_FIRST = ("ref_name", "hq_name")
 SPLIT_VALUES = {
     "train": "train", "training": "train", "0": "train",
     "val": "val", "valid": "val", "validation": "val", "1": "val",
     "test": "test", "testing": "test", "2": "test",
-}  # fmt: skip
+}
 _SEED = re.compile(r"seed(\d+)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -91,7 +91,7 @@ def column_split(manifest: Manifest, column: str, where: str) -> Split:
     split = Split(
         tuple(parts["train"]), tuple(parts["val"]), tuple(parts["test"]),
         seed=int(seed.group(1)) if seed else 0, ratios=ratios,
-    )  # fmt: skip
+    )
     leak = shared_content(manifest.rows, split_parts(split))
     if leak:
         raise ManifestError(
@@ -105,14 +105,9 @@ def import_pyiqa(
     path: str | os.PathLike[str],
     *,
     name: str,
-    root: str | os.PathLike[str] | None = None,
-    image_dir: str = "",
-    ref_dir: str = "",
-    score_kind: str | None = None,
-    lower_better: bool | None = None,
-    score_range: tuple[float, float] | None = None,
+    folders: ImageFolders = ImageFolders(),
+    labels: LabelSpec = LabelSpec(),
     expected: ExpectedLike = None,
-    unusual_orientation: bool = False,
     not_content: Collection[str] = (),
 ) -> PyiqaImport:
     """Import a pyiqa meta-info CSV and its split columns.
@@ -120,10 +115,9 @@ def import_pyiqa(
     Args:
         path: the meta-info CSV (``meta_info_<Dataset>.csv``).
         name: dataset key; a known key (``koniq10k``, ``live``, ...) supplies the labels.
-        root: the dataset folder; ``image_dir`` and ``ref_dir`` are pyiqa's
+        folders: the dataset folder (``root``); ``image_dir`` and ``ref_dir`` are pyiqa's
             ``dataroot_target`` and ``dataroot_ref`` relative to it.
-        score_kind, lower_better, score_range, unusual_orientation, not_content: as for
-            :func:`~pipelines.importers.generic.import_csv`.
+        labels, not_content: as for :func:`~pipelines.importers.generic.import_csv`.
         expected: counts to check, or None.
 
     Returns:
@@ -136,11 +130,9 @@ def import_pyiqa(
     header, _ = csv_records(path)
     columns, is_fr = _columns(header, path)
     manifest = import_csv(
-        path, name=name, columns=columns, root=root, score_kind=score_kind,
-        lower_better=lower_better, score_range=score_range, expected=expected,
-        image_dir=image_dir, ref_dir=ref_dir, authentic=not is_fr,
-        unusual_orientation=unusual_orientation, not_content=not_content,
-    )  # fmt: skip
+        path, name=name, columns=columns, folders=folders, labels=labels, expected=expected,
+        authentic=not is_fr, not_content=not_content,
+    )
     splits = {c: column_split(manifest, c, str(path)) for c in split_columns(header)}
     return PyiqaImport(manifest, splits)
 

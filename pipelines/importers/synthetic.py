@@ -67,14 +67,14 @@ TID2013_DISTORTIONS = (
     "local_blockwise_distortions", "mean_shift", "contrast_change", "color_saturation_change",
     "multiplicative_gaussian_noise", "comfort_noise", "lossy_compression_of_noisy_images",
     "color_quantization_with_dither", "chromatic_aberrations", "sparse_sampling_reconstruction",
-)  # fmt: skip
+)
 KADID_DISTORTIONS = (
     "gaussian_blur", "lens_blur", "motion_blur", "color_diffusion", "color_shift",
     "color_quantization", "color_saturation_1", "color_saturation_2", "jpeg2000", "jpeg",
     "white_noise", "white_noise_color_component", "impulse_noise", "multiplicative_noise",
     "denoise", "brighten", "darken", "mean_shift", "jitter", "non_eccentricity_patch",
     "pixelate", "quantization", "color_block", "high_sharpen", "contrast_change",
-)  # fmt: skip
+)
 _PIPAL_DIST_DIR = re.compile(r"^(distortion_?\d+|train_dist)$", re.IGNORECASE)
 _TID_NAME = re.compile(r"^i(\d\d)_(\d\d)_(\d)\.bmp$", re.IGNORECASE)
 _KADID_NAME = re.compile(r"^I(\d\d)_(\d\d)_(\d\d)\.png$", re.IGNORECASE)
@@ -86,7 +86,7 @@ def _live_entries(folders: dict[str, int], image_dir: str) -> list[tuple[str, st
     return [
         (f, join_id(image_dir, f"{f}/img{j}.bmp")) for f, n in folders.items()
         for j in range(1, n + 1)
-    ]  # fmt: skip
+    ]
 
 
 def import_live(
@@ -135,7 +135,7 @@ def import_live(
         row = ManifestRow(
             image=image, ref=join_id(ref_dir, ref), score=parse_float(scores[k], where),
             group=Path(ref).stem, distortion=LIVE_DISTORTIONS.get(folder, folder),
-        )  # fmt: skip
+        )
         located.append(Located(row, where))
     return official_manifest("live", base, located, expected, label_path, score_range)
 
@@ -169,7 +169,7 @@ def import_tid2013(
             image=join_id(image_dir, fields[1]), ref=join_id(ref_dir, f"I{ref_no}.bmp"),
             score=parse_float(fields[0], where), group=f"I{ref_no}",
             distortion=_lookup(TID2013_DISTORTIONS, dist_no, where), extra={"level": level},
-        )  # fmt: skip
+        )
         located.append(Located(row, where))
     return official_manifest("tid2013", base, located, expected, label_path)
 
@@ -208,7 +208,7 @@ def _kadid_row(rec: dict[str, str], image_dir: str, ref_dir: str, where: str) ->
         image=join_id(image_dir, rec["dist_img"]), ref=join_id(ref_dir, rec["ref_img"]),
         score=parse_float(rec["dmos"], where), group=Path(rec["ref_img"]).stem,
         distortion=_lookup(KADID_DISTORTIONS, dist_no, where), extra=extra,
-    )  # fmt: skip
+    )
     return Located(row, where)
 
 
@@ -312,7 +312,7 @@ def _pipal_rows(
             image=_pipal_image(images, name, folders, where),
             ref=join_id(ref_dir, f"{path.stem}.bmp"), score=parse_float(score, where),
             group=path.stem, distortion=f"type_{match.group(2)}",
-        )  # fmt: skip
+        )
         rows.append(Located(row, where))
     return rows
 
