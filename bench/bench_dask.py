@@ -26,11 +26,11 @@ from dask.distributed import Client, LocalCluster
 
 from bench.bench_extract import PRESETS, make_dataset
 from cache.console import progress
-from cache.manifest import read_manifest
 from extract.config import ExtractConfig, build_backbone
 from extract.distributed import fill_distributed
 from extract.job import Cluster, FillJob
 from extract.run import open_output
+from iqadata.manifest import read_manifest
 
 
 def config_of(args: argparse.Namespace) -> ExtractConfig:

@@ -34,13 +34,13 @@ from PIL import Image
 from skimage import data as skdata
 
 from cache.console import progress
-from cache.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
 from extract.config import ExtractConfig, build_backbone
 from extract.forward import autocast, device_of, finish_inputs
 from extract.images import load_image
 from extract.job import FillJob
 from extract.run import open_output
 from extract.shards import fill_shards
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 # A small SAM: ViT-B's block layout, 512 px input (32x32 tokens, 8x8 windows).

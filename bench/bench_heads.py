@@ -31,11 +31,18 @@ from scipy.ndimage import gaussian_filter
 
 from cache.create import create_store
 from cache.layout import StoreLayout
-from cache.manifest import DatasetInfo, Manifest, ManifestRow, Split, read_manifest, write_manifest
 from cache.store import ArraySpec, open_store
-from heads.data import load_split
 from heads.losses import head_loss
 from heads.registry import build_from_config, get_head, make_config
+from heads.split_data import load_split
+from iqadata.manifest import (
+    DatasetInfo,
+    Manifest,
+    ManifestRow,
+    Split,
+    read_manifest,
+    write_manifest,
+)
 
 
 def make_store(root: Path, rows: int, refs: int, shape: tuple[int, int, int]) -> Path:

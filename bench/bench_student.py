@@ -2,8 +2,8 @@
 
 teacher = SD 1.5 VAE encoder + U-Net at t=1 (the four up-block maps, 1485-prompt context)
 + the QFD head, the frozen-backbone DP-IQA scorer that ``iqa-score`` runs for a qfd head;
-student = ``heads.student`` at EfficientNet-B7 (the paper's) and at a small trunk. All at
-random init (speed does not depend on the weights), fp32 by default, on preprocessed
+student = ``pipelines.distill.student`` at EfficientNet-B7 (the paper's) and at a small trunk. All
+at random init (speed does not depend on the weights), fp32 by default, on preprocessed
 512 x 512 tensors (decoding is the same for both and left out, as in the paper's Table XII:
 teacher 0.023 s, student 0.006 s per image on an A100, a ratio of 3.8).
 
@@ -22,7 +22,7 @@ import torch
 from extract.forward import autocast
 from extract.sd15 import build_sd15_unet
 from heads.registry import build_head
-from heads.student import StudentConfig, build_student
+from pipelines.distill.student import StudentConfig, build_student
 
 
 def images_per_second(

@@ -1,6 +1,8 @@
-"""Feature store: manifests, fingerprinted sharded stores, readers and the shared cache root.
+"""Feature store: fingerprinted sharded stores, the shared cache root, and the output and
+console conventions every command follows.
 
-The ground floor of the pipeline: ``extract`` and ``heads`` import it; it imports neither.
+The ground floor of the pipeline: every other package imports it; it imports none of them
+(datasets: ``iqadata``; the torch read path: ``heads.store_reader``).
 The names below are imported on first use, so ``import cache.console`` (every command's
 ``--help``) does not pay for numpy, zarr or fsspec.
 """
@@ -28,9 +30,6 @@ _EXPORTS = {
     "open_store": "cache.store",
     "store_fields": "cache.create",
     "ExtractionRecord": "cache.record",
-    "FeatureDataset": "cache.reader",
-    "PairedFeatureDataset": "cache.reader",
-    "select_rows": "cache.reader",
     "copy_store": "cache.transfer",
 }
 

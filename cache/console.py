@@ -99,7 +99,7 @@ def one_line_error(err: BaseException) -> click.ClickException:
 def _is_project_error(err: BaseException) -> bool:
     """An error raised on purpose by this project's packages (they name what is wrong)."""
     module = type(err).__module__.split(".")[0]
-    return module in ("cache", "extract", "heads", "pipelines") or isinstance(
+    return module in ("cache", "extract", "heads", "iqadata", "pipelines") or isinstance(
         err, DataProblem | ValueError | KeyError | FileNotFoundError | FileExistsError
     )
 

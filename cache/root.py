@@ -178,7 +178,7 @@ class CacheRoot:
         """The store that holds every image of ``manifest`` for ``backbone`` (training).
 
         Args:
-            manifest: a ``cache.manifest.Manifest``.
+            manifest: an ``iqadata.manifest.Manifest``.
             backbone: the backbone's registry name.
             fingerprint: a prefix that chooses between several matching stores.
 

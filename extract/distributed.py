@@ -43,12 +43,12 @@ from dask.distributed import (
     get_worker,
 )
 
-from cache.manifest import read_manifest
 from cache.store import open_store
 from extract.base import Backbone
 from extract.config import ExtractConfig, build_backbone
 from extract.job import Cluster, FillJob, RowProgress
 from extract.shards import ShardStats, fill_shards, write_known
+from iqadata.manifest import read_manifest
 
 _MODELS: dict[ExtractConfig, Backbone] = {}
 

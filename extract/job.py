@@ -18,11 +18,11 @@ from typing import Protocol
 
 import numpy as np
 
-from cache.manifest import Manifest
 from cache.root import RowDonors
 from cache.store import FeatureStore
 from extract.base import Backbone
 from extract.config import ExtractConfig
+from iqadata.manifest import Manifest
 
 # A row a donor store holds: (features by array name, valid size (h, w), original size (h, w)).
 KnownRow = tuple[dict[str, np.ndarray], tuple[int, int], tuple[int, int]]

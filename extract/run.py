@@ -35,7 +35,6 @@ from cache.console import progress as make_progress
 from cache.create import create_store, store_fields
 from cache.fingerprint import fingerprint_of
 from cache.layout import StoreLayout
-from cache.manifest import Manifest, read_manifest
 from cache.root import CacheRoot, RowDonors
 from cache.store import ArraySpec, FeatureStore, open_store
 from cache.transfer import copy_store
@@ -43,6 +42,7 @@ from extract.base import Backbone
 from extract.config import ExtractConfig, build_backbone, fingerprint_fields
 from extract.fill import fill_missing
 from extract.job import Cluster, FillJob
+from iqadata.manifest import Manifest, read_manifest
 
 
 @dataclass

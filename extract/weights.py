@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cache.manifest import file_sha256
+from iqadata.manifest import file_sha256
 
 TORCH_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".ckpt")
 _LIST_LIMIT = 12

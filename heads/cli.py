@@ -38,7 +38,7 @@ PARAMS_MARKER = "# iqa-params: preset "
 
 def _split_files(path: str) -> list[str]:
     """Split files: the file itself, or a folder's sorted split files (markers skipped)."""
-    from cache.manifest import ManifestError, split_files
+    from iqadata.manifest import ManifestError, split_files
 
     try:
         return [str(p) for p in split_files(path)]
@@ -124,8 +124,8 @@ def _from_cache_root(opts: dict[str, Any]) -> str:
     if not root or not opts["backbone"]:
         raise click.UsageError("give --features, or --backbone with --cache-root "
                                f"(or ${ROOT_ENV}) to find the store")
-    from cache.manifest import read_manifest
     from cache.root import CacheRoot
+    from iqadata.manifest import read_manifest
 
     if not opts["manifests"]:
         raise click.UsageError("give --manifest")

@@ -39,18 +39,18 @@ from typing import Any
 import torch
 
 from cache.fingerprint import describe_diff, diff_fields
-from cache.manifest import Manifest, Split, file_sha256, read_manifest, read_split
 from cache.outputs import atomic_write_text, check_output_dir, prepare_output_dir
-from cache.overlap import read_audit
-from cache.reader import load_arrays, select_rows
 from cache.store import FeatureStore, open_store
 from heads import protocols
 from heads.checkpoint import load_head
-from heads.data import denormalise, label_norm_of, load_part
 from heads.evaluate import IMAGE_PROBES, ProbeError, evaluate, make_prompt
 from heads.metrics import summarize
+from heads.part_tensors import TrainData
+from heads.split_data import denormalise, label_norm_of, load_part
+from heads.store_reader import load_arrays, select_rows
 from heads.train_overlap import shared_with_training, training_set
-from heads.traindata import TrainData
+from iqadata.manifest import Manifest, Split, file_sha256, read_manifest, read_split
+from iqadata.overlap import read_audit
 
 KIND = "cross-test"
 

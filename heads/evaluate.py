@@ -26,7 +26,7 @@ from heads import protocols
 from heads.augment import interval_select, random_select
 from heads.metrics import compute_metrics
 from heads.optim import TrainConfig
-from heads.traindata import TrainData
+from heads.part_tensors import TrainData
 
 PROBES = ("none", "invert", "random_scores", "random_images", "random_images_scores")
 IMAGE_PROBES = ("random_images", "random_images_scores")

@@ -19,7 +19,7 @@ report the median over repeats). ``score``/``predicted_score`` are on the datase
 scale and orientation; ``target``/``prediction`` are normalised with the run's label map
 (``label_norm``, whose ``flip`` says whether a DMOS set was reversed: higher is better for
 every head, the dataset's own orientation for the prompt head by default, see
-``heads.data``). ``training`` holds the settings the head really trained with (after its
+``heads.split_data``). ``training`` holds the settings the head really trained with (after its
 ``adjust_training``), ``label_orientation`` and ``target_norm`` how scores became targets,
 and ``preset`` the params file's preset and paper table, which reports match on.
 
@@ -42,20 +42,18 @@ from pathlib import Path
 from typing import Any
 
 from cache.kernels import cpu_kernels
-from cache.manifest import PARTS, Manifest, Split, file_sha256, read_manifest, read_split
 from cache.outputs import atomic_write_text, check_output_dir, prepare_output_dir
-from cache.overlap import read_audit
-from cache.reader import select_rows
 from cache.record import record_of
 from cache.store import FeatureStore, open_store
 from heads import protocols
 from heads.checkpoint import update_extra
-from heads.data import SplitData, StoreDataError, denormalise, label_norm_of, load_split
 from heads.evaluate import evaluate
 from heads.losses import loss_name
 from heads.metrics import summarize
 from heads.optim import TrainConfig
 from heads.registry import head_class, make_config
+from heads.split_data import SplitData, StoreDataError, denormalise, label_norm_of, load_split
+from heads.store_reader import select_rows
 from heads.train import (
     FitOptions,
     FitResult,
@@ -66,6 +64,8 @@ from heads.train import (
     fit,
     loss_for,
 )
+from iqadata.manifest import PARTS, Manifest, Split, file_sha256, read_manifest, read_split
+from iqadata.overlap import read_audit
 
 SCHEMA = 2
 PRED_FIELDS = ("run", "dataset", "id", "part", "distortion", "score", "target", "prediction",

@@ -18,7 +18,7 @@ list keeps ``milestones``. ``iqa-train-head`` given ``milestones`` without a tab
 head's default table, so the milestones asked for apply to every dataset.
 
 ``label_norm`` and ``label_orientation`` say how ``heads.experiment`` maps raw scores to
-targets (``heads.data.label_norm_of``); they are applied where the data is loaded and
+targets (``heads.split_data.label_norm_of``); they are applied where the data is loaded and
 recorded here with everything else. PromptIQA's "cosine annealing for every 50 epochs"
 (sec. 4.1 C, 100 epochs) has two readings: warm restarts every 50 epochs
 (``cosine_restarts``, the head's default) and the reference code's one half-cosine over

@@ -41,7 +41,7 @@ def _state(raw: object) -> dict[str, torch.Tensor] | None:
 
 def is_release(ckpt: object) -> bool:
     """True for a loaded PromptIQA-layout checkpoint holding both MoNet and the prompt head
-    (as ``heads.student.is_student`` tells a loaded student checkpoint)."""
+    (as ``pipelines.distill.student.is_student`` tells a loaded student checkpoint)."""
     state = _state(ckpt)
     if state is None:
         return False

@@ -44,8 +44,8 @@ from heads.checkpoint import CheckpointError, TrainedOn, read_checkpoint, save_c
 from heads.evaluate import evaluate, prompt_for
 from heads.losses import LOSSES, LossConfig, head_loss
 from heads.optim import TrainConfig, make_optimizer, make_scheduler
+from heads.part_tensors import TrainData
 from heads.registry import build_from_config, head_class, make_config
-from heads.traindata import TrainData
 
 CURVE_FIELDS = ("epoch", "train_loss", "val_srcc", "val_plcc", "lr")
 

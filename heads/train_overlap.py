@@ -8,7 +8,7 @@ its manifests from ``metrics.json``. A tested image shares content with them whe
 
 * its file, or its reference's, has the sha256 of a training image or reference (the
   manifests' ``sha256`` / ``ref_sha256`` columns), or
-* a content audit (``iqa-data audit``, :mod:`cache.overlap`) pairs it, exactly or as a
+* a content audit (``iqa-data audit``, :mod:`iqadata.overlap`) pairs it, exactly or as a
   near duplicate, with a training image.
 
 What cannot be checked (a manifest without hashes, a moved training manifest, no audit)
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cache.manifest import Manifest, ManifestError, file_sha256, read_manifest
-from cache.overlap import Audit
+from iqadata.manifest import Manifest, ManifestError, file_sha256, read_manifest
+from iqadata.overlap import Audit
 
 
 @dataclass

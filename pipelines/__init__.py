@@ -1,1 +1,2 @@
-"""Datasets (importers, splits, the demo set), DVC helpers and reports."""
+"""The pipelines above the heads: ``report`` (iqa-eval), ``score`` (iqa-score) and
+``distill`` (iqa-distill)."""

@@ -25,10 +25,10 @@ import _layouts as L
 from _doc_blocks import ROOT, Block, block_env, commands
 from _live_release import make_live_images, make_mine
 
-from pipelines.importers import import_to
+from iqadata.importers import import_to
 
 PROJECT_FILES = ("params.yaml", "dvc.yaml", ".dvcignore")
-CODE = ("cache", "extract", "heads", "pipelines")
+CODE = ("cache", "extract", "heads", "iqadata", "pipelines")
 RAW = "data/raw"
 
 

@@ -13,7 +13,12 @@ from click.testing import CliRunner
 from PIL import Image
 from skimage import data as photos
 
-from cache.manifest import (
+from extract.config import ExtractConfig, arch_overrides
+from extract.run import run_extract
+from heads.cli import main as train_main
+from heads.cli import test_main as cross_main
+from iqadata.cli import main as data_main
+from iqadata.manifest import (
     DatasetInfo,
     Manifest,
     ManifestRow,
@@ -23,12 +28,7 @@ from cache.manifest import (
     write_manifest,
     write_split,
 )
-from cache.overlap import read_audit
-from extract.config import ExtractConfig, arch_overrides
-from extract.run import run_extract
-from heads.cli import main as train_main
-from heads.cli import test_main as cross_main
-from pipelines.data_cli import main as data_main
+from iqadata.overlap import read_audit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SOURCES = ("astronaut", "coffee", "chelsea", "rocket")

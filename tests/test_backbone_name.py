@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from cache.cli import main as cache_main
 from cache.create import create_store
 from cache.layout import StoreLayout
-from cache.manifest import DatasetInfo, Manifest, ManifestRow
 from cache.record import ExtractionRecord, RecordError, backbone_of, record_of
 from cache.root import CacheRoot, store_info
 from cache.store import ArraySpec, FeatureStore, open_store
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow
 
 IDS = ["a.png", "b.png"]
 

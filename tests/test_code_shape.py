@@ -6,8 +6,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MARKER_DIRS = ("extract", "cache", "heads", "pipelines", "bench", "tests")
-PARAM_DIRS = ("extract", "cache", "heads", "pipelines")
+MARKER_DIRS = ("extract", "cache", "heads", "iqadata", "pipelines", "bench", "tests")
+PARAM_DIRS = ("extract", "cache", "heads", "iqadata", "pipelines")
 MAX_PARAMS = 8
 # Built by concatenation so this file does not contain the marker itself.
 MARKER = "# fmt" + ": skip"

@@ -15,7 +15,10 @@ import _layouts as L
 import pytest
 from click.testing import CliRunner
 
-from cache.manifest import (
+from iqadata.cli import main as data_main
+from iqadata.importers import IMPORTERS, import_csv
+from iqadata.importers.generic import LabelSpec, LabelSpecError
+from iqadata.manifest import (
     DatasetInfo,
     Manifest,
     ManifestError,
@@ -25,10 +28,7 @@ from cache.manifest import (
     write_manifest,
     write_split,
 )
-from pipelines.data_cli import main as data_main
-from pipelines.importers import IMPORTERS, import_csv
-from pipelines.importers.generic import LabelSpec, LabelSpecError
-from pipelines.splits import make_splits
+from iqadata.splits import make_splits
 
 LIVE = LabelSpec("DMOS", lower_better=True, score_range=(0.0, 100.0))
 TYPES = ("jp2k", "jpeg", "wn", "gblur", "fastfading")
@@ -148,7 +148,7 @@ def test_training_refuses_a_leaky_split_file(tmp_path: Path) -> None:
 
 
 def test_a_pyiqa_split_column_that_leaks_is_refused(tmp_path: Path) -> None:
-    from pipelines.importers import import_pyiqa
+    from iqadata.importers import import_pyiqa
 
     text = "ref_name,dist_name,dmos,ratio802_seed123_split_01\n"
     text += "r.png,d1.png,1,train\nr.png,d2.png,2,val\n"
@@ -284,7 +284,7 @@ def test_authentic_with_an_unmapped_reference_column_is_refused(tmp_path: Path) 
     ],
 )
 def test_reference_like_column_names(column: str, kind: str | None) -> None:
-    from pipelines.importers._columns import content_kind
+    from iqadata.importers._columns import content_kind
 
     assert content_kind(column) == kind
 

@@ -21,7 +21,8 @@ import pytest
 
 from cache.create import create_store
 from cache.layout import StoreLayout
-from cache.manifest import (
+from cache.store import ArraySpec
+from iqadata.manifest import (
     DatasetInfo,
     Manifest,
     ManifestRow,
@@ -30,7 +31,6 @@ from cache.manifest import (
     write_manifest,
     write_split,
 )
-from cache.store import ArraySpec
 
 AVX2_MACHINE = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
                 "ATEN_CPU_CAPABILITY": "avx2"}

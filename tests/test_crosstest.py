@@ -10,12 +10,12 @@ from click.testing import CliRunner
 from PIL import Image
 from test_extract_run import _photo
 
-from cache.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
 from extract.config import ExtractConfig, arch_overrides
 from extract.run import run_extract
 from heads.cli import main as train_main
 from heads.cli import test_main as cross_main
-from pipelines.splits import make_splits, write_splits
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
+from iqadata.splits import make_splits, write_splits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NSS = {"size": 32, "grid": 4}
@@ -71,7 +71,7 @@ def test_train_on_one_dataset_test_on_another(tmp_path: Path) -> None:
                                          str(dmos / "splits" / "split_00.json"), "--out",
                                          str(tmp_path / "cross2")])
     assert res.exit_code == 0 and "4 images" in res.output
-    from pipelines.runs import read_runs  # the report reads the folder as a cross row
+    from pipelines.report.runs import read_runs  # the report reads the folder as a cross row
 
     (row,) = read_runs(out)
     assert (row.protocol, row.trained_on, row.dataset, row.backbone) == (

@@ -10,9 +10,9 @@ import numpy as np
 from click.testing import CliRunner
 from scipy.io import savemat
 
-from cache.manifest import file_sha256, read_manifest, read_split
-from pipelines.data_cli import main
-from pipelines.importers import KNOWN
+from iqadata.cli import main
+from iqadata.importers import KNOWN
+from iqadata.manifest import file_sha256, read_manifest, read_split
 
 
 def _touch(root: Path, *names: str) -> None:

@@ -1,14 +1,14 @@
 """Every per-dataset table is keyed by the dataset keys the importers produce.
 
-A manifest's dataset name is its importer's key (``pipelines.importers.IMPORTERS``; the
-demo set's is ``pipelines.demo.DEMO_DATASET``), and the code looks its tables up by that
+A manifest's dataset name is its importer's key (``iqadata.importers.IMPORTERS``; the
+demo set's is ``iqadata.demo.DEMO_DATASET``), and the code looks its tables up by that
 name. A table keyed by another spelling (the DP-IQA reference's ``clive``, ``koniq``,
 ``livefb``) silently never applies. The tables are discovered, not listed:
 
 * code: every module-level value and class attribute of the packages (dicts, lists,
   tuples, sets and dataclass instances, walked recursively), e.g. the student's
   ``MILESTONES`` or a head's ``train_defaults``;
-* ``pipelines/published.yaml``: every entry's ``results``, ``strongest_baseline`` and
+* ``pipelines/report/published.yaml``: every entry's ``results``, ``strongest_baseline`` and
   ``trained_on``, and any other mapping or list in the file;
 * every preset: ``datasets``, ``imports`` (keys and importer names), ``mixed.*.datasets``,
   and any other mapping or list in it.
@@ -32,12 +32,12 @@ from typing import Any
 
 import yaml
 
-from pipelines.demo import DEMO_DATASET
-from pipelines.importers import IMPORTERS
-from pipelines.presets import names, preset_text
-from pipelines.published import load_published
+from iqadata.demo import DEMO_DATASET
+from iqadata.importers import IMPORTERS
+from iqadata.presets import names, preset_text
+from pipelines.report.published import load_published
 
-PACKAGES = ("cache", "extract", "heads", "pipelines")
+PACKAGES = ("cache", "extract", "heads", "iqadata", "pipelines")
 KEYS = set(IMPORTERS) | {DEMO_DATASET}
 
 
@@ -138,9 +138,9 @@ def test_every_per_dataset_table_uses_the_importers_keys() -> None:
         for table in _tables(value, top, words)
     ]
     found += list(_structural())
-    assert any(w == "pipelines.student_train.MILESTONES" for w, _ in found)  # the walk sees it
+    assert any(w == "pipelines.distill.train.MILESTONES" for w, _ in found)  # the walk sees it
     bad = [f"{where}: {k!r}" for where, items in found for k in items if k not in KEYS]
     aliases = load_published().get("aliases") or {}
     bad += [f"published.yaml aliases: {a!r} is a dataset key itself" for a in aliases if a in KEYS]
     bad += _misnamed_importers()
-    assert not bad, "keys no importer produces (use pipelines.importers keys):\n" + "\n".join(bad)
+    assert not bad, "keys no importer produces (use iqadata.importers keys):\n" + "\n".join(bad)

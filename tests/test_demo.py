@@ -1,4 +1,4 @@
-"""Tests for pipelines.demo: determinism, label monotonicity, layout."""
+"""Tests for iqadata.demo: determinism, label monotonicity, layout."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from cache.manifest import read_manifest, read_split
 from cache.outputs import OutputPathError
-from pipelines.demo import (
+from iqadata.demo import (
     DISTORTIONS,
     REFERENCES,
     DemoSplits,
@@ -21,6 +20,7 @@ from pipelines.demo import (
     build_demo,
     pseudo_mos,
 )
+from iqadata.manifest import read_manifest, read_split
 
 SMALL = (48, 64)
 
@@ -100,7 +100,7 @@ def test_pseudo_mos_mapping() -> None:
 
 def test_labels_are_not_a_baseline_metric(tmp_path: Path) -> None:
     """No reported baseline (PSNR, SSIM) reproduces the synthetic observer's ranking."""
-    from pipelines.baselines import baseline_scores
+    from pipelines.report.baselines import baseline_scores
 
     m = build_demo(tmp_path, n_refs=4, size=SMALL, splits=DemoSplits(0))
     scores = np.array(m.scores())

@@ -48,8 +48,8 @@ from _doc_workspaces import (
     models_dir,
 )
 
-from cache.manifest import read_manifest, read_split
-from pipelines.importers import KNOWN
+from iqadata.importers import KNOWN
+from iqadata.manifest import read_manifest, read_split
 
 BLOCKS = blocks()
 
@@ -233,7 +233,7 @@ def _parse_python(block: Block) -> None:
 def test_the_gpu_workspace_holds_what_the_gpu_blocks_read(gpu: Path) -> None:
     """Built here too, so that a machine with CUDA and weights finds it working."""
     read = ("data/live/manifest.csv", "data/live/splits/split_00.json", "my_prompt.csv")
-    for path in (*read, "data/raw/mine/dist", "dvc.yaml", "pipelines/importers", ".dvc"):
+    for path in (*read, "data/raw/mine/dist", "dvc.yaml", "iqadata/importers", ".dvc"):
         assert (gpu / path).exists(), path
     assert (gpu / "models").resolve() == models_dir().resolve()
     prompt = (gpu / "my_prompt.csv").read_text().splitlines()

@@ -11,7 +11,6 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from cache.manifest import DatasetInfo, Manifest, ManifestRow, write_manifest
 from cache.store import open_store
 from extract.cli import main as extract_main
 from extract.config import ExtractConfig, build_backbone
@@ -19,6 +18,7 @@ from extract.images import load_image
 from extract.job import Cluster, FillJob
 from extract.run import run_extract
 from extract.shards import ShardStats
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow, write_manifest
 
 SIZE = (96, 72)  # W, H: small, non-square
 

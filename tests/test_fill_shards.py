@@ -12,7 +12,6 @@ import torch
 import extract.loader as loader
 from cache.create import create_store
 from cache.layout import StoreLayout
-from cache.manifest import read_manifest
 from cache.root import RowDonors
 from cache.store import FeatureStore, open_store
 from extract.config import ExtractConfig, build_backbone, fingerprint_fields
@@ -20,6 +19,7 @@ from extract.distributed import fill_distributed, gpu_cluster
 from extract.job import Cluster, FillJob
 from extract.run import open_output, run_extract
 from extract.shards import fill_shards
+from iqadata.manifest import read_manifest
 from tests.test_extract_run import make_dataset
 
 NSS = {"size": 32, "grid": 8}

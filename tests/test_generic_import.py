@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cache.manifest import ManifestError, read_manifest, read_split, write_manifest
-from pipelines.importers import import_csv, import_pyiqa
-from pipelines.importers.generic import ImageFolders, LabelSpec, LabelSpecError
-from pipelines.importers.pyiqa import write_pyiqa_splits
+from iqadata.importers import import_csv, import_pyiqa
+from iqadata.importers.generic import ImageFolders, LabelSpec, LabelSpecError
+from iqadata.importers.pyiqa import write_pyiqa_splits
+from iqadata.manifest import ManifestError, read_manifest, read_split, write_manifest
 
 NR = {"image": "img_name", "score": "mos"}
 FR = {"image": "dist_name", "ref": "ref_name", "score": "dmos"}
@@ -201,7 +201,7 @@ def test_pyiqa_nr_meta_keeps_official_split(tmp_path: Path) -> None:
     assert (len(ratio.train), len(ratio.val), ratio.seed) == (8, 2, 123)
     out = tmp_path / "m.csv"
     write_manifest(m, out)
-    from cache.manifest import file_sha256
+    from iqadata.manifest import file_sha256
 
     paths = write_pyiqa_splits(got.splits, tmp_path / "splits", file_sha256(out))
     assert [p.name for p in paths] == ["official_split.json", "ratio802_seed123_split_01.json"]

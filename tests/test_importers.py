@@ -1,4 +1,4 @@
-"""Tests for pipelines.importers on small fake datasets written in the official layouts."""
+"""Tests for iqadata.importers on small fake datasets written in the official layouts."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from openpyxl import Workbook
 from scipy.io import savemat
 
-from cache.manifest import ManifestError, read_manifest
-from pipelines.importers import IMPORTERS, Expected, get_importer, import_to
+from iqadata.importers import IMPORTERS, Expected, get_importer, import_to
+from iqadata.manifest import ManifestError, read_manifest
 
 
 def _touch(root: Path, *names: str) -> None:

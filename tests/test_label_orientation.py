@@ -16,14 +16,14 @@ from scipy import stats
 
 from cache.create import create_store
 from cache.layout import StoreLayout
-from cache.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
 from cache.store import ArraySpec
 from heads.checkpoint import read_checkpoint
 from heads.cli import main as train_main
 from heads.cli import test_main as cross_main
 from heads.crosstest import OtherSplitWarning
-from heads.data import denormalise, label_norm_of, normalise
-from pipelines.splits import make_splits, write_splits
+from heads.split_data import denormalise, label_norm_of, normalise
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
+from iqadata.splits import make_splits, write_splits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {

@@ -11,8 +11,8 @@ from pathlib import Path
 import _layouts as L
 import pytest
 
-from cache.manifest import Manifest, ManifestError, read_manifest
-from pipelines.importers import IMPORTERS, KNOWN, import_to
+from iqadata.importers import IMPORTERS, KNOWN, import_to
+from iqadata.manifest import Manifest, ManifestError, read_manifest
 
 
 def _root(tmp_path: Path, name: str, **kwargs: object) -> Path:

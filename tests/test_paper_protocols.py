@@ -16,12 +16,12 @@ from test_report import _dataset, _write_run
 
 from heads.optim import TrainConfig, make_scheduler
 from heads.prompt import PROMPT_IQA_TRAINING
-from pipelines.importers import IMPORTERS
-from pipelines.paper_table import PAPER_TABLES, paper_rows
-from pipelines.presets import preset_text, write_preset
-from pipelines.published import load_published, lookup
-from pipelines.runs import read_runs
-from pipelines.tables import build_tables
+from iqadata.importers import IMPORTERS
+from iqadata.presets import preset_text, write_preset
+from pipelines.report.paper_table import PAPER_TABLES, paper_rows
+from pipelines.report.published import load_published, lookup
+from pipelines.report.runs import read_runs
+from pipelines.report.tables import build_tables
 
 PROMPT_PRESETS = ("promptiqa_table2", "promptiqa_table2_mixed")
 SOURCES = ("paper:", "reference:", "ours:")

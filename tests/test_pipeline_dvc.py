@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("cache", "extract", "heads", "pipelines")
+CODE = ("cache", "extract", "heads", "iqadata", "pipelines")
 ENV = {"DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1", "GIT_AUTHOR_NAME": "t",
        "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
        "GIT_COMMITTER_EMAIL": "t@example.org"}
@@ -178,14 +178,14 @@ def test_the_params_header_example_runs(repo: Path, tmp_path: Path) -> None:
 NOT_DECIDING = {
     "cache/console.py": "command-line conventions and messages",
     "cache/outputs.py": "the output markers of commands",
-    "cache/content.py": "refuses a split that leaks content; selects nothing",
+    "iqadata/content.py": "refuses a split that leaks content; selects nothing",
     "cache/claims.py": "which writer computes which shard",
     "cache/root.py": "the cache root: rows copied from stores of the same fingerprint",
     "cache/transfer.py": "copies between backends, verified",
 }
 NOT_DECIDING_EXTRACTION = {
     **NOT_DECIDING,
-    "cache/split_file.py": "an extraction reads no split",
+    "iqadata/split_file.py": "an extraction reads no split",
     "extract/cli.py": "options and messages; the stage passes every option",
     "extract/fill.py": "which missing shard to compute next, interrupts",
     "extract/job.py": "carries the run's settings and donor rows down the fill path",

@@ -18,8 +18,8 @@ from test_prompt_use import _release
 
 from extract.sam import build_sam_vit_h
 from heads.registry import head_class
-from pipelines.paper_table import PAPER_TABLES
-from pipelines.presets import names, preset_text
+from iqadata.presets import names, preset_text
+from pipelines.report.paper_table import PAPER_TABLES
 
 pytestmark = pytest.mark.skipif(shutil.which("dvc") is None, reason="dvc is not installed")
 PAPERS = {"sam_iqa_table1": "SAM-IQA Table 1", "dp_iqa_table13": "DP-IQA Table XIII",
@@ -92,7 +92,7 @@ def test_preset_runs_end_to_end_at_toy_scale(preset: str, tmp_path: Path) -> Non
     assert PAPERS[preset] in table  # the paper's own layout, first
     paper_block = table.split("## ")[1]
     assert "| published" in paper_block and "|" in paper_block
-    published = yaml.safe_load((ROOT / "pipelines" / "published.yaml").read_text())
+    published = yaml.safe_load((ROOT / "pipelines" / "report" / "published.yaml").read_text())
     first = next(e for e in published["entries"] if e["id"] == PAPER_TABLES[preset][0])
     cell = next(iter(first["results"].values()))
     value = cell["srcc"] if cell["srcc"] is not None else cell["plcc"]  # Table 6: PLCC only

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipelines.data_cli import main as data_main
-from pipelines.presets import check, describe, names, preset_text, write_preset
+from iqadata.cli import main as data_main
+from iqadata.presets import check, describe, names, preset_text, write_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 

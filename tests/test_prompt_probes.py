@@ -17,7 +17,6 @@ from test_label_orientation import TINY, vector_set
 from test_prompt_use import _dataset, _vectors
 
 import heads.train as train_mod
-from cache.manifest import file_sha256, read_manifest, read_split
 from cache.store import open_store
 from extract.config import ExtractConfig, arch_overrides
 from extract.run import run_extract
@@ -26,11 +25,12 @@ from heads.checkpoint import load_head
 from heads.cli import main as train_main
 from heads.cli import test_main as probe_main
 from heads.crosstest import random_image_features
-from heads.data import load_part
 from heads.evaluate import ProbeError, make_prompt
 from heads.optim import TrainConfig, TrainConfigError
+from heads.split_data import load_part
 from heads.train import FitOptions, fit
-from pipelines.data_cli import main as data_main
+from iqadata.cli import main as data_main
+from iqadata.manifest import file_sha256, read_manifest, read_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NSS = {"size": 32, "grid": 4}

@@ -18,7 +18,6 @@ from test_monet import TINY as MONET_TINY
 from test_monet import _reference_key
 
 import heads.train as train_mod
-from cache.manifest import DatasetInfo, Manifest, ManifestRow, file_sha256, write_manifest
 from extract.config import ExtractConfig, arch_overrides
 from extract.monet import build_monet
 from extract.run import run_extract
@@ -26,15 +25,16 @@ from heads import protocols
 from heads.cli import main as train_main
 from heads.evaluate import make_prompt
 from heads.optim import TrainConfig
+from heads.part_tensors import TrainData
 from heads.prompt import PromptConfig, PromptHead
 from heads.prompt_release import load_release_head
 from heads.train import fit
-from heads.traindata import TrainData
-from pipelines.report import write_report
-from pipelines.score import Scorer
-from pipelines.score_cli import main as score_main
-from pipelines.score_kinds import checkpoint_kind
-from pipelines.splits import make_splits, write_splits
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow, file_sha256, write_manifest
+from iqadata.splits import make_splits, write_splits
+from pipelines.report.write import write_report
+from pipelines.score.cli import main as score_main
+from pipelines.score.kinds import checkpoint_kind
+from pipelines.score.scorers import Scorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"dim": 16, "heads": 2, "encoder_depth": 1, "ispp_depth": 1, "fusion_depth": 1,
@@ -78,7 +78,7 @@ def _dataset(root: Path, name: str, n: int) -> Path:
         rows.append(ManifestRow(image=f"{name}{i}.png", score=float(i % 7), group=f"g{i}"))
     write_manifest(Manifest(DatasetInfo(name, score_range=(0, 6)), tuple(rows)),
                    root / "manifest.csv")
-    from cache.manifest import read_manifest
+    from iqadata.manifest import read_manifest
 
     write_splits(make_splits(read_manifest(root / "manifest.csv"), (0.6, 0.2, 0.2), 2),
                  root / "splits")

@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 
 from cache.create import create_store
 from cache.layout import StoreLayout
-from cache.reader import FeatureDataset, PairedFeatureDataset, check_fits
 from cache.store import ArraySpec, IncompleteStoreError
+from heads.store_reader import FeatureDataset, PairedFeatureDataset, check_fits
 
 IDS = ["ref0.png", "ref1.png", "d00.png", "d01.png", "d10.png", "d11.png", "d12.png"]
 REF_OF = {"d00.png": "ref0.png", "d01.png": "ref0.png", "d10.png": "ref1.png",

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache.manifest import (
+from iqadata.manifest import (
     DatasetInfo,
     Manifest,
     ManifestError,
@@ -24,7 +24,7 @@ from cache.manifest import (
     read_manifest,
     read_split,
 )
-from cache.split_file import write_split
+from iqadata.split_file import write_split
 
 ROWS = tuple(
     ManifestRow(

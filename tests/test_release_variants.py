@@ -14,9 +14,9 @@ import _layouts as L
 import pytest
 from click.testing import CliRunner, Result
 
-from cache.manifest import ManifestError, read_manifest, read_split
-from pipelines.data_cli import main
-from pipelines.importers import IMPORTERS, KNOWN
+from iqadata.cli import main
+from iqadata.importers import IMPORTERS, KNOWN
+from iqadata.manifest import ManifestError, read_manifest, read_split
 
 NFC = unicodedata.normalize("NFC", "caf\u00e9")
 NFD = unicodedata.normalize("NFD", NFC)

@@ -19,10 +19,10 @@ from test_extract_run import _photo, make_dataset
 
 from cache.backends import StoreBusyError
 from cache.cli import main as cache_main
-from cache.manifest import Split, file_sha256, write_split
 from cache.store import open_store
 from extract.cli import main as extract_main
 from heads.cli import main as train_main
+from iqadata.manifest import Split, file_sha256, write_split
 
 HELPER = Path(__file__).with_name("_store_writer.py")
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""iqa-eval and pipelines.report: tables, published numbers, figures, output safety.
+"""iqa-eval and pipelines.report.write: tables, published numbers, figures, output safety.
 
 Run folders are written directly in the ``iqa-train-head`` layout (metrics.json schema 2,
 predictions.csv with raw-scale columns, run_NN/curves.csv), so these tests need no
@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageFilter
 
-from cache.manifest import DatasetInfo, Manifest, ManifestRow, Split, write_manifest, write_split
-from pipelines.eval_cli import main as eval_main
-from pipelines.published import backbone_family, canonical_dataset, load_published, lookup
-from pipelines.runs import LabelScale, read_run
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow, Split, write_manifest, write_split
+from pipelines.report.cli import main as eval_main
+from pipelines.report.published import backbone_family, canonical_dataset, load_published, lookup
+from pipelines.report.runs import LabelScale, read_run
 
 NOISES = ("noise", "blur")
 
@@ -70,7 +70,7 @@ def _write_run(out: Path, manifest_path: Path, head: str, backbone: str, *,
                protocol: str | None = None, with_val: bool = True,
                head_config: dict | None = None) -> Path:
     """A run folder in the iqa-train-head layout, predictions = target + noise."""
-    from cache.manifest import read_manifest, read_split
+    from iqadata.manifest import read_manifest, read_split
 
     manifest = read_manifest(manifest_path)
     info, rows = manifest.info, manifest.by_id()
@@ -321,7 +321,7 @@ def test_published_lookup_rules() -> None:
 
 
 def test_collapsed_scatter_keeps_the_score_range(tiny: dict) -> None:
-    from pipelines.plots import _pyplot, scatter_figure
+    from pipelines.report.plots import _pyplot, scatter_figure
 
     run = read_run(tiny["collapsed"])
     p = run.predictions.select(run.predictions.run == 0)
@@ -531,7 +531,7 @@ def test_ablation_runs_meet_their_own_paper_rows(tmp_path: Path) -> None:
 def test_dp_iqa_rows_for_cross_tests_and_students(tmp_path: Path) -> None:
     """Table V beside an iqa-test-head folder, Tables IV and XI beside student folders
     (one split each, merged into one row); the fine-tuned teacher is shown as n/c."""
-    from pipelines.published import RunFacts
+    from pipelines.report.published import RunFacts
 
     livec = _dataset(tmp_path / "data" / "livec", "livec", score_range=(0, 100))
     koniq = _dataset(tmp_path / "data" / "koniq10k", "koniq10k", score_range=(0, 100))
@@ -570,7 +570,7 @@ def test_dp_iqa_rows_for_cross_tests_and_students(tmp_path: Path) -> None:
 
 def _cross_folder(out: Path, manifest_path: Path, trained_on: str) -> Path:
     """A folder in the iqa-test-head layout (heads.crosstest): qfd on SD 1.5 features."""
-    from cache.manifest import read_manifest
+    from iqadata.manifest import read_manifest
 
     manifest = read_manifest(manifest_path)
     info = manifest.info
@@ -602,8 +602,8 @@ def _cross_folder(out: Path, manifest_path: Path, trained_on: str) -> Path:
 
 
 def _student_folder(out: Path, manifest_path: Path, k: int, map_weight: float) -> Path:
-    """A folder in the iqa-distill train layout (pipelines.distill): one split's student."""
-    from cache.manifest import read_manifest, read_split
+    """A folder in the iqa-distill train layout (pipelines.distill.run): one split's student."""
+    from iqadata.manifest import read_manifest, read_split
 
     manifest = read_manifest(manifest_path)
     info, by_id = manifest.info, manifest.by_id()

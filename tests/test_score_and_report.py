@@ -12,7 +12,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from cache.manifest import (
+from extract.config import ExtractConfig, arch_overrides
+from extract.run import run_extract
+from extract.sam import build_sam_vit_b
+from heads.experiment import ExperimentSpec, Source, run_experiment
+from heads.optim import TrainConfig
+from iqadata.manifest import (
     DatasetInfo,
     Manifest,
     ManifestRow,
@@ -21,12 +26,7 @@ from cache.manifest import (
     write_manifest,
     write_split,
 )
-from extract.config import ExtractConfig, arch_overrides
-from extract.run import run_extract
-from extract.sam import build_sam_vit_b
-from heads.experiment import ExperimentSpec, Source, run_experiment
-from heads.optim import TrainConfig
-from pipelines.score_cli import main as score_main
+from pipelines.score.cli import main as score_main
 
 SAM_TINY = {"img_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2, "window_size": 2,
             "global_attn_indexes": [1]}

@@ -1,4 +1,4 @@
-"""Tests for pipelines.splits: content-disjoint, sized, deterministic splits."""
+"""Tests for iqadata.splits: content-disjoint, sized, deterministic splits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cache.manifest import (
+from iqadata.manifest import (
     DatasetInfo,
     Manifest,
     ManifestError,
@@ -19,7 +19,7 @@ from cache.manifest import (
     read_split,
     write_manifest,
 )
-from pipelines.splits import make_splits, normalize_ratios, write_splits
+from iqadata.splits import make_splits, normalize_ratios, write_splits
 
 RATIOS = [(0.6, 0.2, 0.2), (0.8, 0.2), (0.7, 0.1, 0.2), (0.5, 0.5)]
 
@@ -73,7 +73,7 @@ def test_two_ratios_give_empty_val_and_seeds_differ() -> None:
 def test_written_files_record_manifest_sha(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     write_manifest(_manifest([2] * 10), path)
-    from cache.manifest import read_manifest
+    from iqadata.manifest import read_manifest
 
     manifest = read_manifest(path)
     paths = write_splits(make_splits(manifest, repeats=3, seed=7), tmp_path / "splits")
@@ -106,7 +106,7 @@ def test_too_few_groups_and_bad_repeats() -> None:
 
 
 def test_split_for_another_manifest_is_refused(tmp_path: Path) -> None:
-    from cache.manifest import read_manifest
+    from iqadata.manifest import read_manifest
 
     first, other = tmp_path / "a.csv", tmp_path / "b.csv"
     write_manifest(_manifest([2] * 10), first)
@@ -126,7 +126,7 @@ def test_split_for_another_manifest_is_refused(tmp_path: Path) -> None:
 
 
 def test_split_without_a_manifest_hash_is_accepted_with_a_warning(tmp_path: Path) -> None:
-    from cache.manifest import Split, UncheckedSplitWarning, read_manifest, write_split
+    from iqadata.manifest import Split, UncheckedSplitWarning, read_manifest, write_split
 
     write_manifest(_manifest([2] * 5), tmp_path / "m.csv")
     manifest = read_manifest(tmp_path / "m.csv")

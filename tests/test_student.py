@@ -21,7 +21,13 @@ from PIL import Image
 from cache.console import UsageProblem
 from cache.create import create_store
 from cache.layout import StoreLayout
-from cache.manifest import (
+from cache.store import ArraySpec, open_store
+from extract.loader import VIEWS
+from extract.weights import WeightsError
+from heads.checkpoint import CheckpointError, TrainedOn, save_checkpoint
+from heads.registry import build_head
+from heads.split_data import denormalise, label_norm_of, normalise
+from iqadata.manifest import (
     DatasetInfo,
     Manifest,
     ManifestRow,
@@ -30,27 +36,22 @@ from cache.manifest import (
     write_manifest,
     write_split,
 )
-from cache.store import ArraySpec, open_store
-from extract.loader import VIEWS
-from extract.weights import WeightsError
-from heads.checkpoint import CheckpointError, TrainedOn, save_checkpoint
-from heads.data import denormalise, label_norm_of, normalise
-from heads.registry import build_head
-from heads.student import (
+from pipelines.distill import teacher_maps
+from pipelines.distill.cli import main as distill_main
+from pipelines.distill.data import DistillDataset, split_parts
+from pipelines.distill.preprocess import preprocess
+from pipelines.distill.run import DistillConfig, _build, train_student
+from pipelines.distill.student import (
     StudentCheckpointError,
     StudentConfig,
     build_student,
     load_student_model,
 )
-from pipelines import teacher_maps
-from pipelines.distill import DistillConfig, _build, train_student
-from pipelines.distill_cli import main as distill_main
-from pipelines.distill_data import DistillDataset, split_parts
-from pipelines.score_cli import main as score_main
-from pipelines.score_kinds import checkpoint_kind
-from pipelines.student_score import load_student, preprocess
-from pipelines.student_train import milestones_for
-from pipelines.teacher_maps import TeacherMapsConfig, write_teacher_maps
+from pipelines.distill.teacher_maps import TeacherMapsConfig, write_teacher_maps
+from pipelines.distill.train import milestones_for
+from pipelines.score.cli import main as score_main
+from pipelines.score.kinds import checkpoint_kind
+from pipelines.score.student import load_student
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -286,8 +287,8 @@ def test_student_trains_with_both_losses_decreasing(world: dict, trained: Path) 
 
 def test_the_report_reads_a_student_folder(world: dict, trained: Path) -> None:
     """iqa-eval takes the student's folder as a row: its test metrics, its trunk."""
-    from pipelines.runs import read_runs
-    from pipelines.tables import build_tables
+    from pipelines.report.runs import read_runs
+    from pipelines.report.tables import build_tables
 
     metrics = json.loads((trained.parent / "metrics.json").read_text())
     (run,) = read_runs(trained.parent)
@@ -302,7 +303,7 @@ def test_the_report_reads_a_student_folder(world: dict, trained: Path) -> None:
 def test_augmented_items_pair_flipped_pixels_with_the_flipped_teacher_row(
     world: dict, maps: str
 ) -> None:
-    from cache.manifest import read_manifest, read_split
+    from iqadata.manifest import read_manifest, read_split
 
     root = world["root"]
     store = open_store(maps)

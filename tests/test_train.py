@@ -12,9 +12,9 @@ import heads.train as train_mod
 from heads.checkpoint import CheckpointError, load_head, read_checkpoint, save_atomic
 from heads.evaluate import evaluate, make_prompt
 from heads.optim import TrainConfig, TrainConfigError
+from heads.part_tensors import TrainData, TrainDataError
 from heads.registry import build_head
 from heads.train import FitOptions, fit
-from heads.traindata import TrainData, TrainDataError
 
 SFEM = {"width": 8, "scales": (1, 2), "pool_size": 4}
 PROMPT = {

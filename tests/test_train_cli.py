@@ -14,7 +14,12 @@ from click.testing import CliRunner
 
 from cache.create import create_store
 from cache.layout import StoreLayout
-from cache.manifest import (
+from cache.store import ArraySpec, open_store
+from heads.checkpoint import read_checkpoint
+from heads.cli import main
+from heads.split_data import load_split
+from heads.store_reader import StoreArray
+from iqadata.manifest import (
     DatasetInfo,
     Manifest,
     ManifestRow,
@@ -25,11 +30,6 @@ from cache.manifest import (
     write_manifest,
     write_split,
 )
-from cache.reader import StoreArray
-from cache.store import ArraySpec, open_store
-from heads.checkpoint import read_checkpoint
-from heads.cli import main
-from heads.data import load_split
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REFS = [f"refs/r{i}.png" for i in range(4)]
@@ -352,7 +352,7 @@ def test_a_folder_written_by_iqa_data_split_trains(files, ratios: str) -> None:
     The folder holds the output marker (``.iqa-output.json``) beside the split files; it is
     not a split and is not read as one.
     """
-    from pipelines.data_cli import main as data_main
+    from iqadata.cli import main as data_main
 
     folder = files / "made"
     res = CliRunner().invoke(data_main, ["split", str(files / "manifest.csv"), "--ratios", ratios,

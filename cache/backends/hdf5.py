@@ -21,7 +21,7 @@ off. On a file system without ``flock`` a warning says so and the store opens un
 (libhdf5's "best effort").
 HDF5 has no parallel writers: dask extraction and cooperating writers use the Zarr
 backend. Never open the file in a parent process and use it in forked workers: readers
-open it lazily per process (``cache.reader``).
+open it lazily per process (``heads.store_reader``).
 """
 
 from __future__ import annotations
