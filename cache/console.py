@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import IO, Any
 
 import click
@@ -135,6 +136,26 @@ def cpu_kernels_option() -> Any:
         help="On a CPU: 'portable' gives the same bits on every x86-64 machine (oneDNN off, "
              "MKL's compatible branch, AVX2 kernels; about 1.5x the time of a small head), "
              "'native' this machine's fastest kernels. No effect on a GPU.",
+    )
+
+
+def out_option(help: str, *, folder: bool) -> Any:
+    """A command's required ``--out``: a folder (``folder``) or a file path."""
+    kind = {"file_okay": False} if folder else {"dir_okay": False}
+    return click.option("--out", required=True, type=click.Path(path_type=Path, **kind), help=help)
+
+
+def count_option(*decls: str, default: int, minimum: int, help: str | None = None) -> Any:
+    """An integer option of at least ``minimum``, its default shown in the help."""
+    return click.option(
+        *decls, default=default, show_default=True, type=click.IntRange(min=minimum), help=help
+    )
+
+
+def choice_option(*decls: str, choices: list[str], default: str, help: str | None = None) -> Any:
+    """An option taking one of ``choices``, its default shown in the help."""
+    return click.option(
+        *decls, default=default, show_default=True, type=click.Choice(choices), help=help
     )
 
 

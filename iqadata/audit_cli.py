@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from cache.console import Command, UsageProblem
+from cache.console import Command, UsageProblem, count_option, out_option
 from cache.outputs import atomic_write_text, check_output_file
 from iqadata.audit import MAX_DISTANCE, AuditConfig, audit
 from iqadata.manifest import read_manifest, read_split, split_files
@@ -58,12 +58,7 @@ def _summary(result: dict[str, Any], out: Path) -> str:
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
 )
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Audit JSON to write (new, or an earlier audit).",
-)
+@out_option("Audit JSON to write (new, or an earlier audit).", folder=False)
 @click.option(
     "--splits",
     "split_paths",
@@ -84,11 +79,10 @@ def _summary(result: dict[str, Any], out: Path) -> str:
     is_flag=True,
     help="Only byte-identical files (no image is read when the manifests hold their hashes).",
 )
-@click.option(
+@count_option(
     "--workers",
     default=min(4, os.cpu_count() or 1),
-    show_default=True,
-    type=click.IntRange(min=1),
+    minimum=1,
     help="Threads reading and hashing images.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the audit as JSON too.")

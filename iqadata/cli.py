@@ -17,7 +17,7 @@ from typing import Any
 import click
 import numpy as np
 
-from cache.console import Group, UsageProblem, parse_assignments
+from cache.console import Group, UsageProblem, count_option, out_option, parse_assignments
 from cache.outputs import prepare_output_dir
 from iqadata.audit_cli import audit_cmd
 from iqadata.demo import DISTORTIONS, REFERENCES, DemoSplits, build_demo
@@ -91,6 +91,18 @@ def _numbers(cast: Callable[[str], Any], count: tuple[int, ...]) -> Callable[...
     return parse
 
 
+def _size_option(default: str) -> Any:
+    """``--size H,W``: an image size in pixels."""
+    return click.option(
+        "--size",
+        default=default,
+        show_default=True,
+        callback=_numbers(int, (2,)),
+        metavar="H,W",
+        help="Image size in pixels.",
+    )
+
+
 def _ratios(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
     values = _numbers(float, (2, 3))(ctx, param, value)
     try:
@@ -138,11 +150,9 @@ IMPORT_EPILOG = (
     help="Dataset folder in its official download layout (default for csv/pyiqa: the CSV's"
     " folder).",
 )
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Manifest CSV to write (only after every check passed; never over another file).",
+@out_option(
+    "Manifest CSV to write (only after every check passed; never over another file).",
+    folder=False,
 )
 @click.option(
     "--label-file",
@@ -307,19 +317,11 @@ def _write_pyiqa(
     callback=_ratios,
     help="train,val,test (or train,test) fractions of the images.",
 )
-@click.option(
-    "--repeats",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Number of random splits.",
-)
+@count_option("--repeats", default=10, minimum=1, help="Number of random splits.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Base random seed.")
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for split_00.json, split_01.json, ... (new, empty or a split folder).",
+@out_option(
+    "Folder for split_00.json, split_01.json, ... (new, empty or a split folder).",
+    folder=True,
 )
 def split_cmd(
     manifest: Path, ratios: tuple[float, ...], repeats: int, seed: int, out: Path
@@ -331,12 +333,7 @@ def split_cmd(
 
 
 @main.command("demo")
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder (refs/, images/, manifest.csv, splits/).",
-)
+@out_option("Output folder (refs/, images/, manifest.csv, splits/).", folder=True)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for noise and splits.")
 @click.option(
     "--n-refs",
@@ -352,27 +349,14 @@ def split_cmd(
     type=click.IntRange(1, 5),
     help="Distortion levels per type.",
 )
-@click.option(
-    "--size",
-    default="192,256",
-    show_default=True,
-    callback=_numbers(int, (2,)),
-    metavar="H,W",
-    help="Image size in pixels.",
-)
+@_size_option("192,256")
 @click.option(
     "--distortions",
     default=",".join(DISTORTIONS),
     show_default=True,
     help="Comma-separated distortion types.",
 )
-@click.option(
-    "--splits",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Number of split files (0: none).",
-)
+@count_option("--splits", default=10, minimum=0, help="Number of split files (0: none).")
 @click.option(
     "--ratios",
     default="0.6,0.2,0.2",
@@ -394,21 +378,9 @@ def demo_cmd(out: Path, distortions: str, **opts: Any) -> None:
 
 
 @main.command("random-images")
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder (images/, manifest.csv).",
-)
-@click.option("--count", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--size",
-    default="224,224",
-    show_default=True,
-    callback=_numbers(int, (2,)),
-    metavar="H,W",
-    help="Image size in pixels.",
-)
+@out_option("Output folder (images/, manifest.csv).", folder=True)
+@count_option("--count", default=32, minimum=1)
+@_size_option("224,224")
 @click.option("--seed", default=0, show_default=True, type=int)
 def random_images_cmd(out: Path, count: int, size: tuple[int, int], seed: int) -> None:
     """Images of uniform random pixels and their manifest: extract them with the trained

@@ -45,14 +45,7 @@ from skimage import data as skdata
 
 from cache.console import progress as make_progress
 from cache.outputs import check_output_dir, prepare_output_dir
-from iqadata.manifest import (
-    DatasetInfo,
-    Manifest,
-    ManifestRow,
-    read_manifest,
-    with_file_hashes,
-    write_manifest,
-)
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow, write_hashed_manifest
 from iqadata.splits import make_splits, write_splits
 
 MAX_LEVELS = 5
@@ -150,23 +143,18 @@ DISTORTIONS: dict[str, Distortion] = {
 }
 
 # reference name -> (skimage.data loader, group, horizontal half or None)
+def _whole(*names: str) -> dict[str, tuple[str, str, int | None]]:
+    """Whole photographs: each its own loader and group."""
+    return {name: (name, name, None) for name in names}
+
+
 REFERENCES: dict[str, tuple[str, str, int | None]] = {
-    "astronaut": ("astronaut", "astronaut", None),
-    "chelsea": ("chelsea", "chelsea", None),
-    "coffee": ("coffee", "coffee", None),
-    "rocket": ("rocket", "rocket", None),
-    "immunohistochemistry": ("immunohistochemistry", "immunohistochemistry", None),
-    "retina": ("retina", "retina", None),
+    **_whole("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "retina"),
     "hubble_a": ("hubble_deep_field", "hubble_deep_field", 0),
     "motorcycle_a": ("stereo_motorcycle", "motorcycle", 0),
     "hubble_b": ("hubble_deep_field", "hubble_deep_field", 1),
     "motorcycle_b": ("stereo_motorcycle", "motorcycle", 1),
-    "camera": ("camera", "camera", None),
-    "coins": ("coins", "coins", None),
-    "moon": ("moon", "moon", None),
-    "clock": ("clock", "clock", None),
-    "grass": ("grass", "grass", None),
-    "gravel": ("gravel", "gravel", None),
+    **_whole("camera", "coins", "moon", "clock", "grass", "gravel"),
 }
 
 # Grey-scale photographs get this fixed warm tone (an RGB gain per channel), so colour
@@ -305,9 +293,7 @@ def build_demo(
             rows.extend(_distorted_rows(out, ref_name, i, ref_img, plan, seed))
             bar.update(1)
     info = DatasetInfo(DEMO_DATASET, "pseudo-MOS", False, (1.0, 5.0), ".")
-    raw = Manifest(info=info, rows=tuple(rows), path=out / "manifest.csv")
-    write_manifest(with_file_hashes(raw), out / "manifest.csv")
-    manifest = read_manifest(out / "manifest.csv")
+    manifest = write_hashed_manifest(info, rows, out)
     if splits.count > 0:
         write_splits(make_splits(manifest, splits.ratios, splits.count, seed), out / "splits")
     return manifest

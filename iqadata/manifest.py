@@ -228,6 +228,16 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> None:
     atomic_write_text(path, manifest_text(manifest))
 
 
+def write_hashed_manifest(
+    info: DatasetInfo, rows: Sequence[ManifestRow], folder: str | os.PathLike[str]
+) -> Manifest:
+    """Write ``folder/manifest.csv`` of ``rows`` (relative to ``folder``) with their files'
+    sha256 (:func:`with_file_hashes`) and return it as read back."""
+    path = Path(folder) / "manifest.csv"
+    write_manifest(with_file_hashes(Manifest(info=info, rows=tuple(rows), path=path)), path)
+    return read_manifest(path)
+
+
 def _row_problem(r: ManifestRow, seen: set[str]) -> str | None:
     problem = id_problem(r.image)
     if problem:

@@ -18,20 +18,12 @@ draws its own). The output folder is new, empty, or an earlier output of this co
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from cache.outputs import check_output_dir, prepare_output_dir
-from iqadata.manifest import (
-    DatasetInfo,
-    Manifest,
-    ManifestRow,
-    read_manifest,
-    with_file_hashes,
-    write_manifest,
-)
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow, write_hashed_manifest
 
 KIND = "random-images"
 
@@ -60,6 +52,4 @@ def write_random_images(
         Image.fromarray(pixels).save(out / name, format="PNG", compress_level=1)
         rows.append(ManifestRow(image=name, score=round(float(rng.random()), 6), group=name))
     info = DatasetInfo("random_images", "pseudo-MOS", False, (0.0, 1.0), ".")
-    manifest = Manifest(info=info, rows=tuple(rows), path=out / "manifest.csv")
-    write_manifest(with_file_hashes(manifest), out / "manifest.csv")
-    return read_manifest(Path(out) / "manifest.csv")
+    return write_hashed_manifest(info, rows, out)

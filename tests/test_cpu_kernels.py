@@ -18,19 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tiny import write_labels
 
 from cache.create import create_store
 from cache.layout import StoreLayout
 from cache.store import ArraySpec
-from iqadata.manifest import (
-    DatasetInfo,
-    Manifest,
-    ManifestRow,
-    Split,
-    file_sha256,
-    write_manifest,
-    write_split,
-)
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow
 
 AVX2_MACHINE = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
                 "ATEN_CPU_CAPABILITY": "avx2"}
@@ -57,13 +50,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     quality = {d: float(rng.uniform(0, 1)) for d in DIST}
     rows = tuple(ManifestRow(image=d, score=1 + 4 * quality[d], group=d[5:7], ref=REFS[int(d[6])])
                  for d in DIST)
-    write_manifest(Manifest(DatasetInfo(name="toy", score_range=(1.0, 5.0)), rows),
-                   root / "manifest.csv")
     train = tuple(d for d in DIST if d[6] in "01")
     val = tuple(d for d in DIST if d[6] == "2")
     test = tuple(d for d in DIST if d[6] == "3")
-    write_split(Split(train, val, test, manifest_sha256=file_sha256(root / "manifest.csv")),
-                root / "split.json")
+    write_labels(root, Manifest(DatasetInfo(name="toy", score_range=(1.0, 5.0)), rows),
+                 (train, val, test), root / "split.json")
     ids = REFS + DIST
     layout = StoreLayout([ArraySpec("embed", (24, 8, 8))], ids, shard_size=8)
     store = create_store(str(root / "f.zarr"), layout, fingerprint_fields={"backbone": "toy"})

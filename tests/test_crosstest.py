@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _tiny import split_and_extract
 from click.testing import CliRunner
 from PIL import Image
 from test_extract_run import _photo
@@ -14,11 +15,9 @@ from extract.config import ExtractConfig, arch_overrides
 from extract.run import run_extract
 from heads.cli import main as train_main
 from heads.cli import test_main as cross_main
-from iqadata.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
-from iqadata.splits import make_splits, write_splits
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-NSS = {"size": 32, "grid": 4}
 
 
 def _noisy(seed: int, level: int):
@@ -39,12 +38,7 @@ def _dataset(root: Path, name: str, dmos: bool) -> Path:
         score = float(level) if dmos else float(3 - level)
         rows.append(ManifestRow(image=f"{name}{i}.png", score=score, group=f"g{i}"))
     info = DatasetInfo(name, "DMOS" if dmos else "MOS", dmos, (0.0, 3.0))
-    write_manifest(Manifest(info, tuple(rows)), root / "manifest.csv")
-    write_splits(make_splits(read_manifest(root / "manifest.csv"), (0.6, 0.2, 0.2), 2),
-                 root / "splits")
-    cfg = ExtractConfig(backbone="nss", arch=arch_overrides(NSS), shard_size=8)
-    run_extract(cfg, root / "manifest.csv", out=str(root / "f.zarr"), progress=False)
-    return root
+    return split_and_extract(root, Manifest(info, tuple(rows)))
 
 
 def test_train_on_one_dataset_test_on_another(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tiny import PROMPT_TINY as TINY
+from _tiny import data_args, invoke_test_head, store_args
 from click.testing import CliRunner
 from scipy import stats
 
@@ -19,22 +21,12 @@ from cache.layout import StoreLayout
 from cache.store import ArraySpec
 from heads.checkpoint import read_checkpoint
 from heads.cli import main as train_main
-from heads.cli import test_main as cross_main
 from heads.crosstest import OtherSplitWarning
 from heads.split_data import denormalise, label_norm_of, normalise
 from iqadata.manifest import DatasetInfo, Manifest, ManifestRow, read_manifest, write_manifest
 from iqadata.splits import make_splits, write_splits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = {
-    "dim": 16,
-    "heads": 2,
-    "encoder_depth": 1,
-    "ispp_depth": 1,
-    "fusion_depth": 1,
-    "reduce_hidden": 8,
-    "head_hidden": 8,
-}
 FIELDS = {"backbone": "vector-test", "weights_sha256": "random-init"}
 
 
@@ -99,14 +91,7 @@ def _train(tmp: Path, roots: list[Path], *extra: str, head: str = "prompt") -> o
     if head == "prompt":
         args += sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])
     for root in roots:
-        args += [
-            "--features",
-            str(root / "f.zarr"),
-            "--manifest",
-            str(root / "manifest.csv"),
-            "--split",
-            str(root / "splits"),
-        ]
+        args += data_args(root)
     return CliRunner().invoke(train_main, [*args, *extra])
 
 
@@ -213,17 +198,7 @@ def test_other_heads_keep_higher_is_better_targets(sets: dict[str, Path]) -> Non
 
 
 def _retest(run: Path, data: Path, out: Path, *extra: str) -> object:
-    args = [
-        str(run),
-        "--features",
-        str(data / "f.zarr"),
-        "--manifest",
-        str(data / "manifest.csv"),
-        "--out",
-        str(out),
-        *extra,
-    ]
-    return CliRunner().invoke(cross_main, args)
+    return invoke_test_head(run, store_args(data), out, *extra)
 
 
 def test_a_test_of_the_run_maps_labels_as_it_was_trained(dmos_run: Path, sets: dict) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from _tiny import has_key
 from test_report import _dataset, _write_run
 
 from heads.optim import TrainConfig, make_scheduler
@@ -127,22 +128,13 @@ def _leaves(value: Any, prefix: str) -> list[str]:
     return [prefix]
 
 
-def _has(params: dict[str, Any], dotted: str) -> bool:
-    node: Any = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 @pytest.mark.parametrize("name", PROMPT_PRESETS)
 def test_every_protocol_setting_names_its_source(name: str, tmp_path: Path) -> None:
     params = _preset(name)
     provenance = params["provenance"]
     assert all(isinstance(v, str) and v.startswith(SOURCES) for v in provenance.values())
-    assert all(_has(params, key) for key in provenance), [
-        k for k in provenance if not _has(params, k)
+    assert all(has_key(params, key) for key in provenance), [
+        k for k in provenance if not has_key(params, k)
     ]
     protocol = [
         *_leaves(params["head_train"], "head_train"),

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from _tiny import PROMPT_TINY
 from test_backbones import TINY as BACKBONE_TINY
 from test_pipeline_dvc import CODE, ROOT, run, write_params
-from test_prompt_use import TINY as PROMPT_TINY
 from test_prompt_use import _release
 
 from extract.sam import build_sam_vit_h

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from _tiny import has_key
 from click.testing import CliRunner
 
 from iqadata.cli import main as data_main
@@ -134,15 +135,6 @@ KINDS = ("paper:", "reference:", "ours:")
 PENDING: set[str] = set()
 
 
-def _has(params: dict[str, Any], key: str) -> bool:
-    node: Any = params
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def protocol_fields(params: dict[str, Any]) -> list[str]:
     """The settings of a preset that decide its protocol, as dotted keys."""
     heads = params["head_train"].items()
@@ -156,7 +148,7 @@ def provenance_problems(params: dict[str, Any]) -> list[str]:
     prov = params.get("provenance")
     if not isinstance(prov, dict):
         return ["no `provenance` mapping"]
-    bad = [f"{k}: not a setting of the preset" for k in prov if not _has(params, k)]
+    bad = [f"{k}: not a setting of the preset" for k in prov if not has_key(params, k)]
     bad += [f"{k}: no provenance entry" for k in protocol_fields(params) if k not in prov]
     for key, text in prov.items():
         text = " ".join(str(text).split())

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _tiny import PROMPT_TINY as TINY
 from scipy.stats import spearmanr
 
 from heads.augment import augment_labels, interval_select
 from heads.prompt import PromptConfig, PromptHead, leave_one_out
 from heads.registry import build_head
 from heads.specs import HeadConfigError
-
-TINY = {
-    "dim": 16,
-    "heads": 2,
-    "encoder_depth": 1,
-    "ispp_depth": 1,
-    "fusion_depth": 1,
-    "reduce_hidden": 8,
-    "head_hidden": 8,
-}
-
 
 # Small models on 2 shared cores: one thread avoids oversubscription.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,11 +40,15 @@ def test_every_parameter_gets_a_gradient(specs: dict[str, tuple[int, ...]]) -> N
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-def test_own_label_never_enters_own_prompt() -> None:
+def _head_and_group(n: int) -> tuple[torch.nn.Module, dict[str, torch.Tensor], torch.Tensor]:
+    """A tiny PromptIQA head on 16-d vectors (eval mode), and a group of ``n`` with labels."""
     torch.manual_seed(0)
     model = build_head("prompt", {"feature": (16,)}, **TINY).eval()
-    feats = {"feature": torch.randn(6, 16)}
-    scores = torch.rand(6)
+    return model, {"feature": torch.randn(n, 16)}, torch.rand(n)
+
+
+def test_own_label_never_enters_own_prompt() -> None:
+    model, feats, scores = _head_and_group(6)
     base = model.forward_group(feats, scores)
     changed = scores.clone()
     changed[2] = 1 - changed[2]
@@ -64,10 +58,7 @@ def test_own_label_never_enters_own_prompt() -> None:
 
 
 def test_cached_prompt_matches_group_pass() -> None:
-    torch.manual_seed(0)
-    model = build_head("prompt", {"feature": (16,)}, **TINY).eval()
-    feats = {"feature": torch.randn(4, 16)}
-    scores = torch.rand(4)
+    model, feats, scores = _head_and_group(4)
     group = model.forward_group(feats, scores)
     prompt = model.forward_prompt({"feature": feats["feature"][1:]}, scores[1:])
     assert prompt.shape == (1, 3, 16)

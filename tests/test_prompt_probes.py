@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _tiny import NSS, data_args, invoke_test_head, record_augment, store_args, vectors
+from _tiny import PROMPT_TINY as TINY
 from click.testing import CliRunner
 from PIL import Image
-from test_label_orientation import TINY, vector_set
-from test_prompt_use import _dataset, _vectors
+from test_label_orientation import vector_set
+from test_prompt_use import _dataset
 
-import heads.train as train_mod
 from cache.store import open_store
 from extract.config import ExtractConfig, arch_overrides
 from extract.run import run_extract
@@ -33,7 +34,6 @@ from iqadata.cli import main as data_main
 from iqadata.manifest import file_sha256, read_manifest, read_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-NSS = {"size": 32, "grid": 4}
 TINY_ARGS = sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])
 
 
@@ -41,12 +41,7 @@ def _train(run: Path, root: Path, *extra: str) -> object:
     args = [
         "--head",
         "prompt",
-        "--features",
-        str(root / "f.zarr"),
-        "--manifest",
-        str(root / "manifest.csv"),
-        "--split",
-        str(root / "splits"),
+        *data_args(root),
         "--batch-size",
         "11",
         "--train-set",
@@ -60,31 +55,12 @@ def _train(run: Path, root: Path, *extra: str) -> object:
 
 
 def _probe(run: Path, root: Path, out: Path, *extra: str) -> object:
-    args = [
-        str(run),
-        "--features",
-        str(root / "f.zarr"),
-        "--manifest",
-        str(root / "manifest.csv"),
-        "--split",
-        str(root / "splits"),
-        "--out",
-        str(out),
-        *extra,
-    ]
-    return CliRunner().invoke(probe_main, args)
+    return invoke_test_head(run, data_args(root), out, *extra)
 
 
 def test_without_prompts_training_has_no_label_augmentation(monkeypatch, tmp_path) -> None:
-    calls = []
-    real = train_mod.augment_labels
-
-    def spy(labels, generator=None, **kw):
-        calls.append(kw)
-        return real(labels, generator, **kw)
-
-    monkeypatch.setattr(train_mod, "augment_labels", spy)
-    train, val = _vectors(33, 0, "t"), _vectors(22, 1, "v")
+    calls = record_augment(monkeypatch)
+    train, val = vectors(33, 0, "t"), vectors(22, 1, "v")
     res = fit(
         "prompt",
         {**TINY, "use_prompt": False},
@@ -154,10 +130,7 @@ def test_probe_errors_are_one_line(trained: dict[str, Path], tmp_path: Path) -> 
     assert res.exit_code == 2 and "--random-images" in res.output
     args = [
         str(run),
-        "--features",
-        str(data / "f.zarr"),
-        "--manifest",
-        str(data / "manifest.csv"),
+        *store_args(data),
         "--probe",
         "invert",
         "--out",
@@ -167,7 +140,7 @@ def test_probe_errors_are_one_line(trained: dict[str, Path], tmp_path: Path) -> 
     assert res.exit_code == 2 and "give --split" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "x").exists()
     with pytest.raises(ProbeError, match="probe must be one of"):  # N(0, 1) vectors: gone
-        make_prompt(torch.nn.Identity(), _vectors(11, 0, "t"), 4, probe="random_features")
+        make_prompt(torch.nn.Identity(), vectors(11, 0, "t"), 4, probe="random_features")
 
 
 def test_random_images_command(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _tiny import PROMPT_TINY as TINY
+from _tiny import data_args, record_augment, split_and_extract, vectors
 from click.testing import CliRunner
 from PIL import Image
 from scipy import stats
@@ -18,9 +20,7 @@ from test_monet import TINY as MONET_TINY
 from test_monet import _reference_key
 
 import heads.train as train_mod
-from extract.config import ExtractConfig, arch_overrides
 from extract.monet import build_monet
-from extract.run import run_extract
 from heads import protocols
 from heads.cli import main as train_main
 from heads.evaluate import make_prompt
@@ -29,29 +29,15 @@ from heads.part_tensors import TrainData
 from heads.prompt import PromptConfig, PromptHead
 from heads.prompt_release import load_release_head
 from heads.train import fit
-from iqadata.manifest import DatasetInfo, Manifest, ManifestRow, file_sha256, write_manifest
-from iqadata.splits import make_splits, write_splits
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow, file_sha256
 from pipelines.report.write import write_report
 from pipelines.score.cli import main as score_main
 from pipelines.score.kinds import checkpoint_kind
 from pipelines.score.scorers import Scorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = {"dim": 16, "heads": 2, "encoder_depth": 1, "ispp_depth": 1, "fusion_depth": 1,
-        "reduce_hidden": 8, "head_hidden": 8}
-NSS = {"size": 32, "grid": 4}
-
-
-def _vectors(n: int, seed: int, name: str) -> TrainData:
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.rand(n, generator=gen)
-    x = 0.2 * torch.randn(n, 1, 12, generator=gen)
-    x[:, :, 0] += 2 * y.view(n, 1)
-    return TrainData({"feature": x}, y, [f"{name}{i}" for i in range(n)], name=name)
-
-
 def test_mixed_training_draws_each_group_from_one_dataset(monkeypatch) -> None:
-    a, b = _vectors(33, 0, "a/"), _vectors(22, 1, "b/")
+    a, b = vectors(33, 0, "a/"), vectors(22, 1, "b/")
     seen = []
     real = train_mod._unit_loss
 
@@ -60,7 +46,7 @@ def test_mixed_training_draws_each_group_from_one_dataset(monkeypatch) -> None:
         return real(st, data, rows, cfg, device, loss)
 
     monkeypatch.setattr(train_mod, "_unit_loss", spy)
-    res = fit("prompt", TINY, [a, b], [_vectors(11, 2, "a/"), _vectors(11, 3, "b/")],
+    res = fit("prompt", TINY, [a, b], [vectors(11, 2, "a/"), vectors(11, 3, "b/")],
               training=TrainConfig(epochs=2, batch_size=11, lr=1e-3, groups_per_step=2),
               seed=0)
     assert {name for name, _ in seen} == {"a/", "b/"}
@@ -76,15 +62,7 @@ def _dataset(root: Path, name: str, n: int) -> Path:
     for i in range(n):
         Image.fromarray(_photo(i)).save(root / f"{name}{i}.png")
         rows.append(ManifestRow(image=f"{name}{i}.png", score=float(i % 7), group=f"g{i}"))
-    write_manifest(Manifest(DatasetInfo(name, score_range=(0, 6)), tuple(rows)),
-                   root / "manifest.csv")
-    from iqadata.manifest import read_manifest
-
-    write_splits(make_splits(read_manifest(root / "manifest.csv"), (0.6, 0.2, 0.2), 2),
-                 root / "splits")
-    cfg = ExtractConfig(backbone="nss", arch=arch_overrides(NSS), shard_size=8)
-    run_extract(cfg, root / "manifest.csv", out=str(root / "f.zarr"), progress=False)
-    return root
+    return split_and_extract(root, Manifest(DatasetInfo(name, score_range=(0, 6)), tuple(rows)))
 
 
 def test_a_mixed_run_reports_each_dataset(tmp_path: Path) -> None:
@@ -92,8 +70,7 @@ def test_a_mixed_run_reports_each_dataset(tmp_path: Path) -> None:
     args = ["--head", "prompt", "--out", str(tmp_path / "run"), "--epochs", "2",
             "--batch-size", "4", *sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])]
     for root in (one, two):
-        args += ["--features", str(root / "f.zarr"), "--manifest", str(root / "manifest.csv"),
-                 "--split", str(root / "splits")]
+        args += data_args(root)
     res = CliRunner().invoke(train_main, args)
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -106,7 +83,7 @@ def test_a_mixed_run_reports_each_dataset(tmp_path: Path) -> None:
 
 
 def _trained_prompt_head(flip_p: float) -> tuple[PromptHead, TrainData]:
-    train, val = _vectors(132, 0, "t"), _vectors(22, 1, "v")
+    train, val = vectors(132, 0, "t"), vectors(22, 1, "v")
     cfg = TrainConfig(epochs=40, batch_size=11, lr=1e-3, flip_p=flip_p, scale_p=0.0)
     res = fit("prompt", TINY, train, val, training=cfg, seed=0)
     return res.model, val
@@ -125,15 +102,8 @@ def test_a_reversed_prompt_reverses_the_ranking() -> None:
 
 
 def test_the_ablations_change_what_training_does(monkeypatch) -> None:
-    calls = []
-    real = train_mod.augment_labels
-
-    def spy(labels, generator=None, **kw):
-        calls.append(kw)
-        return real(labels, generator, **kw)
-
-    monkeypatch.setattr(train_mod, "augment_labels", spy)
-    train, val = _vectors(33, 0, "t"), _vectors(22, 1, "v")
+    calls = record_augment(monkeypatch)
+    train, val = vectors(33, 0, "t"), vectors(22, 1, "v")
     runs = {}
     for name, changes in {"paper": {}, "flip": {"flip_p": 1.0, "scale_p": 0.0},
                           "code": {"scale_mode": "code"}, "size": {"prompt_size": 4},

@@ -57,6 +57,21 @@ def test_extract_onto_the_dataset_folder_deletes_nothing(tmp_path: Path) -> None
     assert _files(tmp_path) == before
 
 
+def _extracted(tmp_path: Path) -> str:
+    """The test dataset's NSS features, extracted into ``tmp_path/f.zarr``."""
+    manifest = make_dataset(tmp_path)
+    store = str(tmp_path / "f.zarr")
+    assert _extract(manifest, store).exit_code == 0
+    return store
+
+
+def _folder_with(folder: Path, name: str, text: str) -> Path:
+    """A folder of someone else's: one file ``name`` holding ``text``."""
+    folder.mkdir()
+    (folder / name).write_text(text)
+    return folder
+
+
 def test_extract_onto_dot_deletes_nothing(tmp_path: Path, monkeypatch) -> None:
     manifest = make_dataset(tmp_path)
     before = _files(tmp_path)
@@ -66,12 +81,8 @@ def test_extract_onto_dot_deletes_nothing(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_export_and_import_onto_folders_delete_nothing(tmp_path: Path) -> None:
-    manifest = make_dataset(tmp_path)
-    store = str(tmp_path / "f.zarr")
-    assert _extract(manifest, store).exit_code == 0
-    keep = tmp_path / "notes.zarr"
-    keep.mkdir()
-    (keep / "draft.txt").write_text("mine")
+    store = _extracted(tmp_path)
+    keep = _folder_with(tmp_path / "notes.zarr", "draft.txt", "mine")
     for cmd in (["export", store, "--to", str(keep)], ["import", store, "--to", str(keep)]):
         res = CliRunner().invoke(cache_main, cmd)
         assert res.exit_code == 2 and "nothing was written" in res.output, res.output
@@ -98,12 +109,8 @@ def _train(tmp_path: Path, store: str, out: Path, *extra: str) -> object:
 
 
 def test_train_out_onto_a_foreign_folder_deletes_nothing(tmp_path: Path) -> None:
-    manifest = make_dataset(tmp_path)
-    store = str(tmp_path / "f.zarr")
-    assert _extract(manifest, store).exit_code == 0
-    out = tmp_path / "paper"
-    out.mkdir()
-    (out / "notes.md").write_text("results so far")
+    store = _extracted(tmp_path)
+    out = _folder_with(tmp_path / "paper", "notes.md", "results so far")
     res = _train(tmp_path, store, out)
     assert res.exit_code == 2 and "nothing was written" in res.output
     assert _files(out) == {"notes.md": b"results so far"}
@@ -193,9 +200,7 @@ def test_concurrent_extractions_into_a_cache_root_compute_each_shard_once(
 
 
 def _damaged_store(tmp_path: Path, how: str) -> str:
-    manifest = make_dataset(tmp_path)
-    store = str(tmp_path / "f.zarr")
-    assert _extract(manifest, store).exit_code == 0
+    store = _extracted(tmp_path)
     shard = tmp_path / "f.zarr" / "features" / "nss" / "c" / "0" / "0" / "0" / "0"
     if how == "flip":
         data = bytearray(shard.read_bytes())

@@ -111,8 +111,13 @@ def _write_run(out: Path, manifest_path: Path, head: str, backbone: str, *,
         metrics["protocol"] = protocol
     if head_config is not None:
         metrics["head_config"] = head_config
+    return _write_outputs(out, "train-run", metrics, preds)
+
+
+def _write_outputs(out: Path, kind: str, metrics: dict, preds: list[dict]) -> Path:
+    """An output folder's metrics.json, kind marker and predictions.csv (``preds``' keys)."""
     (out / "metrics.json").write_text(json.dumps(metrics))
-    (out / ".iqa-output.json").write_text(json.dumps({"kind": "train-run"}))
+    (out / ".iqa-output.json").write_text(json.dumps({"kind": kind}))
     with open(out / "predictions.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(preds[0]))
         w.writeheader()
@@ -488,6 +493,18 @@ def _paper(out: Path) -> dict[str, list[str]]:
     return {r["method"]: [r["cells"][d] for d in data["datasets"]] for r in data["rows"]}
 
 
+def _papers(tmp_path: Path, runs: list[str], tables: tuple[str, ...]) -> dict[str, dict]:
+    """iqa-eval of ``runs`` with each paper table in turn, into ``tmp_path/TABLE``: the rows
+    of each table."""
+    got = {}
+    for table in tables:
+        out = tmp_path / table
+        res = _eval([*runs, "--out", str(out), "--no-plots", "--no-baselines", "--paper", table])
+        assert res.exit_code == 0, res.output
+        got[table] = _paper(out)
+    return got
+
+
 def test_ablation_runs_meet_their_own_paper_rows(tmp_path: Path) -> None:
     """SAM-IQA Tables 4 and 5: a one-branch or an L2 run sits beside its ablation row,
     never beside Table 1's full model (which only the full run fills)."""
@@ -499,12 +516,7 @@ def test_ablation_runs_meet_their_own_paper_rows(tmp_path: Path) -> None:
     l2 = _write_run(tmp_path / "l2", manifest, "sfem_fr", "sam_vit_b", noise=0.2,
                     head_config={"distance": "l2"})
     runs = [str(full), str(spatial), str(l2)]
-    got = {}
-    for table in ("sam_iqa_table1", "sam_iqa_table4", "sam_iqa_table5"):
-        out = tmp_path / table
-        res = _eval([*runs, "--out", str(out), "--no-plots", "--no-baselines", "--paper", table])
-        assert res.exit_code == 0, res.output
-        got[table] = _paper(out)
+    got = _papers(tmp_path, runs, ("sam_iqa_table1", "sam_iqa_table4", "sam_iqa_table5"))
     rows = {r["variant"]: r for r in _table(tmp_path / "sam_iqa_table4", "live")["rows"]}
     assert set(rows) == {"", "branches=spatial", "distance=l2"}
     assert rows[""]["published"]["table"] == "Table 1"
@@ -539,12 +551,7 @@ def test_dp_iqa_rows_for_cross_tests_and_students(tmp_path: Path) -> None:
     students = [_student_folder(tmp_path / f"st{k}", koniq, k, map_weight=1.0) for k in range(2)]
     plain = _student_folder(tmp_path / "plain", koniq, 0, map_weight=0.0)
     runs = [str(cross), *map(str, students), str(plain)]
-    papers = {}
-    for table in ("dp_iqa_table4", "dp_iqa_table5", "dp_iqa_table11"):
-        out = tmp_path / table
-        res = _eval([*runs, "--out", str(out), "--no-plots", "--no-baselines", "--paper", table])
-        assert res.exit_code == 0, res.output
-        papers[table] = _paper(out)
+    papers = _papers(tmp_path, runs, ("dp_iqa_table4", "dp_iqa_table5", "dp_iqa_table11"))
     rows = _table(tmp_path / "dp_iqa_table4", "koniq10k")["rows"]
     assert [(r["method"], r["variant"], r["runs"]) for r in rows] == [
         ("student", "", 2), ("student", "map_weight=0.0", 1)]
@@ -592,13 +599,7 @@ def _cross_folder(out: Path, manifest_path: Path, trained_on: str) -> Path:
                    "lower_better": info.lower_better}, "runs": records,
                "protocol": "cross_dataset", "backbone": "sd15_unet", "head_config": {},
                "training": {"epochs": 60}}
-    (out / "metrics.json").write_text(json.dumps(metrics))
-    (out / ".iqa-output.json").write_text(json.dumps({"kind": "cross-test"}))
-    with open(out / "predictions.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return out
+    return _write_outputs(out, "cross-test", metrics, rows)
 
 
 def _student_folder(out: Path, manifest_path: Path, k: int, map_weight: float) -> Path:
@@ -620,10 +621,6 @@ def _student_folder(out: Path, manifest_path: Path, k: int, map_weight: float) -
                "label_norm": {"low": info.score_range[0], "high": info.score_range[1],
                               "lower_better": info.lower_better},
                "split": str(split), "training": train, "selection": "epoch 3"}
-    (out / "metrics.json").write_text(json.dumps(metrics))
-    (out / ".iqa-output.json").write_text(json.dumps({"kind": "dpiqa-student"}))
-    with open(out / "predictions.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "part", "target", "student", "teacher"])
-        w.writerows([i, "test", t, p, t] for i, t, p in zip(ids, target, pred, strict=True))
-    return out
+    preds = [{"id": i, "part": "test", "target": t, "student": p, "teacher": t}
+             for i, t, p in zip(ids, target, pred, strict=True)]
+    return _write_outputs(out, "dpiqa-student", metrics, preds)

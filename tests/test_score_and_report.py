@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _tiny import write_labels
 from click.testing import CliRunner
 from PIL import Image
 
@@ -17,15 +18,7 @@ from extract.run import run_extract
 from extract.sam import build_sam_vit_b
 from heads.experiment import ExperimentSpec, Source, run_experiment
 from heads.optim import TrainConfig
-from iqadata.manifest import (
-    DatasetInfo,
-    Manifest,
-    ManifestRow,
-    Split,
-    file_sha256,
-    write_manifest,
-    write_split,
-)
+from iqadata.manifest import DatasetInfo, Manifest, ManifestRow
 from pipelines.score.cli import main as score_main
 
 SAM_TINY = {"img_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2, "window_size": 2,
@@ -54,12 +47,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
             Image.fromarray(_image(r, level)).save(root / name)
             rows.append(ManifestRow(image=name, ref=f"ref{r}.png", score=1.0 + level,
                                     group=f"ref{r}", distortion="noise"))
-    write_manifest(Manifest(DatasetInfo("tiny", score_range=(1, 5)), tuple(rows)),
-                   root / "manifest.csv")
-    ids = [r.image for r in rows]
-    split = Split(train=tuple(ids[:8]), val=tuple(ids[8:12]), test=tuple(ids[12:]),
-                  manifest_sha256=file_sha256(root / "manifest.csv"))
-    write_split(split, root / "splits" / "split_00.json")
+    ids = tuple(r.image for r in rows)
+    write_labels(root, Manifest(DatasetInfo("tiny", score_range=(1, 5)), tuple(rows)),
+                 (ids[:8], ids[8:12], ids[12:]), root / "splits" / "split_00.json")
     return root
 
 

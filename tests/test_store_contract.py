@@ -41,18 +41,22 @@ def write_all(store, seed: int = 0, failures=None) -> None:
 
 
 class StoreContract:
-    """Subclass with a ``url`` fixture (and ``backend`` when the URL does not decide it).
+    """Subclass with a ``url`` fixture, or a ``local_name`` for a store of that name in a
+    temporary folder (and ``backend`` when the URL does not decide it).
 
     ``serves`` names the ``cache.backends.BACKENDS`` entry the subclass tests.
     """
 
     serves = ""
+    local_name = ""
     backend: str | None = None
     storage_options: dict | None = None
 
     @pytest.fixture
     def url(self, tmp_path) -> str:
-        raise NotImplementedError
+        if not self.local_name:
+            raise NotImplementedError
+        return str(tmp_path / self.local_name)
 
     def make(self, url, **kw):
         layout = dict(arrays=ARRAYS, image_ids=IDS, views=VIEWS, shard_size=2)
@@ -244,10 +248,7 @@ class TestMemoryStore(StoreContract):
 
 class TestZarrLocalStore(StoreContract):
     serves = "zarr"
-
-    @pytest.fixture
-    def url(self, tmp_path):
-        return str(tmp_path / "feats.zarr")
+    local_name = "feats.zarr"
 
     def test_shards_are_few_files(self, url):
         s = self.make(url)
@@ -305,10 +306,7 @@ class TestZarrFsspecMemoryStore(StoreContract):
 
 class TestHDF5Store(StoreContract):
     serves = "hdf5"
-
-    @pytest.fixture
-    def url(self, tmp_path):
-        return str(tmp_path / "feats.h5")
+    local_name = "feats.h5"
 
     def test_dimensions_are_labelled(self, url):
         import h5py

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _tiny import write_labels
 from click.testing import CliRunner
 from PIL import Image
 
@@ -31,10 +32,6 @@ from iqadata.manifest import (
     DatasetInfo,
     Manifest,
     ManifestRow,
-    Split,
-    file_sha256,
-    write_manifest,
-    write_split,
 )
 from pipelines.distill import teacher_maps
 from pipelines.distill.cli import main as distill_main
@@ -106,10 +103,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     rows = tuple(ManifestRow(image=n, ref="", score=_score(i), group=f"g{i}")
                  for i, n in enumerate(ids))
     manifest = Manifest(DatasetInfo(name="toy", score_range=(0, 10)), rows)
-    write_manifest(manifest, root / "manifest.csv")
-    write_split(Split(train=tuple(ids[:7]), val=tuple(ids[7:10]), test=tuple(ids[10:]),
-                      manifest_sha256=file_sha256(root / "manifest.csv")),
-                root / "split.json")
+    parts = (tuple(ids[:7]), tuple(ids[7:10]), tuple(ids[10:]))
+    write_labels(root, manifest, parts, root / "split.json")
     source = _sd_store(root / "sd.zarr", root, ids)
     torch.manual_seed(0)
     teacher = build_head("qfd", SPECS, **TINY_QFD)

@@ -7,6 +7,8 @@ import inspect
 
 import pytest
 import torch
+from _tiny import PROMPT_TINY as PROMPT
+from _tiny import vectors
 
 import heads.train as train_mod
 from heads.checkpoint import CheckpointError, load_head, read_checkpoint, save_atomic
@@ -17,15 +19,6 @@ from heads.registry import build_head
 from heads.train import FitOptions, fit
 
 SFEM = {"width": 8, "scales": (1, 2), "pool_size": 4}
-PROMPT = {
-    "dim": 16,
-    "heads": 2,
-    "encoder_depth": 1,
-    "ispp_depth": 1,
-    "fusion_depth": 1,
-    "reduce_hidden": 8,
-    "head_hidden": 8,
-}
 
 
 # Small models on 2 shared cores: one thread avoids oversubscription.
@@ -49,11 +42,7 @@ def _maps(n: int, seed: int, name: str, *, views: int = 1, refs: bool = False) -
 
 
 def _vectors(n: int, seed: int, name: str) -> TrainData:
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.rand(n, generator=gen)
-    x = 0.3 * torch.randn(n, 2, 12, generator=gen)
-    x[:, :, 0] += 2 * y.view(n, 1)
-    return TrainData({"feature": x}, y, [f"{name}{i}" for i in range(n)], name=name)
+    return vectors(n, seed, name, views=2, noise=0.3)
 
 
 def test_fit_improves_val_srcc_and_writes_curves(tmp_path) -> None:

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from _tiny import store_args
 from click.testing import CliRunner
 
 from cache.create import create_store
@@ -93,10 +94,7 @@ def files(tmp_path):
 
 def _run(tmp_path, *args: str) -> object:
     base = [
-        "--features",
-        str(tmp_path / "f.zarr"),
-        "--manifest",
-        str(tmp_path / "manifest.csv"),
+        *store_args(tmp_path),
         "--epochs",
         "3",
         "--batch-size",
@@ -165,17 +163,7 @@ def test_prompt_head_with_repeats(files) -> None:
     out = files / "prompt"
     args = ["--head", "prompt", "--split", str(files / "split_0.json"), "--out", str(out),
             "--batch-size", "4"]
-    res = CliRunner().invoke(
-        main,
-        [
-            *args[:2],
-            "--features",
-            str(files / "f.zarr"),
-            "--manifest",
-            str(files / "manifest.csv"),
-            *args[2:],
-        ],
-    )
+    res = CliRunner().invoke(main, [*args[:2], *store_args(files), *args[2:]])
     assert res.exit_code != 0 and "pass feature=NAME" in res.output
     tiny = [
         "--set",
@@ -202,18 +190,7 @@ def test_unwritten_rows_are_refused_unless_written_only(files) -> None:
     (files / "f.zarr").rename(files / "full.zarr")
     _write_store(str(files / "f.zarr"), skip_shards=(2,))
     args = ["--head", "sfem_nr", "--split", str(files / "split_0.json"), *TINY]
-    res = CliRunner().invoke(
-        main,
-        [
-            *args,
-            "--features",
-            str(files / "f.zarr"),
-            "--manifest",
-            str(files / "manifest.csv"),
-            "--out",
-            str(files / "a"),
-        ],
-    )
+    res = CliRunner().invoke(main, [*args, *store_args(files), "--out", str(files / "a")])
     assert res.exit_code == 1 and "--written-only" in res.output and "--resume" in res.output
     assert not (files / "a").exists()  # nothing left behind
     res = _run(files, *args, "--written-only", "--out", str(files / "b"))

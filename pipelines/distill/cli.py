@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from cache.console import Group, UsageProblem
+from cache.console import Group, UsageProblem, choice_option, count_option
 
 
 @click.group(cls=Group)
@@ -44,13 +44,12 @@ def main() -> None:
 @click.option("--out", default=None, help="New teacher-map store (path or URL).")
 @click.option("--cache-root", default=None, help="Instead of --out: file it under this root.")
 @click.option("--resume", is_flag=True, help="Fill what an existing --out store lacks.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@count_option("--batch-size", default=8, minimum=1)
 @click.option("--device", default="cpu", show_default=True)
-@click.option(
+@choice_option(
     "--storage-dtype",
+    choices=["float16", "float32"],
     default="float16",
-    show_default=True,
-    type=click.Choice(["float16", "float32"]),
     help="dtype of the stored maps.",
 )
 @click.option("--progress/--no-progress", "show_progress", default=True, show_default=True)
@@ -125,8 +124,8 @@ def _milestones(text: str | None) -> tuple[int, ...] | None:
     help="Local torchvision EfficientNet weights (default: random init).",
 )
 @click.option("--input-size", type=int, help="Student input side (default: the teacher's).")
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=24, show_default=True, type=click.IntRange(min=1))
+@count_option("--epochs", default=30, minimum=1)
+@count_option("--batch-size", default=24, minimum=1)
 @click.option("--lr", default=1e-4, show_default=True)
 @click.option("--gamma", default=0.2, show_default=True, help="MultiStepLR decay factor.")
 @click.option(
@@ -137,12 +136,8 @@ def _milestones(text: str | None) -> tuple[int, ...] | None:
 )
 @click.option("--map-weight", default=1.0, show_default=True)
 @click.option("--score-weight", default=1.0, show_default=True)
-@click.option(
-    "--score-target",
-    default="gt",
-    show_default=True,
-    type=click.Choice(["gt", "teacher"]),
-    help="Score supervision.",
+@choice_option(
+    "--score-target", choices=["gt", "teacher"], default="gt", help="Score supervision."
 )
 @click.option(
     "--augment/--no-augment",
@@ -150,22 +145,15 @@ def _milestones(text: str | None) -> tuple[int, ...] | None:
     show_default=True,
     help="Random flip views (needs an SD store extracted with flip views).",
 )
-@click.option(
+@count_option(
     "--eval-every",
     default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
+    minimum=0,
     help="Also validate every N steps (0: once per epoch).",
 )
-@click.option(
-    "--workers",
-    default=2,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="DataLoader processes decoding images.",
-)
+@count_option("--workers", default=2, minimum=0, help="DataLoader processes decoding images.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]))
+@choice_option("--dtype", choices=["fp32", "bf16"], default="fp32")
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--preload/--no-preload",
