@@ -94,7 +94,7 @@ def info_cmd(store: str, as_json: bool) -> None:
         info = store_info(s)
         data = {**info.to_json(), "views": list(s.views), "shard_size": s.shard_size,
                 "codec": s.meta.get("codec"), "keepbits": s.keepbits, "failures": s.failures,
-                "fingerprint_fields": s.fingerprint_fields, "provenance": s.attrs}
+                "fingerprint_fields": s.fingerprint_fields, "provenance": s.provenance}
     lines = [
         f"store        {info.url} ({info.backend})",
         f"dataset      {info.dataset or '-'}   backbone {info.backbone or '-'}",
@@ -167,7 +167,7 @@ def import_cmd(file: str, dest: str) -> None:
     """Copy the store FILE into a store or a cache root (filed by dataset + fingerprint)."""
     if not dest.rstrip("/").endswith(STORE_SUFFIXES):
         with open_store(file) as src:
-            dataset = str(src.attrs.get("dataset") or Path(file).stem)
+            dataset = str(src.provenance.get("dataset") or Path(file).stem)
             backbone = src.backbone or "features"
             dest = CacheRoot(dest).path_for(dataset, backbone, src.fingerprint, src.image_ids,
                                             src.views)

@@ -69,7 +69,7 @@ def store_info(store: FeatureStore) -> StoreInfo:
     written = store.written
     return StoreInfo(
         url=store.url,
-        dataset=str(store.attrs.get("dataset", "")),
+        dataset=str(store.provenance.get("dataset", "")),
         backbone=store.backbone,
         backend=store.backend,
         fingerprint=store.fingerprint,

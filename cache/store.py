@@ -79,7 +79,8 @@ class FeatureStore:
         capabilities: what the backend can do (parallel writers, locking, ...).
         fingerprint: sha256 of ``fingerprint_fields``.
         fingerprint_fields: the caller's fields plus the store's own ``_store`` section.
-        attrs: provenance (dataset, extraction record, versions, ...).
+        provenance: what the store records of its making (dataset, extraction record,
+            versions, ...), stored under the key "provenance".
         backbone: the backbone's name (a property: the one reader of it).
         arrays: ``{name: ArraySpec}``.
         image_ids, views, n_images, n_rows, shard_size, n_shards: the row layout.
@@ -97,7 +98,7 @@ class FeatureStore:
         self.meta = meta
         self.fingerprint: str = meta["fingerprint"]
         self.fingerprint_fields: dict[str, Any] = meta["fingerprint_fields"]
-        self.attrs: dict[str, Any] = meta["provenance"]
+        self.provenance: dict[str, Any] = meta["provenance"]
         self.arrays = specs_from_json(meta["arrays"])
         self.views = tuple(meta["views"])
         self.shard_size = int(meta["shard_size"])
@@ -115,7 +116,7 @@ class FeatureStore:
 
         Every reader takes the name from here (``cache.record.backbone_of``).
         """
-        return backbone_of(self.fingerprint_fields, self.attrs, record_dict(self.attrs))
+        return backbone_of(self.fingerprint_fields, self.provenance, record_dict(self.provenance))
 
     # ------------------------------------------------------------ layout
     @property

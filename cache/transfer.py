@@ -53,7 +53,7 @@ def copy_store(
             dst_url,
             StoreLayout(list(src.arrays.values()), src.image_ids, src.views, src.shard_size),
             fingerprint_fields=src.fingerprint_fields,
-            provenance=src.attrs,
+            provenance=src.provenance,
             codec=codec or src.meta.get("codec", DEFAULT_CODEC),
             backend=backend,
             keepbits=src.keepbits,

@@ -129,7 +129,7 @@ class _Dataset:
 
     @property
     def name(self) -> str:
-        return str(self.store.attrs.get("dataset") or self.manifest.info.name)
+        return str(self.store.provenance.get("dataset") or self.manifest.info.name)
 
 
 def plan_runs(spec: ExperimentSpec) -> list[tuple[int, int]]:
@@ -305,13 +305,13 @@ def _record_prompts(
 def store_record(store: FeatureStore) -> dict[str, Any]:
     """What a checkpoint keeps of its store so the backbone can be rebuilt and checked."""
     try:
-        extraction = record_of(store.attrs, store.fingerprint_fields).to_dict()
+        extraction = record_of(store.provenance, store.fingerprint_fields).to_dict()
     except ValueError:
         extraction = None  # a store written by other code: scoring images is not possible
     return {
         "store_fields": store.fingerprint_fields,
         "extraction": extraction,
-        "dataset": store.attrs.get("dataset"),
+        "dataset": store.provenance.get("dataset"),
     }
 
 

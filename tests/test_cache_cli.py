@@ -110,7 +110,7 @@ def test_export_import_round_trip(root, tmp_path):
         assert back is not None
         with open_store(back) as c:
             for s in (b, c):
-                assert s.fingerprint == a.fingerprint and s.attrs == a.attrs
+                assert s.fingerprint == a.fingerprint and s.provenance == a.provenance
                 np.testing.assert_array_equal(s.read(slice(None))["feature"],
                                               a.read(slice(None))["feature"])
 

@@ -67,7 +67,7 @@ def vector_set(
         part = slice(22 * k, min(22 * (k + 1), n))
         sizes = np.tile([[1, 1]], (part.stop - part.start, 1))
         store.write_shard(k, {"feature": feats[part]}, sizes, sizes)
-    store.attrs["dataset"] = name
+    store.provenance["dataset"] = name
     return root
 
 

@@ -186,9 +186,9 @@ class StoreContract:
         assert s.fingerprint == fingerprint_of(FIELDS)  # lossless: the caller's fields as given
         assert s.fingerprint_fields == FIELDS
         for key in ("backbone", "manifest_sha256", "package_version", "dtype"):
-            assert key in s.attrs
-        assert "created_at" not in s.attrs  # no clock time: re-extraction is byte-identical
-        assert s.attrs["dtype"] == {"embed": "float16", "feature": "float32"}
+            assert key in s.provenance
+        assert "created_at" not in s.provenance  # no clock time: re-extraction is byte-identical
+        assert s.provenance["dtype"] == {"embed": "float16", "feature": "float32"}
         check_fingerprint(s.fingerprint, s)
         check_fingerprint(FIELDS, s)
         with pytest.raises(FingerprintMismatch, match="weights_sha256"):
@@ -200,7 +200,7 @@ class StoreContract:
         bits = s.read(list(range(4)), ["embed"])["embed"].astype(np.float16).view(np.uint16)
         assert not (bits & 0b111111).any()  # the 6 low mantissa bits are zero
         assert s.fingerprint_fields == {**FIELDS, "lossy": {"bitround_keepbits": 4}}
-        assert s.attrs["lossy"] == {"bitround_keepbits": 4}
+        assert s.provenance["lossy"] == {"bitround_keepbits": 4}
         assert s.verify().ok
         assert s.fingerprint == fingerprint_of(store_fields(FIELDS, 4)) != fingerprint_of(FIELDS)
         with pytest.raises(ValueError, match="keepbits=12 invalid for 'embed'"):

@@ -78,7 +78,7 @@ def _part(maps: FeatureStore, manifest: Manifest, name: str, ids: tuple[str, ...
 
 def check_label_norm(maps: FeatureStore, manifest: Manifest) -> None:
     """Fail unless the teacher was trained on the manifest's label map."""
-    teacher = maps.attrs.get("label_norm") or {}
+    teacher = maps.provenance.get("label_norm") or {}
     mine = label_norm_of(manifest)
     if teacher and {k: teacher.get(k) for k in mine} != mine:
         raise DataProblem(

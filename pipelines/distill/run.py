@@ -109,12 +109,12 @@ def _record(maps: FeatureStore, cfg: DistillConfig, pre: dict, init: str, split:
     train = dataclasses.asdict(cfg) | {"split": split, "split_sha256": file_sha256(split)}
     return {
         "preprocessing": pre,
-        "label_norm": dict(maps.attrs.get("label_norm") or {}),
+        "label_norm": dict(maps.provenance.get("label_norm") or {}),
         "teacher": {
             "maps_fingerprint": maps.fingerprint,
             "teacher_sha256": fields["teacher"]["sha256"],
             "source_fingerprint": fields["source_fingerprint"],
-            "dataset": maps.attrs.get("dataset"),
+            "dataset": maps.provenance.get("dataset"),
         },
         "train": train | {"trunk_init": init},
     }
@@ -123,7 +123,7 @@ def _record(maps: FeatureStore, cfg: DistillConfig, pre: dict, init: str, split:
 def _start(
     maps: FeatureStore, cfg: DistillConfig, out: Path, split: str, milestones: tuple[int, ...]
 ) -> StudentRun:
-    source_pre = maps.attrs.get("source_fields", {}).get("preprocessing") or {}
+    source_pre = maps.provenance.get("source_fields", {}).get("preprocessing") or {}
     pre = student_preprocessing(source_pre, cfg.input_size)
     model, init = _build(cfg, maps)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -103,7 +103,7 @@ def teacher_fields(
 
 def _provenance(source: FeatureStore, ckpt: dict[str, Any], teacher: str) -> dict[str, Any]:
     return {
-        "dataset": source.attrs.get("dataset"),
+        "dataset": source.provenance.get("dataset"),
         "backbone": "dpiqa_teacher",
         "source_store": source.url,
         "source_fields": source.fingerprint_fields,
@@ -131,7 +131,7 @@ def _target(out: str | None, cache_root: str | None, source: FeatureStore, fp: s
         return out
     assert cache_root is not None
     root = CacheRoot(cache_root)
-    dataset = str(source.attrs.get("dataset") or "unknown")
+    dataset = str(source.provenance.get("dataset") or "unknown")
     ids, views = source.image_ids, source.views
     return root.find(dataset, fp, ids, views) or root.path_for(dataset, "dpiqa_teacher", fp,
                                                                ids, views)

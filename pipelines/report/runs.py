@@ -163,7 +163,7 @@ def _store_facts(metrics: dict[str, Any]) -> tuple[str, str]:
     except (KeyError, OSError, ValueError) as err:
         raise RunFolderError(f"metrics.json names no dataset/backbone and its store cannot "
                              f"be opened ({err})") from None
-    return (str(store.attrs.get("dataset", "unknown")),
+    return (str(store.provenance.get("dataset", "unknown")),
             store.backbone or "unknown")
 
 
