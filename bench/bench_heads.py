@@ -67,7 +67,7 @@ def make_store(root: Path, rows: int, refs: int, shape: tuple[int, int, int]) ->
     for k in range(store.n_shards):
         n = len(store.shard_rows(k))
         feats = base[rng.integers(0, 8, n)] + 0.1 * rng.standard_normal((n, *shape))
-        store.write_shard(k, {"embed": feats.astype(np.float16)},
+        store.writer.write_shard(k, {"embed": feats.astype(np.float16)},
                           np.full((n, 2), shape[1:]), np.full((n, 2), (512, 768)), {})
     return path
 

@@ -1,6 +1,6 @@
 """Store throughput against plain ``.npy`` files, for SAM-ViT-H-shaped features.
 
-Writes ``--n-images`` rows of (256, 64, 64) float16 through ``FeatureStore.write_shard``
+Writes ``--n-images`` rows of (256, 64, 64) float16 through ``FeatureStore.writer.write_shard``
 (whole shards, checksums included) for the Zarr and HDF5 backends with each lossless codec,
 then reads every row once in random order with ``FeatureStore.read`` (one row per call, as a
 DataLoader does). The baseline writes and reads the same bytes as one ``np.save`` file per
@@ -123,7 +123,7 @@ def _shards(store: FeatureStore, pool: np.ndarray) -> list[np.ndarray]:
 def _write_store(store: FeatureStore, shards: list[np.ndarray]) -> None:
     for k, data in enumerate(shards):
         sizes = np.tile([[64, 64]], (len(data), 1))
-        store.write_shard(k, {"embed": data}, sizes, sizes * 16)
+        store.writer.write_shard(k, {"embed": data}, sizes, sizes * 16)
 
 
 def _files_per_1000(path: Path, n_shards: int, shard_size: int) -> tuple[int, float]:

@@ -1,7 +1,8 @@
 """Writing and checking shards: the part of a store that changes or verifies data.
 
-``ShardWriter`` works for one ``cache.store.FeatureStore`` (which creates it and delegates
-``write_shard`` and ``verify`` to it); it uses the store's layout (``arrays``,
+``ShardWriter`` works for one ``cache.store.FeatureStore``, which creates it as
+``store.writer`` (shards are written with ``store.writer.write_shard``; ``store.verify``
+delegates to it); it uses the store's layout (``arrays``,
 ``shard_rows``, ``keepbits``) and its backend. See ``cache.store`` for the write order and
 why it makes a killed writer harmless. Checksums are 16-byte digests (xxh3-128; blake2b in
 stores made before the ``checksum`` attribute) of each array's shard slice in C order;

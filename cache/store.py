@@ -5,14 +5,14 @@ store arrays and attributes; new stores are made by ``cache.create.create_store`
 ``cache.schema`` for the on-store layout and ``docs/INTERFACES.md`` ("cache.store") for the
 contract.
 
-Writing protocol (``write_shard``): every feature array gets one shard-aligned write, then
-the per-row ``written`` mask, sizes and failure reasons, and last the ``commit`` row that
-holds the per-array checksums (xxh3-128; blake2b in older stores) and the commit mark, after
-a flush of the rows it vouches for. Zarr writes each key atomically (temporary ``*.partial``
-file + rename) and HDF5 writes in SWMR mode (``cache.backends.hdf5``), so a writer killed at
-any instant leaves every committed shard intact and uncommitted shards are simply
-rewritten on resume. Zarr has no cross-process locks: parallel writers claim whole shards
-(``cache.claims``).
+Writing protocol (``store.writer.write_shard``, ``cache.shard_writer``): every feature
+array gets one shard-aligned write, then the per-row ``written`` mask, sizes and failure
+reasons, and last the ``commit`` row that holds the per-array checksums (xxh3-128; blake2b
+in older stores) and the commit mark, after a flush of the rows it vouches for. Zarr writes
+each key atomically (temporary ``*.partial`` file + rename) and HDF5 writes in SWMR mode
+(``cache.backends.hdf5``), so a writer killed at any instant leaves every committed shard
+intact and uncommitted shards are simply rewritten on resume. Zarr has no cross-process
+locks: parallel writers claim whole shards (``cache.claims``).
 
 Default codec: ``none``. Measured with ``bench/bench_store.py`` (128 SAM-shaped rows of
 smooth float16 maps, warm page cache, 2 shared cores): lossless codecs save little on
@@ -27,7 +27,7 @@ when asked (``keepbits``); it is recorded in the attributes and in the fingerpri
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -108,7 +108,7 @@ class FeatureStore:
         self._index = RowIndex(self.image_ids, self.views, self.url)
         self._written: np.ndarray | None = None
         self.verify_reads = verify_reads
-        self._writer = ShardWriter(self)
+        self.writer = ShardWriter(self)  # writer.write_shard(k, ...): shard k, whole
 
     @property
     def backbone(self) -> str:
@@ -199,20 +199,9 @@ class FeatureStore:
         return np.array([r for r, why in enumerate(reasons) if why], dtype=np.int64)
 
     # ------------------------------------------------------------ writing
-    def write_shard(
-        self,
-        k: int,
-        features: Mapping[str, np.ndarray],
-        valid_size: np.ndarray,
-        orig_size: np.ndarray,
-        failures: Mapping[int, str] | None = None,
-    ) -> None:
-        """Write shard ``k`` whole and commit it (see ``ShardWriter.write_shard``)."""
-        self._writer.write_shard(k, features, valid_size, orig_size, failures)
-
     def verify(self) -> VerifyReport:
         """Recompute every committed shard's checksums; report corrupt and missing parts."""
-        return self._writer.verify()
+        return self.writer.verify()
 
     def tidy(self) -> bool:
         """Remove temporary files from a complete store that nobody else is writing.
@@ -237,7 +226,7 @@ class FeatureStore:
             self._check_shard(k)
             self._backend.write("commit", int(k), np.zeros((1, width), np.uint8))
         self._backend.flush()
-        self._writer.forget()
+        self.writer.forget()
 
     # ------------------------------------------------------------ reading
     def read(
@@ -268,7 +257,7 @@ class FeatureStore:
             if name not in self.arrays:
                 raise KeyError(f"{self.url} has no array {name!r} (has {sorted(self.arrays)})")
             if self.verify_reads:
-                self._writer.check_read(idx, name)
+                self.writer.check_read(idx, name)
             data = self._read_array(name, sel)
             out[name] = data if dtype is None else as_dtype(data, dtype)
         return out

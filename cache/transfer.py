@@ -28,7 +28,7 @@ def _copy_shard(src: FeatureStore, dst: FeatureStore, k: int) -> None:
     reasons = src.read_raw("failure", sel)
     written = src.read_raw("written", sel).astype(bool)
     failures = {int(i): str(reasons[i]) or "not written" for i in np.flatnonzero(~written)}
-    dst.write_shard(k, feats, src.valid_size(sel), src.orig_size(sel), failures)
+    dst.writer.write_shard(k, feats, src.valid_size(sel), src.orig_size(sel), failures)
 
 
 def copy_store(

@@ -102,7 +102,7 @@ class _Shard:
 def write_known(store: FeatureStore, k: int, known: dict[int, KnownRow]) -> None:
     """Write shard ``k`` from rows a donor holds (every row of the shard)."""
     features, valid, orig, failures = _Shard(k, len(known), known).assemble(store)
-    store.write_shard(k, features, valid, orig, failures)
+    store.writer.write_shard(k, features, valid, orig, failures)
 
 
 def _shard_images(store: FeatureStore, shard: int) -> range:
@@ -224,7 +224,7 @@ def _drain(
         del open_shards[k]
         if pending is not None:
             pending.result()  # at most one shard waits to be written
-        pending = writer.submit(store.write_shard, k, features, valid, orig, failures)
+        pending = writer.submit(store.writer.write_shard, k, features, valid, orig, failures)
         _count(stats, store, shard, failures)
         if len(shard.known) + len(failures):
             job.progress.update(len(shard.known) + len(failures))

@@ -102,25 +102,6 @@ def prompt_for(
     return make_prompt(model, train, training.prompt_size, device, select=training.prompt_select)
 
 
-def predict(
-    model: nn.Module,
-    data: TrainData,
-    *,
-    prompt: Tensor | None = None,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-) -> np.ndarray:
-    """Predictions (N,) of ``model`` in eval mode over ``data`` (empty for no rows)."""
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(data), batch_size):
-            rows = torch.arange(start, min(start + batch_size, len(data)))
-            feats, valid, ref = data.batch(rows, device=device)
-            out.append(protocols.predict(model, feats, valid, ref, prompt))
-    return torch.cat(out).float().cpu().numpy() if out else np.zeros(0, np.float32)
-
-
 def evaluate(
     model: nn.Module,
     data: TrainData,
@@ -129,13 +110,20 @@ def evaluate(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Predictions and metrics of ``model`` on ``data``.
+    """Predictions of ``model`` in eval mode over ``data`` and their metrics.
 
     Returns:
         ``{"ids", "pred", "target", "metrics"}``; ``metrics`` (srcc, plcc, krcc, rmse from
         ``heads.metrics.compute_metrics``) is empty when ``data`` has fewer than 2 rows.
     """
-    pred = predict(model, data, prompt=prompt, batch_size=batch_size, device=device)
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(data)))
+            feats, valid, ref = data.batch(rows, device=device)
+            out.append(protocols.predict(model, feats, valid, ref, prompt))
+    pred = torch.cat(out).float().cpu().numpy() if out else np.zeros(0, np.float32)
     target = data.targets.double().numpy()
     metrics = compute_metrics(pred, target) if len(data) >= 2 else {}
     return {"ids": list(data.ids), "pred": pred, "target": target, "metrics": metrics}

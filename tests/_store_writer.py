@@ -42,7 +42,7 @@ def write(store, k: int) -> None:
     n = len(store.shard_rows(k))
     sizes = np.tile([[32, 24]], (n, 1))
     failures = {1: "synthetic failure"} if k % 5 == 3 else None
-    store.write_shard(k, shard_features(store, k), sizes, sizes * 32, failures)
+    store.writer.write_shard(k, shard_features(store, k), sizes, sizes * 32, failures)
 
 
 def main(url: str, first: int, stop: int, slow: float, claim: bool = False) -> None:

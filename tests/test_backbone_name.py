@@ -22,7 +22,7 @@ IDS = ["a.png", "b.png"]
 def _store(url: str, fields: dict, provenance: dict) -> FeatureStore:
     layout = StoreLayout([ArraySpec("feature", (4,))], IDS, shard_size=2)
     store = create_store(url, layout, fingerprint_fields=fields, provenance=provenance)
-    store.write_shard(0, {"feature": np.ones((2, 4))}, np.ones((2, 2)), np.ones((2, 2)))
+    store.writer.write_shard(0, {"feature": np.ones((2, 4))}, np.ones((2, 2)), np.ones((2, 2)))
     return store
 
 

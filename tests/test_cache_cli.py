@@ -29,7 +29,8 @@ def make(url: str, n_images: int = 4, fill: bool = True, fields=FIELDS) -> str:
                      fingerprint_fields=fields, provenance={"dataset": "demo", "backbone": "toy"})
     for k in range(s.n_shards if fill else 1):
         n = len(s.shard_rows(k))
-        s.write_shard(k, {"feature": np.full((n, 8), k + 0.5)}, np.ones((n, 2)), np.ones((n, 2)))
+        sizes = np.ones((n, 2))
+        s.writer.write_shard(k, {"feature": np.full((n, 8), k + 0.5)}, sizes, sizes)
     fp = s.fingerprint
     s.close()
     return fp

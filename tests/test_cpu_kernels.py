@@ -63,7 +63,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         embed = rng.normal(size=(len(part), 24, 8, 8))
         embed[:, :4] += np.array([quality.get(ids[r], 1.0) for r in part])[:, None, None, None]
         sizes = np.tile([8, 8], (len(part), 1))
-        store.write_shard(k, {"embed": embed}, sizes, sizes)
+        store.writer.write_shard(k, {"embed": embed}, sizes, sizes)
     store.close()
     return root
 

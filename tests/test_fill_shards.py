@@ -90,7 +90,7 @@ def test_donor_rows_are_neither_decoded_nor_computed(
     donor = _donor(job, str(tmp_path / "donor.zarr"), [ids[3], ids[5]])
     shape = job.backbone.outputs["nss"]
     marked = np.stack([np.full(shape, 7.0, np.float16), np.full(shape, -3.0, np.float16)])
-    donor.write_shard(0, {"nss": marked}, np.array([(8, 8)] * 2), np.array([(72, 96)] * 2))
+    donor.writer.write_shard(0, {"nss": marked}, np.array([(8, 8)] * 2), np.array([(72, 96)] * 2))
     decoded: list[str] = []
     real = loader.load_image
     monkeypatch.setattr(loader, "load_image", lambda p, **kw: decoded.append(Path(p).name)

@@ -66,7 +66,7 @@ def vector_set(
     for k in range(-(-n // 22)):
         part = slice(22 * k, min(22 * (k + 1), n))
         sizes = np.tile([[1, 1]], (part.stop - part.start, 1))
-        store.write_shard(k, {"feature": feats[part]}, sizes, sizes)
+        store.writer.write_shard(k, {"feature": feats[part]}, sizes, sizes)
     store.provenance["dataset"] = name
     return root
 

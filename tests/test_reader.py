@@ -32,7 +32,7 @@ def make_store(url: str, ids=IDS, skip_shards=(), views=("identity", "flip")) ->
             for a in ARRAYS
         }  # each row's features equal its row number
         sizes = np.stack([rows, rows + 1], axis=1)
-        s.write_shard(k, feats, sizes, sizes)
+        s.writer.write_shard(k, feats, sizes, sizes)
     s.close()
 
 

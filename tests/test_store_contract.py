@@ -37,7 +37,7 @@ def write_all(store, seed: int = 0, failures=None) -> None:
     for k in store.missing_shards():
         n = len(store.shard_rows(k))
         sizes = np.tile([[4, 3]], (n, 1))
-        store.write_shard(k, shard_data(store, k, seed), sizes, sizes * 16, failures)
+        store.writer.write_shard(k, shard_data(store, k, seed), sizes, sizes * 16, failures)
 
 
 class StoreContract:
@@ -104,7 +104,7 @@ class StoreContract:
         s = self.make(url)
         k = 1
         n = len(s.shard_rows(k))
-        s.write_shard(k, shard_data(s, k), np.ones((n, 2)), np.ones((n, 2)))
+        s.writer.write_shard(k, shard_data(s, k), np.ones((n, 2)), np.ones((n, 2)))
         with pytest.raises(IncompleteStoreError, match="2 of 3 requested rows are not written"):
             s.read([0, 4, 9])
         loose = s.read([0, 4], allow_unwritten=True)
@@ -130,7 +130,7 @@ class StoreContract:
         data["embed"] = data["embed"].astype(np.float32)
         data["embed"][2, 0, 0, 0] = 1e6  # float16 overflow -> inf
         before = {n: a.copy() for n, a in data.items()}
-        s.write_shard(0, data, np.ones((4, 2)), np.ones((4, 2)))
+        s.writer.write_shard(0, data, np.ones((4, 2)), np.ones((4, 2)))
         for name in data:  # the caller's arrays are left alone
             np.testing.assert_array_equal(data[name], before[name])
         assert "overflow" in s.failures["img/01.png"]
@@ -141,16 +141,16 @@ class StoreContract:
         data = shard_data(s, 0)
         sizes = np.ones((4, 2))
         with pytest.raises(StoreError, match="array 'embed' has shape"):
-            s.write_shard(0, {**data, "embed": data["embed"][:3]}, sizes, sizes)
+            s.writer.write_shard(0, {**data, "embed": data["embed"][:3]}, sizes, sizes)
         with pytest.raises(StoreError, match="has arrays \\['embed'\\]"):
-            s.write_shard(0, {"embed": data["embed"]}, sizes, sizes)
+            s.writer.write_shard(0, {"embed": data["embed"]}, sizes, sizes)
         with pytest.raises(StoreError, match="valid_size shape"):
-            s.write_shard(0, data, sizes[:2], sizes)
+            s.writer.write_shard(0, data, sizes[:2], sizes)
         with pytest.raises(IndexError, match="shard 3 out of range"):
-            s.write_shard(3, data, sizes, sizes)
+            s.writer.write_shard(3, data, sizes, sizes)
         write_all(s)
         with pytest.raises(StoreError, match="read-only"):
-            self.reopen(url).write_shard(0, data, sizes, sizes)
+            self.reopen(url).writer.write_shard(0, data, sizes, sizes)
 
     def test_verify_finds_corruption(self, url):
         s = self.make(url)
@@ -166,7 +166,7 @@ class StoreContract:
     def test_resume_and_fingerprint_refusal(self, url):
         s = self.make(url)
         k = 0
-        s.write_shard(k, shard_data(s, k), np.ones((4, 2)), np.ones((4, 2)))
+        s.writer.write_shard(k, shard_data(s, k), np.ones((4, 2)), np.ones((4, 2)))
         s.close()
         again = self.make(url)
         assert again.missing_shards() == [1, 2]
@@ -261,7 +261,7 @@ class TestZarrLocalStore(StoreContract):
         s = self.make(url, codec=codec)
         for k in (0, 2):  # shard 1 stays unwritten
             n = len(s.shard_rows(k))
-            s.write_shard(k, shard_data(s, k), np.ones((n, 2)), np.ones((n, 2)))
+            s.writer.write_shard(k, shard_data(s, k), np.ones((n, 2)), np.ones((n, 2)))
         rows = np.array([9, 0, 5, 3, 8, 0])
         fast = fast_reader(s, "features/embed")
         assert fast is not None and fast_reader(s, "written") is None

@@ -127,7 +127,7 @@ def _sd_store(url: Path, root: Path, ids: list[str]):
         stacked = {n: np.stack([f[n] for f in feats]) for n in SPECS}
         sizes = np.full((len(pixels), 2), 8)
         failed = {1: "synthetic failure"} if k == 1 else None  # img4, hflip view
-        store.write_shard(k, stacked, sizes, sizes * 5, failed)
+        store.writer.write_shard(k, stacked, sizes, sizes * 5, failed)
     return store
 
 

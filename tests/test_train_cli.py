@@ -68,7 +68,7 @@ def _write_store(url: str, skip_shards: tuple[int, ...] = ()) -> None:
         feature = rng.normal(size=(len(rows), 6)) * 0.1
         feature[:, 0] += 2 * quality
         sizes = np.tile([8, 8], (len(rows), 1))
-        store.write_shard(k, {"embed": embed, "feature": feature}, sizes, sizes)
+        store.writer.write_shard(k, {"embed": embed, "feature": feature}, sizes, sizes)
     store.close()
 
 

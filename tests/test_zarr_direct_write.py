@@ -114,7 +114,7 @@ def _store(url: str, failures: dict[int, str] | None = None) -> None:
     for k in range(store.n_shards):
         n = len(store.shard_rows(k))
         sizes = np.ones((n, 2), int)
-        store.write_shard(k, {"embed": _data(n, "float16") + k}, sizes, sizes,
+        store.writer.write_shard(k, {"embed": _data(n, "float16") + k}, sizes, sizes,
                           failures if k == 1 else None)
 
 
@@ -135,7 +135,7 @@ def test_hdf5_direct_reads_equal_h5py_reads(tmp_path: Path) -> None:
     ids = [f"i{i}" for i in range(5)]
     store = create_store(url, StoreLayout([ArraySpec("embed", ROW)], ids, shard_size=2),
                          fingerprint_fields={"t": 1})
-    store.write_shard(1, {"embed": _data(2, "float16")}, np.ones((2, 2)), np.ones((2, 2)))
+    store.writer.write_shard(1, {"embed": _data(2, "float16")}, np.ones((2, 2)), np.ones((2, 2)))
     rows = [3, 0, 2, 2, 4]
     writable = store.read(rows, allow_unwritten=True, dtype=None)["embed"]  # read_direct_chunk
     store.close()

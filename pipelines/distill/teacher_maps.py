@@ -194,7 +194,7 @@ def _write_shard(source: FeatureStore, out: FeatureStore, k: int, data: dict) ->
         image = source.image_ids[(rows.start + int(i)) // source.n_views]
         failed[int(i)] = f"no source features: {reasons.get(image, 'not written')}"
     sizes = source.valid_size(rows)
-    out.write_shard(k, data, sizes, source.orig_size(rows), failed)
+    out.writer.write_shard(k, data, sizes, source.orig_size(rows), failed)
 
 
 def _open_output(
