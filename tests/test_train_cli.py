@@ -344,7 +344,7 @@ def test_a_folder_written_by_iqa_data_split_trains(files, ratios: str) -> None:
 
 
 def test_runs_in_two_processes_give_the_same_bytes(files) -> None:
-    """``--jobs 2`` trains the splits in two spawned processes: same checkpoints and metrics."""
+    """``--jobs 2`` trains the splits in two worker processes: same checkpoints and metrics."""
     outs = {}
     for jobs in (1, 2):
         out = files / f"jobs{jobs}"
