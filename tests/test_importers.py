@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from openpyxl import Workbook
 from scipy.io import savemat
 
-from iqadata.importers import IMPORTERS, Expected, get_importer, import_to
+from iqadata.cli import main
+from iqadata.importers import IMPORTERS, KNOWN, Expected, get_importer, import_to
 from iqadata.manifest import ManifestError, read_manifest
 
 
@@ -288,11 +290,61 @@ def test_import_to_roundtrip_and_registry(tmp_path: Path) -> None:
         get_importer("tid2031")
 
 
+# the layout options each importer takes besides label_file= and expected=
+LAYOUT = {
+    "live": {"realigned", "image_dir", "ref_dir", "folders", "score_range"},
+    "csiq": {"image_dir", "ref_dir", "sheet"},
+    "tid2013": {"image_dir", "ref_dir"},
+    "kadid10k": {"image_dir", "ref_dir"},
+    "pipal": {"image_dir", "ref_dir", "score_range"},
+    "koniq10k": {"image_dir"},
+    "spaq": {"image_dir", "sheet"},
+    "livec": {"image_dir"},
+    "bid": {"image_dir", "sheet"},
+    "flive": {"image_dir"},
+    "gfiqa20k": {"image_dir"},
+    "agiqa3k": {"image_dir"},
+    "aigciqa2023": {"image_dir"},
+    "uwiqa": {"image_dir", "sheet"},
+}
+CLI_OPTIONS = {
+    "image_dir": "--image-dir", "ref_dir": "--ref-dir", "sheet": "--sheet", "score_range": "--range"
+}
+
+
+def test_the_layout_table_covers_every_importer() -> None:
+    assert set(LAYOUT) == set(IMPORTERS)
+
+
 @pytest.mark.parametrize("name", sorted(IMPORTERS))
-def test_every_importer_names_its_label_file_and_image_folder(name: str) -> None:
-    """Each importer takes label_file= and image_dir= (the CLI's --label-file, --image-dir)."""
-    params = inspect.signature(IMPORTERS[name]).parameters
-    assert {"label_file", "image_dir", "expected"} <= set(params)
+def test_every_importer_signature_shows_what_it_takes(name: str, tmp_path: Path) -> None:
+    """``root``, then keyword-only ``label_file=``, the layout options and ``expected=`` (the
+    signature is what the CLI asks); any other option is refused before a file is read."""
+    importer = IMPORTERS[name]
+    params = inspect.signature(importer).parameters
+    assert next(iter(params)) == "root"
+    assert set(params) == {"root", "label_file", "expected", *LAYOUT[name]}
+    assert all(p.kind is p.KEYWORD_ONLY for p in list(params.values())[1:])
+    assert params["label_file"].default is None
+    assert params["expected"].default == KNOWN[name].expected
+    assert importer.__name__ == f"import_{name}" and importer.__doc__
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        importer(tmp_path / "not-there", colour="red")
+
+
+@pytest.mark.parametrize("name", sorted(IMPORTERS))
+def test_the_cli_refuses_exactly_the_options_a_dataset_does_not_take(
+    name: str, tmp_path: Path
+) -> None:
+    values = {"--image-dir": "x", "--ref-dir": "x", "--sheet": "x", "--range": "0,1"}
+    for key, option in CLI_OPTIONS.items():
+        args = ["import", name, "--root", tmp_path, "--out", tmp_path / "m.csv"]
+        result = CliRunner().invoke(main, [str(a) for a in (*args, option, values[option])])
+        refused = f"{option}: not an option of dataset {name!r}"
+        if key in LAYOUT[name]:  # passed on: the empty root has no label file
+            assert result.exit_code == 1 and "label file" in result.output, result.output
+        else:
+            assert result.exit_code == 2 and refused in result.output, result.output
 
 
 def test_label_file_and_image_dir_options(tmp_path: Path) -> None:

@@ -4,7 +4,18 @@
 expected=..., **options)``; each reads the dataset's official release unmodified, returns
 a manifest (never writes) or raises :class:`~iqadata.manifest.ManifestError` naming the
 label file and line or entry. :data:`~iqadata.importers.known.KNOWN` says which release
-each expects and its official counts. :func:`import_to` writes the manifest only after
+each expects and its official counts.
+
+The importers share one frame (:mod:`._build`): ``@official_release(key, label_names)``
+makes ``import_x`` from ``read(release, *, <layout options>)``. The importer resolves the
+dataset folder and the label file (``label_file=``, else the first of ``label_names``
+found) into a :class:`~._build.Release`, refuses options ``read`` does not take, and shows
+``read``'s options in its signature (the CLI's ``--image-dir``, ``--ref-dir``, ``--sheet``
+and ``--range`` go to the datasets whose signature names them). ``read`` turns the label
+file into located rows and returns ``release.manifest(located)``, which checks them
+against the official counts with the dataset's known labels. LIVE (its label file
+depends on ``realigned=``) locates its :class:`~._build.Release` itself, and PIPAL (a
+folder of label files) makes one for its folder. :func:`import_to` writes the manifest only after
 every check has passed; :func:`write_with_splits` writes a manifest and its official
 split files. :func:`import_csv` (a mapped CSV) and :func:`import_pyiqa` (a pyiqa
 meta-info CSV with its splits) cover label lists of any other layout.

@@ -16,21 +16,42 @@
    ``i01`` are one content);
 7. refuses a reference or prompt group whose images are in two groups (a split by those
    groups would put it in two parts; :func:`iqadata.content.key_in_two_groups`).
+
+The importers of the known datasets share one frame: :class:`Release` (the dataset key,
+its resolved folder, its label file and the counts to check), whose
+:meth:`Release.manifest` runs :func:`build_manifest` with the dataset's known labels, and
+:func:`official_release`, which makes the public ``import_x(root, *, label_file=...,
+<layout options>, expected=...)`` from a function that reads a located release.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
 import posixpath
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from iqadata.content import Key, key_in_two_groups
-from iqadata.importers._common import Expected, ExpectedLike, Located, as_expected
+from iqadata.importers._common import (
+    Expected,
+    ExpectedLike,
+    Located,
+    as_expected,
+    dataset_root,
+    find_label,
+)
 from iqadata.importers._paths import DiskIndex, ambiguous, name_key, normalise_id
 from iqadata.importers.known import KNOWN
 from iqadata.manifest import DatasetInfo, Manifest, ManifestError, ManifestRow, validate_rows
+
+_POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
+_POSITIONAL_ONLY = inspect.Parameter.POSITIONAL_ONLY
+_KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 
 
 def _on_disk(index: DiskIndex, raw: str, kind: str, where: str) -> str:
@@ -176,14 +197,118 @@ def check_groups(
     )
 
 
-def official_manifest(
-    name: str,
-    base: Path,
-    located: Sequence[Located],
-    expected: ExpectedLike,
-    where: Path,
-    score_range: tuple[float, float] | None = None,
-) -> Manifest:
-    """:func:`build_manifest` with the known labels of dataset ``name`` rooted at ``base``."""
-    info = KNOWN[name].info(name, str(base), score_range)
-    return build_manifest(info, located, as_expected(expected), str(where))
+@dataclass(frozen=True)
+class Release:
+    """The official release of a known dataset that an importer reads.
+
+    Attributes:
+        key: the dataset's key in :data:`~iqadata.importers.known.KNOWN`.
+        base: the dataset folder, resolved.
+        label_path: the label file (or folder of label files) found under ``base``.
+        expected: the counts to check (:func:`~._common.as_expected`), or None.
+    """
+
+    key: str
+    base: Path
+    label_path: Path
+    expected: ExpectedLike
+
+    @classmethod
+    def locate(
+        cls,
+        key: str,
+        root: str | os.PathLike[str],
+        label_file: str | None,
+        label_names: Sequence[str],
+        expected: ExpectedLike,
+        title: str | None = None,
+    ) -> Release:
+        """The release under ``root``: its label file is ``label_file``, or the first of
+        ``label_names`` found (:func:`~._common.find_label`; errors name ``title``, by
+        default the dataset's known title).
+
+        Raises:
+            ManifestError: for a root that is no folder or a label file not found.
+        """
+        base = dataset_root(root)
+        label_path = find_label(base, label_file, label_names, title or KNOWN[key].title)
+        return cls(key, base, label_path, expected)
+
+    def manifest(
+        self, located: Sequence[Located], score_range: tuple[float, float] | None = None
+    ) -> Manifest:
+        """:func:`build_manifest` with the dataset's known labels, rooted at ``base``
+        (``score_range`` overrides the known range); whole-file errors name the label file."""
+        info = KNOWN[self.key].info(self.key, str(self.base), score_range)
+        return build_manifest(info, located, as_expected(self.expected), str(self.label_path))
+
+
+Reader = Callable[..., Manifest]
+"""``read(release, *, <layout options>)``: the manifest of a located :class:`Release`."""
+
+
+def official_release(
+    key: str, label_names: Sequence[str], title: str | None = None
+) -> Callable[[Reader], Callable[..., Manifest]]:
+    """Make the public importer of dataset ``key`` from the function it decorates.
+
+    The decorated ``read(release, *, <layout options>)`` reads a :class:`Release`; the
+    importer built from it is ``import_x(root, *, label_file=None, <read's layout options>,
+    expected=KNOWN[key].expected)``. It refuses an option ``read`` does not take (a
+    TypeError naming the options it does take, before any file is looked at), locates
+    the release (:meth:`Release.locate` with ``label_names`` and ``title``) and returns
+    ``read(release, **options)``. It has ``read``'s name and docstring, and that signature
+    and its annotations, so ``inspect.signature`` (which the CLI asks for the layout
+    options a dataset takes) shows what it accepts.
+
+    Raises:
+        TypeError: at decoration, when ``read`` takes anything but a release and keyword
+            options, or an option named like the importer's own (``root``,
+            ``label_file``, ``expected``).
+    """
+
+    def build(read: Reader) -> Callable[..., Manifest]:
+        params = list(inspect.signature(read).parameters.values())
+        options = params[1:]
+        reserved = ("root", "label_file", "expected")
+        if not params or params[0].kind not in (_POSITIONAL, _POSITIONAL_ONLY) or any(
+            p.kind is not _KEYWORD_ONLY or p.name in reserved for p in options
+        ):
+            raise TypeError(
+                f"{read.__name__}: an official-release reader takes (release, *, options),"
+                f" none of them named {', '.join(reserved)}"
+            )
+        accepted = [p.name for p in options]
+
+        def importer(
+            root: str | os.PathLike[str],
+            *,
+            label_file: str | None = None,
+            expected: ExpectedLike = KNOWN[key].expected,
+            **layout: Any,
+        ) -> Manifest:
+            unknown = [name for name in layout if name not in accepted]
+            if unknown:
+                takes = ", ".join(accepted) or "none"
+                raise TypeError(
+                    f"{read.__name__}() got an unexpected keyword argument {unknown[0]!r}"
+                    f" (its layout options: {takes})"
+                )
+            release = Release.locate(key, root, label_file, label_names, expected, title)
+            return read(release, **layout)
+
+        own = inspect.signature(importer, eval_str=True)  # before it wraps ``read``
+        root, label_file, expected = (own.parameters[name] for name in reserved)
+        signature = own.replace(parameters=[root, label_file, *options, expected])
+        functools.update_wrapper(
+            importer, read, assigned=("__module__", "__name__", "__qualname__", "__doc__")
+        )
+        importer.__signature__ = signature  # type: ignore[attr-defined]
+        importer.__annotations__ = {
+            **{p.name: p.annotation for p in signature.parameters.values()},
+            "return": signature.return_annotation,
+        }
+        return importer
+
+    return build
+

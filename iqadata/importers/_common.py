@@ -2,9 +2,10 @@
 
 Every importer turns a dataset's official label files into ``(ManifestRow, where)``
 pairs, where ``where`` names the label file and physical line (or entry) the row came
-from, and hands them to :func:`iqadata.importers._build.build_manifest`, which checks
-ids, files and counts and fails with a :class:`~iqadata.manifest.ManifestError` naming that
-place. Importers never write files.
+from, and hands them to :func:`iqadata.importers._build.build_manifest` (a known
+dataset's importer through :meth:`~iqadata.importers._build.Release.manifest`, which adds
+the dataset's known labels), which checks ids, files and counts and fails with a
+:class:`~iqadata.manifest.ManifestError` naming that place. Importers never write files.
 """
 
 from __future__ import annotations

@@ -28,20 +28,17 @@ Deviations, on purpose:
 
 from __future__ import annotations
 
-import os
 import posixpath
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from iqadata.importers._build import official_manifest
+from iqadata.importers._build import Release, official_release
 from iqadata.importers._common import (
-    ExpectedLike,
     Located,
     cell,
     cell_text,
     csv_records,
-    dataset_root,
     find_label,
     header_index,
     header_key,
@@ -54,7 +51,6 @@ from iqadata.importers._common import (
     xlsx_rows,
 )
 from iqadata.importers._paths import find_file, join_id, name_key
-from iqadata.importers.known import KNOWN
 from iqadata.manifest import Manifest, ManifestError, ManifestRow
 
 KONIQ_FILES = ("koniq10k_distributions_sets.csv", "koniq10k_scores_and_distributions.csv")
@@ -75,18 +71,11 @@ def authentic_row(image: str, score: float, **extra: str) -> ManifestRow:
     return ManifestRow(image=image, score=score, group=image, extra=extra)
 
 
-def import_koniq10k(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str | None = None,
-    image_dir: str = "1024x768",
-    expected: ExpectedLike = KNOWN["koniq10k"].expected,
-) -> Manifest:
+@official_release("koniq10k", KONIQ_FILES)
+def import_koniq10k(release: Release, *, image_dir: str = "1024x768") -> Manifest:
     """KonIQ-10k from either official label file; 10,073 images (see the module notes)."""
-    base = dataset_root(root)
-    label_path = find_label(base, label_file, KONIQ_FILES, "KonIQ-10k")
-    header, records = csv_records(label_path)
-    require_columns(header, ("image_name", "MOS"), label_path)
+    header, records = csv_records(release.label_path)
+    require_columns(header, ("image_name", "MOS"), release.label_path)
     score_col = "MOS_zscore" if "MOS_zscore" in header else "MOS"
     located = []
     for where, rec in records:
@@ -101,24 +90,19 @@ def import_koniq10k(
         located.append(Located(row, where))
     top = max((item.row.score for item in located), default=0.0)
     low_high = (1.0, 5.0) if score_col == "MOS" and top <= 5.0 else (0.0, 100.0)
-    return official_manifest("koniq10k", base, located, expected, label_path, low_high)
+    return release.manifest(located, low_high)
 
 
+@official_release("spaq", SPAQ_FILES)
 def import_spaq(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str | None = None,
-    image_dir: str = "TestImage",
-    sheet: str | None = None,
-    expected: ExpectedLike = KNOWN["spaq"].expected,
+    release: Release, *, image_dir: str = "TestImage", sheet: str | None = None
 ) -> Manifest:
     """SPAQ: xlsx ``Image name, MOS, Brightness, ...``; 11,125 images, MOS 0-100.
 
     The five attribute scores are kept as lower-case extra columns. The sheet read is
     ``sheet`` (any case), or the one whose first row has ``Image name`` and ``MOS``.
     """
-    base = dataset_root(root)
-    label_path = find_label(base, label_file, SPAQ_FILES, "SPAQ")
+    label_path = release.label_path
     rows = xlsx_rows(label_path, sheet, _spaq_sheet)
     _, header = next(rows, (1, ()))
     name_col = header_index(header, "Image name", f"{label_path}: row 1")
@@ -134,7 +118,7 @@ def import_spaq(
         extra = {k: cell_text(cell(values, c)) for k, c in attr_cols.items()}
         score = parse_float(cell(values, mos_col), where)
         located.append(Located(authentic_row(join_id(image_dir, name), score, **extra), where))
-    return official_manifest("spaq", base, located, expected, label_path)
+    return release.manifest(located)
 
 
 def _spaq_sheet(head: list[tuple[Any, ...]]) -> bool:
@@ -147,21 +131,15 @@ def _numbered_sheet(head: list[tuple[Any, ...]]) -> bool:
     return len(head) == 2 and is_number(cell(head[1], 0))
 
 
-def import_livec(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str | None = None,
-    image_dir: str = "Images",
-    expected: ExpectedLike = KNOWN["livec"].expected,
-) -> Manifest:
+@official_release("livec", ["Data/AllMOS_release.mat"])
+def import_livec(release: Release, *, image_dir: str = "Images") -> Manifest:
     """LIVE Challenge: ``Data/AllMOS_release.mat`` + ``AllImages_release.mat``; 1,162.
 
     ``label_file`` names the MOS file; the image names are read from
     ``AllImages_release.mat`` in the same folder. The 7 training images (names starting
     with ``t``) are dropped.
     """
-    base = dataset_root(root)
-    mos_path = find_label(base, label_file, ["Data/AllMOS_release.mat"], "LIVE Challenge")
+    mos_path = release.label_path
     names_path = find_label(mos_path.parent, None, ["AllImages_release.mat"], "LIVE Challenge")
     names = mat_strings(load_mat(names_path, "AllImages_release"))
     scores = load_mat(mos_path, "AllMOS_release").reshape(-1)
@@ -176,28 +154,20 @@ def import_livec(
         where = f"{mos_path}: entry {k + 1} ({name})"
         row = authentic_row(join_id(image_dir, name), parse_float(score, where))
         located.append(Located(row, where))
-    return official_manifest("livec", base, located, expected, mos_path)
+    return release.manifest(located)
 
 
-def import_bid(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str | None = None,
-    image_dir: str = "",
-    sheet: str | None = None,
-    expected: ExpectedLike = KNOWN["bid"].expected,
-) -> Manifest:
+@official_release("bid", ["DatabaseGrades.xlsx"])
+def import_bid(release: Release, *, image_dir: str = "", sheet: str | None = None) -> Manifest:
     """BID: xlsx rows ``(image number, MOS)`` after a header -> ``DatabaseImage%04d.JPG``.
 
     MOS is on 0-5 (higher = better). ``image_dir`` is ``ImageDatabase`` for copies that
     keep the images in that subfolder. ``sheet`` as for :func:`numbered_rows`.
     """
-    base = dataset_root(root)
-    label_path = find_label(base, label_file, ["DatabaseGrades.xlsx"], "BID")
     located = numbered_rows(
-        label_path, lambda n: join_id(image_dir, f"DatabaseImage{n:04d}.JPG"), sheet
+        release.label_path, lambda n: join_id(image_dir, f"DatabaseImage{n:04d}.JPG"), sheet
     )
-    return official_manifest("bid", base, located, expected, label_path)
+    return release.manifest(located)
 
 
 def numbered_rows(
@@ -220,22 +190,16 @@ def numbered_rows(
     return located
 
 
-def import_flive(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str | None = None,
-    image_dir: str | None = None,
-    expected: ExpectedLike = KNOWN["flive"].expected,
-) -> Manifest:
+@official_release("flive", FLIVE_FILES, "FLIVE")
+def import_flive(release: Release, *, image_dir: str | None = None) -> Manifest:
     """FLIVE (LIVE-FB): ``labels_image.csv`` with ``name,mos``; 39,810 images, MOS 0-100.
 
     Names are paths such as ``voc_emotic_ava/AVA__2884.jpg``, relative to the folder of
     the label file (``image_dir`` overrides that folder). The official split, when its
     two files sit beside the label file, becomes the extra column ``official_split``.
     """
-    base = dataset_root(root)
-    label_path = find_label(base, label_file, FLIVE_FILES, "FLIVE")
-    folder = image_dir if image_dir is not None else _relative_folder(label_path, base)
+    label_path = release.label_path
+    folder = image_dir if image_dir is not None else _relative_folder(label_path, release.base)
     header, records = csv_records(label_path)
     require_columns(header, ("name", "mos"), label_path)
     rows = list(records)
@@ -247,7 +211,7 @@ def import_flive(
             join_id(folder, rec["name"]), parse_float(rec["mos"], where), **extra
         )
         located.append(Located(row, where))
-    return official_manifest("flive", base, located, expected, label_path)
+    return release.manifest(located)
 
 
 def _name(text: str) -> str:

@@ -16,18 +16,14 @@ is detected from the label file's suffix.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from iqadata.importers._build import official_manifest
+from iqadata.importers._build import Release, official_release
 from iqadata.importers._common import (
-    ExpectedLike,
     Located,
     cell,
     cell_text,
-    dataset_root,
-    find_label,
     header_key,
     parse_float,
     parse_int,
@@ -35,7 +31,6 @@ from iqadata.importers._common import (
     xlsx_rows,
 )
 from iqadata.importers._paths import join_id
-from iqadata.importers.known import KNOWN
 from iqadata.manifest import Manifest, ManifestError, ManifestRow
 
 # spreadsheet dst_type -> (folder under dst_imgs/, file-name token, manifest distortion)
@@ -52,14 +47,13 @@ CSIQ_SHEET = "all_by_image"
 CSIQ_COLUMNS = ("image", "dst_type", "dst_lev", "dmos")
 
 
+@official_release("csiq", ["csiq.DMOS.xlsx", "csiq_label.txt"])
 def import_csiq(
-    root: str | os.PathLike[str],
+    release: Release,
     *,
-    label_file: str | None = None,
     image_dir: str | None = None,
     ref_dir: str = "src_imgs",
     sheet: str | None = None,
-    expected: ExpectedLike = KNOWN["csiq"].expected,
 ) -> Manifest:
     """CSIQ: 866 distorted images of 30 references, DMOS on 0..1 (lower is better).
 
@@ -72,15 +66,14 @@ def import_csiq(
         sheet: the spreadsheet's sheet (default ``all_by_image``, in any letter case).
         expected: (images, refs) to check, or None.
     """
-    base = dataset_root(root)
-    label_path = find_label(base, label_file, ["csiq.DMOS.xlsx", "csiq_label.txt"], "CSIQ")
+    label_path = release.label_path
     if label_path.suffix.lower() == ".txt":
         if sheet is not None:
             raise ManifestError(f"{label_path}: a text label file has no sheets (drop --sheet)")
         located = _text_rows(label_path, image_dir or "dst_imgs_all", ref_dir)
     else:
         located = _xlsx_rows(label_path, image_dir or "dst_imgs", ref_dir, sheet or CSIQ_SHEET)
-    return official_manifest("csiq", base, located, expected, label_path)
+    return release.manifest(located)
 
 
 def _csiq_row(image: str, ref: str, stem: str, dmos: float, kind: str, level: int) -> ManifestRow:

@@ -33,7 +33,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from iqadata.importers._build import official_manifest
+from iqadata.importers._build import Release, official_release
 from iqadata.importers._common import (
     Expected,
     ExpectedLike,
@@ -113,10 +113,9 @@ def import_live(
         score_range: the range recorded (default -3..112, which covers the realigned DMOS).
         expected: (images, refs) to check, or None.
     """
-    base = dataset_root(root)
-    label_path = find_label(
-        base, label_file, ["dmos_realigned.mat" if realigned else "dmos.mat"], "LIVE"
-    )
+    label_names = ["dmos_realigned.mat" if realigned else "dmos.mat"]
+    release = Release.locate("live", root, label_file, label_names, expected)
+    label_path = release.label_path
     scores = load_mat(label_path, ["dmos_new", "dmos"]).reshape(-1)
     orgs = load_mat(label_path, "orgs").reshape(-1)
     names_path = find_label(label_path.parent, None, ["refnames_all.mat"], "LIVE")
@@ -137,7 +136,7 @@ def import_live(
             group=Path(ref).stem, distortion=LIVE_DISTORTIONS.get(folder, folder),
         )
         located.append(Located(row, where))
-    return official_manifest("live", base, located, expected, label_path, score_range)
+    return release.manifest(located, score_range)
 
 
 def _lookup(names: tuple[str, ...], number: str, where: str) -> str:
@@ -147,20 +146,14 @@ def _lookup(names: tuple[str, ...], number: str, where: str) -> str:
     return names[index]
 
 
+@official_release("tid2013", ["mos_with_names.txt"])
 def import_tid2013(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str | None = None,
-    image_dir: str = "distorted_images",
-    ref_dir: str = "reference_images",
-    expected: ExpectedLike = KNOWN["tid2013"].expected,
+    release: Release, *, image_dir: str = "distorted_images", ref_dir: str = "reference_images"
 ) -> Manifest:
     """TID2013: ``<mos> <name>`` lines, names ``I<ref>_<type>_<level>.bmp``; 3000 / 25."""
-    base = dataset_root(root)
-    label_path = find_label(base, label_file, ["mos_with_names.txt"], "TID2013")
     located = []
-    for lineno, fields in text_lines(label_path):
-        where = f"{label_path}:{lineno}"
+    for lineno, fields in text_lines(release.label_path):
+        where = f"{release.label_path}:{lineno}"
         match = _TID_NAME.match(fields[1]) if len(fields) == 2 else None
         if match is None:
             raise ManifestError(f"{where}: expected '<mos> I##_##_#.bmp', got {fields}")
@@ -171,29 +164,23 @@ def import_tid2013(
             distortion=_lookup(TID2013_DISTORTIONS, dist_no, where), extra={"level": level},
         )
         located.append(Located(row, where))
-    return official_manifest("tid2013", base, located, expected, label_path)
+    return release.manifest(located)
 
 
+@official_release("kadid10k", ["dmos.csv"])
 def import_kadid10k(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str | None = None,
-    image_dir: str = "images",
-    ref_dir: str | None = None,
-    expected: ExpectedLike = KNOWN["kadid10k"].expected,
+    release: Release, *, image_dir: str = "images", ref_dir: str | None = None
 ) -> Manifest:
     """KADID-10k: ``dist_img,ref_img,dmos,var``; ``dmos`` is a 1-5 MOS (higher = better).
 
     ``var`` (a variance, not a std) is kept in the ``var`` extra column. References sit
     in ``image_dir`` too unless ``ref_dir`` says otherwise.
     """
-    base = dataset_root(root)
-    label_path = find_label(base, label_file, ["dmos.csv"], "KADID-10k")
-    header, records = csv_records(label_path)
-    require_columns(header, ("dist_img", "ref_img", "dmos"), label_path)
+    header, records = csv_records(release.label_path)
+    require_columns(header, ("dist_img", "ref_img", "dmos"), release.label_path)
     refs = image_dir if ref_dir is None else ref_dir
     located = [_kadid_row(rec, image_dir, refs, where) for where, rec in records]
-    return official_manifest("kadid10k", base, located, expected, label_path)
+    return release.manifest(located)
 
 
 def _kadid_row(rec: dict[str, str], image_dir: str, ref_dir: str, where: str) -> Located:
@@ -263,7 +250,7 @@ def import_pipal(
     folders = _pipal_dirs(index, image_dir)
     images = _pipal_images(index, folders)
     located = [item for f in labels for item in _pipal_rows(f, images, folders, ref_dir)]
-    return official_manifest("pipal", base, located, expected, labels[0].parent, score_range)
+    return Release("pipal", base, labels[0].parent, expected).manifest(located, score_range)
 
 
 def _pipal_label_files(base: Path, index: DiskIndex, given: str) -> list[Path]:

@@ -35,18 +35,14 @@ Deviations, on purpose:
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import replace
 
 from iqadata.content import PROMPT_GROUP
-from iqadata.importers._build import check_groups, official_manifest
+from iqadata.importers._build import Release, check_groups, official_release
 from iqadata.importers._common import (
-    ExpectedLike,
     Located,
     csv_records,
-    dataset_root,
-    find_label,
     load_mat,
     parse_float,
     require_columns,
@@ -54,7 +50,6 @@ from iqadata.importers._common import (
 from iqadata.importers._paths import DiskIndex, find_file, find_image_dir, join_id
 from iqadata.importers._prompts import aigc_prompt_groups
 from iqadata.importers.authentic import authentic_row, numbered_rows
-from iqadata.importers.known import KNOWN
 from iqadata.manifest import Manifest
 
 AGIQA_FOLDERS = ("AGIQA-3K", "img", "image", "images", "")
@@ -63,18 +58,11 @@ AIGC_EXTRA = {"mosz2.mat": "authenticity", "mosz3.mat": "correspondence"}
 _PROMPT_NO = re.compile(r"_(\d+)\.[A-Za-z]+$")
 
 
-def import_gfiqa20k(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str | None = None,
-    image_dir: str = "image",
-    expected: ExpectedLike = KNOWN["gfiqa20k"].expected,
-) -> Manifest:
+@official_release("gfiqa20k", ["mos.csv"])
+def import_gfiqa20k(release: Release, *, image_dir: str = "image") -> Manifest:
     """GFIQA-20k: ``mos.csv`` with ``img_name, mos`` (0..1); 19,988 face images."""
-    base = dataset_root(root)
-    label_path = find_label(base, label_file, ["mos.csv"], "GFIQA-20k")
-    header, records = csv_records(label_path)
-    require_columns(header, ("img_name", "mos"), label_path)
+    header, records = csv_records(release.label_path)
+    require_columns(header, ("img_name", "mos"), release.label_path)
     located = [
         Located(
             authentic_row(join_id(image_dir, rec["img_name"]), parse_float(rec["mos"], where)),
@@ -82,7 +70,7 @@ def import_gfiqa20k(
         )
         for where, rec in records
     ]
-    return official_manifest("gfiqa20k", base, located, expected, label_path)
+    return release.manifest(located)
 
 
 def _prompt_group(name: str, prompt: str) -> str:
@@ -90,21 +78,15 @@ def _prompt_group(name: str, prompt: str) -> str:
     return f"prompt_{match.group(1)}" if match else f"prompt {prompt}"
 
 
-def import_agiqa3k(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str | None = None,
-    image_dir: str | None = None,
-    expected: ExpectedLike = KNOWN["agiqa3k"].expected,
-) -> Manifest:
+@official_release("agiqa3k", ["data.csv"])
+def import_agiqa3k(release: Release, *, image_dir: str | None = None) -> Manifest:
     """AGIQA-3k: ``data.csv``; perceptual quality ``mos_quality`` (0..5); 2,982 images."""
-    base = dataset_root(root)
-    label_path = find_label(base, label_file, ["data.csv"], "AGIQA-3k")
-    header, records = csv_records(label_path)
-    require_columns(header, ("name", "mos_quality"), label_path)
+    header, records = csv_records(release.label_path)
+    require_columns(header, ("name", "mos_quality"), release.label_path)
     rows = list(records)
     if image_dir is None and rows:
-        image_dir = find_image_dir(DiskIndex(base), AGIQA_FOLDERS, rows[0][1]["name"], rows[0][0])
+        index = DiskIndex(release.base)
+        image_dir = find_image_dir(index, AGIQA_FOLDERS, rows[0][1]["name"], rows[0][0])
     located = []
     for where, rec in rows:
         extra = {k: rec[k] for k in AGIQA_EXTRA if k in rec}
@@ -113,26 +95,20 @@ def import_agiqa3k(
         group = _prompt_group(rec["name"], rec.get("prompt", ""))
         row = replace(row, group=group, extra={**extra, PROMPT_GROUP: group})
         located.append(Located(row, where))
-    manifest = official_manifest("agiqa3k", base, located, expected, label_path)
+    manifest = release.manifest(located)
     prompt_text = ("prompt", lambda row: row.extra.get("prompt", "").strip())
     check_groups(manifest.rows, [item.where for item in located], prompt_text)
     return manifest
 
 
-def import_aigciqa2023(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str | None = None,
-    image_dir: str = "Image/allimg",
-    expected: ExpectedLike = KNOWN["aigciqa2023"].expected,
-) -> Manifest:
+@official_release("aigciqa2023", ["DATA/MOS/mosz1.mat"])
+def import_aigciqa2023(release: Release, *, image_dir: str = "Image/allimg") -> Manifest:
     """AIGCIQA2023: ``DATA/MOS/mosz1.mat`` (``MOSz``, quality, 0..100); 2,400 images."""
-    base = dataset_root(root)
-    label_path = find_label(base, label_file, ["DATA/MOS/mosz1.mat"], "AIGCIQA2023")
+    label_path = release.label_path
     scores = load_mat(label_path, "MOSz").reshape(-1)
     beside = {column: find_file(label_path.parent, name) for name, column in AIGC_EXTRA.items()}
     extras = {c: load_mat(f, "MOSz").reshape(-1) for c, f in beside.items() if f is not None}
-    prompts = aigc_prompt_groups(base, len(scores))
+    prompts = aigc_prompt_groups(release.base, len(scores))
     located = []
     for k, score in enumerate(scores):
         where = f"{label_path}: entry {k + 1}"
@@ -140,20 +116,16 @@ def import_aigciqa2023(
         extra |= prompts.extra[k]
         row = authentic_row(join_id(image_dir, f"{k}.png"), parse_float(score, where), **extra)
         located.append(Located(replace(row, group=prompts.groups[k]), where))
-    manifest = official_manifest("aigciqa2023", base, located, expected, label_path)
+    manifest = release.manifest(located)
     return replace(manifest, info=replace(manifest.info, groups=prompts.rule))
 
 
+@official_release("uwiqa", ["IQA_Value.xlsx"])
 def import_uwiqa(
-    root: str | os.PathLike[str],
-    *,
-    label_file: str | None = None,
-    image_dir: str = "img",
-    sheet: str | None = None,
-    expected: ExpectedLike = KNOWN["uwiqa"].expected,
+    release: Release, *, image_dir: str = "img", sheet: str | None = None
 ) -> Manifest:
     """UWIQA: ``IQA_Value.xlsx`` rows ``(number, MOS 0..1)`` after a header -> ``%04d.png``."""
-    base = dataset_root(root)
-    label_path = find_label(base, label_file, ["IQA_Value.xlsx"], "UWIQA")
-    located = numbered_rows(label_path, lambda n: join_id(image_dir, f"{n:04d}.png"), sheet)
-    return official_manifest("uwiqa", base, located, expected, label_path)
+    located = numbered_rows(
+        release.label_path, lambda n: join_id(image_dir, f"{n:04d}.png"), sheet
+    )
+    return release.manifest(located)
