@@ -23,13 +23,21 @@ the demo's ``sfem_fr``:
   for Intel CPUs alone);
 * ATen's vectorised kernels at AVX2 (``ATEN_CPU_CAPABILITY=avx2``), which every x86-64 CPU
   sold since 2013-2015 has (Intel Haswell, AMD Excavator and Zen);
+* OpenBLAS, numpy's and scipy's BLAS, at its ``Haswell`` kernels (``OPENBLAS_CORETYPE``),
+  what it runs on AVX2-only CPUs. It picks its kernels from the CPU too: between an AVX-512
+  machine (``SkylakeX`` kernels) and an AVX2-only one, the demo's ``sfem_fr`` wrote the same
+  checkpoints and predictions but metrics (``metrics.json``, the per-epoch ``curves.csv``
+  and ``last.pt`` that holds them) differing in their last bits; with the cap, the
+  AVX-512 machine wrote what the AVX2-only one had written, byte for byte (its DVC hash);
 * a fixed number of threads (the commands' ``--threads``).
 
-The two environment variables take effect only if they are set before torch starts, so the
-commands set them first (:func:`prepare`, called by ``cache.console.Command``); a variable
-the user set is left alone. Cost, measured on one thread of the machine above: a training
-step of the demo's ``sfem_fr`` (batch 32) 29-35 ms native, 60 ms portable (oneDNN off:
-47-48 ms; MKL's compatible branch: the rest); a whole demo split ~1.5x. ``native`` keeps
+The environment variables take effect only if they are set before torch starts (OpenBLAS's:
+before numpy starts), so the commands set them first (:func:`prepare`, called by
+``cache.console.Command``); a variable the user set is left alone. Cost, measured on one
+thread of the machine above: a training step of the demo's ``sfem_fr`` (batch 32) 29-35 ms
+native, 60 ms portable (oneDNN off: 47-48 ms; MKL's compatible branch: the rest); a whole
+demo split ~1.5x; the OpenBLAS cap nothing measurable (the demo's ``sfem_fr`` stage 101.5
+CPU-seconds with it, 103.0 without). ``native`` keeps
 the machine's fastest kernels (results then depend on the CPU). CUDA devices are not
 affected either way.
 """
@@ -44,7 +52,8 @@ from contextlib import contextmanager
 from typing import Any
 
 MODES = ("portable", "native")
-PORTABLE_ENV = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2"}
+PORTABLE_ENV = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2"}  # read as torch starts
+PORTABLE_BLAS = {"OPENBLAS_CORETYPE": "Haswell"}  # read as numpy loads its OpenBLAS
 PORTABLE_CAPABILITY = "AVX2"
 
 
@@ -58,9 +67,40 @@ def prepare(mode: str = "portable") -> None:
     Call it first in a process (the commands do); after ``import torch`` it is too late for
     the variables, and :func:`cpu_kernels` says so in its record and a warning.
     """
-    if mode == "portable" and "torch" not in sys.modules:
+    if mode != "portable":
+        return
+    if "torch" not in sys.modules:
         for key, value in PORTABLE_ENV.items():
             os.environ.setdefault(key, value)
+    if "numpy" not in sys.modules:
+        for key, value in PORTABLE_BLAS.items():
+            os.environ.setdefault(key, value)
+
+
+def blas_core() -> str:
+    """The kernel family numpy's OpenBLAS runs (``"Haswell"``, ``"SkylakeX"``, ...).
+
+    "" when numpy's BLAS is not an OpenBLAS that says (another BLAS, or a build without
+    the query).
+    """
+    import ctypes
+
+    import numpy  # noqa: F401 - loads its BLAS
+
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
+    except OSError:
+        return ""
+    for path in sorted(paths):
+        lib = ctypes.CDLL(path)
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                     "openblas_get_corename64_", "openblas_get_corename"):
+            query = getattr(lib, name, None)
+            if query is not None:
+                query.restype = ctypes.c_char_p
+                return str(query().decode())
+    return ""
 
 
 def describe(mode: str, device: str) -> dict[str, Any]:
@@ -85,6 +125,9 @@ def _problems(record: dict[str, Any]) -> list[str]:
         found.append(f"ATen kernels are {record['aten_capability']}, not {PORTABLE_CAPABILITY}")
     if record["mkl_cbwr"] != PORTABLE_ENV["MKL_CBWR"]:
         found.append(f"MKL_CBWR is {record['mkl_cbwr'] or 'unset'}, not COMPATIBLE")
+    core, want = blas_core(), PORTABLE_BLAS["OPENBLAS_CORETYPE"]
+    if core and core.lower() != want.lower():
+        found.append(f"numpy's OpenBLAS runs its {core} kernels, not {want}")
     return found
 
 

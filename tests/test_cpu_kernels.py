@@ -3,9 +3,10 @@ the same, bit for bit (``cache.kernels``).
 
 Another CPU kind is emulated on this one by capping the kernel libraries at AVX2 the way an
 AVX2-only machine would run them (oneDNN's and MKL's instruction-set caps, ATen's dispatch
-level). The same training run in a fresh process for each "machine" must write identical
-checkpoints and metrics with ``--cpu-kernels portable`` (the default), and, as a check that
-the emulation shows the difference at all, different ones with ``--cpu-kernels native``.
+level, OpenBLAS's Haswell kernels). The same training run in a fresh process for each
+"machine" must write identical checkpoints, metrics and curves with ``--cpu-kernels
+portable`` (the default), and, as a check that the emulation shows the difference at all,
+different ones with ``--cpu-kernels native``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cache.store import ArraySpec
 from iqadata.manifest import DatasetInfo, Manifest, ManifestRow
 
 AVX2_MACHINE = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-                "ATEN_CPU_CAPABILITY": "avx2"}
+                "ATEN_CPU_CAPABILITY": "avx2", "OPENBLAS_CORETYPE": "Haswell"}
 REFS = [f"refs/r{i}.png" for i in range(4)]
 DIST = [f"dist/r{i}_{k}.png" for i in range(4) for k in range(8)]
 
@@ -38,9 +39,33 @@ def _has_avx512() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(
+avx512_only = pytest.mark.skipif(
     not _has_avx512(), reason="another CPU kind is emulated by capping AVX-512 at AVX2"
 )
+
+
+def test_commands_run_numpys_openblas_at_its_avx2_kernels() -> None:
+    """OpenBLAS picks its kernels from the CPU when numpy loads it: a command (which calls
+    ``prepare`` first) runs the Haswell ones on every x86-64 CPU, and a process that loaded
+    numpy before ``prepare`` is told its kernels are not the portable ones."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    code = ("import warnings; from cache import kernels; kernels.prepare(); import numpy;"
+            " print(kernels.blas_core())")
+    core = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    if not core:
+        pytest.skip("numpy's BLAS here is not an OpenBLAS that names its kernels")
+    assert core == "Haswell"
+    late = ("import numpy, warnings; from cache import kernels; kernels.prepare()\n"
+            "with warnings.catch_warnings(record=True) as seen, kernels.cpu_kernels('portable')"
+            " as used:\n    warnings.simplefilter('always')\n"
+            "print(used['portable'], kernels.blas_core() == 'Haswell',"
+            " any('OpenBLAS' in str(w.message) for w in seen))")
+    done = subprocess.run([sys.executable, "-c", late], env=env, capture_output=True,
+                          text=True, check=True).stdout.split()
+    if not _has_avx512():
+        pytest.skip("on an AVX2-only CPU OpenBLAS may pick the Haswell kernels itself")
+    assert done == ["False", "False", "True"]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +93,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _train(data: Path, out: Path, machine: dict[str, str], mode: str) -> tuple[bytes, dict]:
+def _train(
+    data: Path, out: Path, machine: dict[str, str], mode: str
+) -> tuple[bytes, dict, bytes]:
     env = {k: v for k, v in os.environ.items() if k not in AVX2_MACHINE and k != "MKL_CBWR"}
     env |= machine
     args = ["--head", "sfem_fr", "--features", str(data / "f.zarr"), "--manifest",
@@ -81,21 +108,25 @@ def _train(data: Path, out: Path, machine: dict[str, str], mode: str) -> tuple[b
                           text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    return (out / "run_00" / "model.pt").read_bytes(), metrics
+    run = out / "run_00"
+    return (run / "model.pt").read_bytes(), metrics, (run / "curves.csv").read_bytes()
 
 
+@avx512_only
 def test_portable_kernels_train_the_same_bits_on_another_cpu_kind(data: Path) -> None:
-    here, here_metrics = _train(data, data / "here", {}, "portable")
-    there, there_metrics = _train(data, data / "there", AVX2_MACHINE, "portable")
+    here, here_metrics, here_curves = _train(data, data / "here", {}, "portable")
+    there, there_metrics, there_curves = _train(data, data / "there", AVX2_MACHINE, "portable")
     assert here_metrics["cpu_kernels"]["onednn"] is False
     assert here_metrics["cpu_kernels"]["aten_capability"] == "AVX2"
     assert here_metrics["cpu_kernels"]["mkl_cbwr"] == "COMPATIBLE"
     assert here_metrics["runs"] == there_metrics["runs"]
     assert here == there
+    assert here_curves == there_curves
 
 
+@avx512_only
 def test_native_kernels_differ_there_so_the_emulation_is_real(data: Path) -> None:
-    here, here_metrics = _train(data, data / "native_here", {}, "native")
-    there, _ = _train(data, data / "native_there", AVX2_MACHINE, "native")
+    here, here_metrics, _ = _train(data, data / "native_here", {}, "native")
+    there, _, _ = _train(data, data / "native_there", AVX2_MACHINE, "native")
     assert here_metrics["cpu_kernels"]["onednn"] is True
     assert here != there
