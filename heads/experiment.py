@@ -431,8 +431,12 @@ def _in_processes(
 
     import torch
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(WORKER_PRELOAD))
+    context: multiprocessing.context.BaseContext
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(WORKER_PRELOAD))
+    else:  # Windows: fresh processes, each importing for itself
+        context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
         max_workers=min(spec.jobs, len(runs)), mp_context=context,
         initializer=_worker_start, initargs=(torch.get_num_threads(),),

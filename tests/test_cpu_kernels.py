@@ -68,6 +68,14 @@ def test_commands_run_numpys_openblas_at_its_avx2_kernels() -> None:
     assert done == ["False", "False", "True"]
 
 
+def test_the_test_process_runs_the_portable_blas_too() -> None:
+    """conftest calls ``prepare`` before numpy loads (pytest plugins that import numpy, such
+    as zarr's, are disabled in setup.cfg), so in-process commands run the portable BLAS."""
+    from cache.kernels import blas_core
+
+    assert blas_core() in ("", "Haswell")
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("kernels")
