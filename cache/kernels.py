@@ -37,13 +37,13 @@ before numpy starts), so the commands set them first (:func:`prepare`, called by
 thread of the machine above: a training step of the demo's ``sfem_fr`` (batch 32) 29-35 ms
 native, 60 ms portable (oneDNN off: 47-48 ms; MKL's compatible branch: the rest); a whole
 demo split ~1.5x; the OpenBLAS cap nothing measurable (the demo's ``sfem_fr`` stage 101.5
-CPU-seconds with it, 103.0 without). ``native`` keeps
-the machine's fastest kernels (results then depend on the CPU). CUDA devices are not
-affected either way.
+CPU-seconds with it, 103.0 without). ``native`` keeps the machine's fastest kernels
+(results then depend on the CPU). CUDA devices are not affected either way.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
@@ -65,7 +65,8 @@ def prepare(mode: str = "portable") -> None:
     """Set the portable environment before torch starts (unset variables only).
 
     Call it first in a process (the commands do); after ``import torch`` it is too late for
-    the variables, and :func:`cpu_kernels` says so in its record and a warning.
+    torch's variables, after ``import numpy`` for OpenBLAS's, and :func:`cpu_kernels` says
+    so in its record and a warning.
     """
     if mode != "portable":
         return
@@ -77,8 +78,10 @@ def prepare(mode: str = "portable") -> None:
             os.environ.setdefault(key, value)
 
 
+@functools.cache
 def blas_core() -> str:
-    """The kernel family numpy's OpenBLAS runs (``"Haswell"``, ``"SkylakeX"``, ...).
+    """The kernel family numpy's OpenBLAS runs (``"Haswell"``, ``"SkylakeX"``, ...), fixed
+    when numpy loads it.
 
     "" when numpy's BLAS is not an OpenBLAS that says (another BLAS, or a build without
     the query).
@@ -156,7 +159,7 @@ def cpu_kernels(mode: str, device: str = "cpu") -> Iterator[dict[str, Any]]:
                     "portable CPU kernels could not be set in this process ("
                     + "; ".join(problems)
                     + "): results may differ on other CPUs; set the variables before torch "
-                    "is imported (cache.kernels.prepare)",
+                    "and numpy are imported (cache.kernels.prepare)",
                     PortabilityWarning,
                     stacklevel=3,
                 )
