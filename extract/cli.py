@@ -97,6 +97,11 @@ def _views(value: str) -> tuple[str, ...]:
 @click.option("--scheduler", help="Run on an existing dask cluster (scheduler address).")
 @click.option("--decode-workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads decoding images ahead of the forward pass.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="torch threads of the forward on a CPU (0: torch's default, all cores). "
+                   "The store is the same bytes with any count. Small backbones (nss) or "
+                   "cores shared with other work: 1 (multi-threaded kernels wait on each "
+                   "other's descheduled threads).")
 @click.option("--attention", default="sdpa", show_default=True,
               type=click.Choice(["sdpa", "sdpa_qk", "reference"]),
               help="SAM attention kernel: sdpa (fused, bias as a mask), sdpa_qk (bias folded "
@@ -143,6 +148,10 @@ def main(**opts: Any) -> None:
     cluster = None
     if opts["workers"] or opts["scheduler"]:
         cluster = Cluster(workers=opts["workers"], scheduler=opts["scheduler"])
+    if opts["threads"]:
+        import torch
+
+        torch.set_num_threads(opts["threads"])
     result = run_extract(
         cfg,
         opts["manifest"],

@@ -184,6 +184,38 @@ def test_cli_rejects_bad_options(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--out" in res.output
 
 
+def test_cli_threads_set_the_forward_threads_and_leave_the_store_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--threads N`` runs the forward on N torch threads; the store is the same bytes."""
+    import extract.run as run_mod
+
+    manifest = make_dataset(tmp_path, n=3)
+    seen: list[int] = []
+    real = run_mod.run_extract
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "run_extract", spy)
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            res = CliRunner().invoke(extract_main, [
+                "--backbone", "nss", "--manifest", str(manifest), "--batch-size", "2",
+                "--out", str(tmp_path / f"t{n}.zarr"), "--threads", str(n)])
+            assert res.exit_code == 0, res.output
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2]
+    one, two = (open_store(str(tmp_path / f"t{n}.zarr")) for n in (1, 2))
+    assert one.fingerprint == two.fingerprint
+    for name in one.arrays:
+        rows = range(one.n_rows)
+        assert one.read(rows, [name])[name].tobytes() == two.read(rows, [name])[name].tobytes()
+
+
 @pytest.mark.slow
 def test_local_cluster_equals_one_process(tmp_path: Path) -> None:
     manifest = make_dataset(tmp_path, n=6)

@@ -46,6 +46,25 @@ def test_every_preset_has_what_the_pipeline_reads(name: str) -> None:
     assert describe(name)
 
 
+@pytest.mark.parametrize("name", names())
+def test_every_preset_has_each_key_the_pipeline_interpolates(name: str) -> None:
+    """Each ``${a.b}`` of dvc.yaml (not the foreach/matrix ``item`` and ``key``) is set."""
+    params = yaml.safe_load(preset_text(name))
+    refs = set(re.findall(r"\$\{([\w.]+)\}", (ROOT / "dvc.yaml").read_text()))
+    missing = []
+    for ref in sorted(refs):
+        first, *rest = ref.split(".")
+        if first in ("item", "key"):
+            continue
+        node: Any = params
+        for part in [first, *rest]:
+            if not isinstance(node, dict) or part not in node:
+                missing.append(ref)
+                break
+            node = node[part]
+    assert refs and not missing, missing
+
+
 def test_paper_settings_are_the_papers() -> None:
     sam = yaml.safe_load(preset_text("sam_iqa_table1"))
     assert sam["head_train"]["sfem_fr"] == {"epochs": 500, "lr": 2.0e-5, "batch_size": 16}
