@@ -51,7 +51,7 @@ from heads.evaluate import evaluate
 from heads.losses import loss_name
 from heads.metrics import summarize
 from heads.optim import TrainConfig
-from heads.registry import head_class, make_config
+from heads.registry import HEADS, head_class, make_config
 from heads.split_data import SplitData, StoreDataError, denormalise, label_norm_of, load_split
 from heads.store_reader import select_rows
 from heads.train import (
@@ -397,9 +397,15 @@ def _summary(records: list[dict[str, Any]], datasets: list[_Dataset]) -> dict[st
     return out
 
 
-# What the workers' server imports before forking them: this module (torch, the heads, the
-# store) and torch._dynamo, which the first optimizer built in a process imports (~1.8 s).
+# What the workers' server imports before forking them: this module (torch, the training
+# loop, the store) and torch._dynamo, which the first optimizer built in a process imports
+# (~1.8 s); ``worker_preload`` adds the head's own module (timm for the prompt head, ~2.5 s).
 WORKER_PRELOAD = ("heads.experiment", "torch._dynamo")
+
+
+def worker_preload(head: str) -> list[str]:
+    """The modules the workers' server imports for training ``head``."""
+    return [*WORKER_PRELOAD, HEADS[head].partition(":")[0]]
 
 
 def _worker_start(threads: int) -> None:
@@ -434,7 +440,7 @@ def _in_processes(
     context: multiprocessing.context.BaseContext
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(WORKER_PRELOAD))
+        context.set_forkserver_preload(worker_preload(spec.head))
     else:  # Windows: fresh processes, each importing for itself
         context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(

@@ -359,6 +359,22 @@ def test_runs_in_two_processes_give_the_same_bytes(files) -> None:
     assert one["runs"] == two["runs"] and one["summary"] == two["summary"]
 
 
+def test_the_workers_server_imports_each_heads_module() -> None:
+    """The forkserver skips a preload module it cannot import without a word, and each
+    worker would then import it itself (timm for the prompt head): every name must import."""
+    import importlib
+
+    from heads.experiment import WORKER_PRELOAD, worker_preload
+    from heads.registry import HEADS
+
+    for head, target in HEADS.items():
+        modules = worker_preload(head)
+        assert modules[: len(WORKER_PRELOAD)] == list(WORKER_PRELOAD)
+        assert target.partition(":")[0] in modules, head
+        for name in modules:
+            importlib.import_module(name)
+
+
 def _renamed(files, name: str) -> tuple[str, str]:
     """The tiny dataset's manifest under another dataset name, and a split file for it."""
     old = read_manifest(files / "manifest.csv")
