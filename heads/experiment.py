@@ -34,25 +34,21 @@ dataset's entry of ``milestones_by_dataset`` (a mixed run keeps ``milestones``),
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cache.kernels import cpu_kernels
-from cache.outputs import atomic_write_text, check_output_dir, prepare_output_dir
-from cache.record import record_of
+from cache.outputs import check_output_dir, prepare_output_dir
 from cache.store import FeatureStore, open_store
 from heads import protocols
 from heads.checkpoint import update_extra
 from heads.evaluate import evaluate
-from heads.losses import loss_name
-from heads.metrics import summarize
 from heads.optim import TrainConfig
-from heads.registry import HEADS, head_class, make_config
-from heads.split_data import SplitData, StoreDataError, denormalise, label_norm_of, load_split
+from heads.registry import head_class, make_config
+from heads.run_record import header, store_record, summary, write_json, write_predictions
+from heads.split_data import SplitData, StoreDataError, denormalise, load_split
 from heads.store_reader import select_rows
 from heads.train import (
     FitOptions,
@@ -62,14 +58,10 @@ from heads.train import (
     check_orientation,
     check_trainable,
     fit,
-    loss_for,
 )
+from heads.workers import in_processes
 from iqadata.manifest import PARTS, Manifest, Split, file_sha256, read_manifest, read_split
 from iqadata.overlap import read_audit
-
-SCHEMA = 2
-PRED_FIELDS = ("run", "dataset", "id", "part", "distortion", "score", "target", "prediction",
-               "predicted_score")
 
 
 @dataclass(frozen=True)
@@ -282,8 +274,8 @@ def _one_run(
     }
     if len(datasets) > 1:
         record["datasets"] = per_dataset
-    _write_json(run_dir / "metrics.json", record)
-    _write_predictions(run_dir / "predictions.csv", preds)
+    write_json(run_dir / "metrics.json", record)
+    write_predictions(run_dir / "predictions.csv", preds)
     return record, preds
 
 
@@ -302,71 +294,12 @@ def _record_prompts(
     update_extra(run_dir / "model.pt", prompts=prompts)
 
 
-def store_record(store: FeatureStore) -> dict[str, Any]:
-    """What a checkpoint keeps of its store so the backbone can be rebuilt and checked."""
-    try:
-        extraction = record_of(store.provenance, store.fingerprint_fields).to_dict()
-    except ValueError:
-        extraction = None  # a store written by other code: scoring images is not possible
-    return {
-        "store_fields": store.fingerprint_fields,
-        "extraction": extraction,
-        "dataset": store.provenance.get("dataset"),
-    }
-
-
-def _write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(PRED_FIELDS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-
-def _header(spec: ExperimentSpec, datasets: list[_Dataset]) -> dict[str, Any]:
-    first = datasets[0]
-    orientation = spec.training.label_orientation
-    return {
-        "schema": SCHEMA,
-        "head": spec.head,
-        "head_kind": protocols.kind_of(head_class(spec.head)),
-        "protocol": "mixed" if len(datasets) > 1 else "per_dataset",
-        "sources": [_source_record(d, spec) for d in datasets],
-        "dataset": first.name if len(datasets) == 1 else "+".join(d.name for d in datasets),
-        "datasets": [d.name for d in datasets],
-        "backbone": first.store.backbone or "unknown",
-        "features": first.source.features,
-        "ref_features": first.source.ref_features,
-        "fingerprint": first.store.fingerprint,
-        "manifest": first.source.manifest,
-        "manifest_sha256": file_sha256(first.source.manifest),
-        "score_kind": first.manifest.info.score_kind,
-        # the dataset's scale and orientation (for reports); per run: its own records
-        "label_norm": label_norm_of(first.manifest, orientation=orientation),
-        "target_norm": spec.training.label_norm,
-        "label_orientation": orientation,
-        "preset": dict(spec.preset),
-        "training": spec.training.to_dict(),
-        "exclude_overlap": _audit_record(spec),
-        "loss": _loss_record(spec),
-        "head_config": {k: list(v) if isinstance(v, tuple) else v
-                        for k, v in spec.overrides.items()},
-    }
-
-
-def _audit_record(spec: ExperimentSpec) -> dict[str, Any] | None:
-    if not spec.exclude_overlap:
-        return None
-    return {"audit": spec.exclude_overlap, "audit_sha256": file_sha256(spec.exclude_overlap)}
-
-
-def _loss_record(spec: ExperimentSpec) -> dict[str, Any]:
-    """The loss trained with: its name (``heads.losses.LOSSES``) and term weights."""
-    loss = loss_for(spec.head, spec.training)
-    return {"name": loss_name(loss), **dataclasses.asdict(loss)}
+def _worker_run(
+    spec: ExperimentSpec, k: int, seed: int, run: int, run_dir: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One run in a worker process (``heads.workers``): it opens the stores itself."""
+    with cpu_kernels(spec.cpu_kernels, spec.device):
+        return _one_run(spec, _open_all(spec), k, seed, run, run_dir)
 
 
 def _for_datasets(spec: ExperimentSpec, datasets: list[_Dataset]) -> ExperimentSpec:
@@ -374,83 +307,6 @@ def _for_datasets(spec: ExperimentSpec, datasets: list[_Dataset]) -> ExperimentS
     if len(datasets) != 1:
         return spec
     return dataclasses.replace(spec, training=spec.training.for_dataset(datasets[0].name))
-
-
-def _source_record(d: _Dataset, spec: ExperimentSpec) -> dict[str, Any]:
-    """What a report needs of one dataset of the run (mixed runs have several)."""
-    return {
-        "dataset": d.name, "features": d.source.features, "manifest": d.source.manifest,
-        "manifest_sha256": file_sha256(d.source.manifest),
-        "score_kind": d.manifest.info.score_kind,
-        "label_norm": label_norm_of(d.manifest, orientation=spec.training.label_orientation),
-    }
-
-
-def _summary(records: list[dict[str, Any]], datasets: list[_Dataset]) -> dict[str, Any]:
-    out: dict[str, Any] = {p: summarize([r[p] for r in records if r[p]]) for p in ("val", "test")
-           if any(r[p] for r in records)}
-    if len(datasets) > 1:
-        for d in datasets:
-            per = [r["datasets"][d.name] for r in records]
-            out[d.name] = {p: summarize([x[p] for x in per if x[p]]) for p in ("val", "test")
-                           if any(x[p] for x in per)}
-    return out
-
-
-# What the workers' server imports before forking them: this module (torch, the training
-# loop, the store) and torch._dynamo, which the first optimizer built in a process imports
-# (~1.8 s); ``worker_preload`` adds the head's own module (timm for the prompt head, ~2.5 s).
-WORKER_PRELOAD = ("heads.experiment", "torch._dynamo")
-
-
-def worker_preload(head: str) -> list[str]:
-    """The modules the workers' server imports for training ``head``."""
-    return [*WORKER_PRELOAD, HEADS[head].partition(":")[0]]
-
-
-def _worker_start(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _worker_run(
-    spec: ExperimentSpec, k: int, seed: int, run: int, run_dir: Path
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    with cpu_kernels(spec.cpu_kernels, spec.device):
-        return _one_run(spec, _open_all(spec), k, seed, run, run_dir)
-
-
-def _in_processes(
-    spec: ExperimentSpec, runs: list[tuple[int, int]], out: Path
-) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """Every run in a pool of ``spec.jobs`` processes that share one start-up.
-
-    The workers fork from a server process (``forkserver``) that has imported the training
-    modules and the optimizers' compiler hooks but has run no torch operation, so no
-    thread pool or torch state is forked, and the ~5 CPU-seconds of imports are paid once
-    per pool rather than once per worker. The server starts from this process's
-    environment, so the portable kernels' variables (``cache.kernels.prepare``) hold there.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    import torch
-
-    context: multiprocessing.context.BaseContext
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(worker_preload(spec.head))
-    else:  # Windows: fresh processes, each importing for itself
-        context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        max_workers=min(spec.jobs, len(runs)), mp_context=context,
-        initializer=_worker_start, initargs=(torch.get_num_threads(),),
-    )
-    with pool:
-        futures = [pool.submit(_worker_run, spec, k, seed, run, out / f"run_{run:02d}")
-                   for run, (k, seed) in enumerate(runs)]
-        return [f.result() for f in futures]
 
 
 def run_experiment(spec: ExperimentSpec) -> dict[str, Any]:
@@ -462,12 +318,14 @@ def run_experiment(spec: ExperimentSpec) -> dict[str, Any]:
     spec = _for_datasets(spec, datasets)
     runs = plan_runs(spec)
     out = prepare_output_dir(spec.out, "train-run")
-    result = _header(spec, datasets)
+    result = header(spec, datasets)
     for run in range(len(runs)):
         (out / f"run_{run:02d}").mkdir(parents=True, exist_ok=True)
     with cpu_kernels(spec.cpu_kernels, spec.device) as used:
         if spec.jobs > 1 and len(runs) > 1:
-            done = _in_processes(spec, runs, out)
+            calls = [(spec, k, seed, run, out / f"run_{run:02d}")
+                     for run, (k, seed) in enumerate(runs)]
+            done = in_processes(_worker_run, calls, jobs=spec.jobs, head=spec.head)
         else:
             done = [_one_run(spec, datasets, k, seed, run, out / f"run_{run:02d}")
                     for run, (k, seed) in enumerate(runs)]
@@ -475,7 +333,7 @@ def run_experiment(spec: ExperimentSpec) -> dict[str, Any]:
     all_preds = [row for _, preds in done for row in preds]
     result["cpu_kernels"] = used
     result["runs"] = records
-    result["summary"] = _summary(records, datasets)
-    _write_predictions(out / "predictions.csv", all_preds)
-    _write_json(out / "metrics.json", result)
+    result["summary"] = summary(records, datasets)
+    write_predictions(out / "predictions.csv", all_preds)
+    write_json(out / "metrics.json", result)
     return result

@@ -194,6 +194,7 @@ NOT_DECIDING_EXTRACTION = {
 NOT_DECIDING_TRAINING = {
     **NOT_DECIDING,
     "cache/shard_writer.py": "writes stores (a training run reads one)",
+    "heads/workers.py": "where runs train (worker processes): the same bytes as in one",
 }
 
 

@@ -364,8 +364,8 @@ def test_the_workers_server_imports_each_heads_module() -> None:
     worker would then import it itself (timm for the prompt head): every name must import."""
     import importlib
 
-    from heads.experiment import WORKER_PRELOAD, worker_preload
     from heads.registry import HEADS
+    from heads.workers import WORKER_PRELOAD, worker_preload
 
     for head, target in HEADS.items():
         modules = worker_preload(head)
